@@ -1,0 +1,17 @@
+# onceiot_add_test(<name> SOURCES <src>... [LIBS <lib>...] [LABELS <label>...] [TIMEOUT <s>])
+# One Criterion executable per tested module, registered with CTest. The test
+# also fails when a sanitizer reports anything, even if Criterion passed.
+function(onceiot_add_test name)
+  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE onceiot_testsupport ${T_LIBS})
+  add_test(NAME ${name} COMMAND ${name} --jobs=1 --verbose=0)
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  set_tests_properties(${name} PROPERTIES
+    TIMEOUT ${T_TIMEOUT}
+    LABELS "${T_LABELS}"
+    FAIL_REGULAR_EXPRESSION "ERROR: AddressSanitizer;ERROR: LeakSanitizer;runtime error:;WARNING: ThreadSanitizer"
+    ENVIRONMENT "ONCEIOT_BUILD_DIR=${CMAKE_BINARY_DIR};ONCEIOT_SOURCE_DIR=${CMAKE_SOURCE_DIR};ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1;LSAN_OPTIONS=suppressions=${CMAKE_SOURCE_DIR}/tests/lsan.supp")
+endfunction()
