@@ -1,0 +1,38 @@
+/* Structured logging: one JSON object per line on stderr.
+ *
+ * A record is built on the stack and written with a single write(2), so lines
+ * from concurrent threads never interleave. Every line has "ts", "level",
+ * "service" and "event"; callers add typed fields. */
+#ifndef ONCEIOT_LOG_H
+#define ONCEIOT_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR } log_level_t;
+
+/* Sets the service name put on every line and the minimum level written. */
+void log_init(const char *service, log_level_t min_level);
+/* Parses "debug", "info", "warn" or "error"; returns -1 for anything else. */
+int log_level_parse(const char *s);
+bool log_enabled(log_level_t level);
+
+typedef struct log_rec {
+    char buf[4096]; /* the line being built; long values are truncated */
+    size_t len;     /* bytes used in buf */
+    bool on;        /* false when the level is filtered out */
+} log_rec_t;
+
+void log_begin(log_rec_t *r, log_level_t level, const char *event);
+void log_str(log_rec_t *r, const char *key, const char *value); /* NULL value -> null */
+void log_int(log_rec_t *r, const char *key, long long value);
+void log_double(log_rec_t *r, const char *key, double value);
+void log_bool(log_rec_t *r, const char *key, bool value);
+/* Terminates the line and writes it. */
+void log_end(log_rec_t *r);
+
+/* A one-field convenience: {"event": event, "msg": <formatted>}. */
+void log_msg(log_level_t level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
