@@ -1,0 +1,97 @@
+/* PostgreSQL: a fixed-size pool of libpq connections, prepared statements,
+ * transactions, reconnection and the SQLSTATE -> error-code mapping.
+ *
+ * Only parameterized SQL: statements are static db_stmt_t definitions with
+ * $1..$n placeholders, prepared lazily once per connection, and executed with
+ * text parameters. Every connection runs with search_path set to the owning
+ * service's schema (then public), so SQL names tables without a schema.
+ *
+ * Errors: functions return 0 (or a row count) or a negative ERR_* code, and
+ * leave a human message in db_errmsg(conn):
+ *   23505 unique_violation              -> ERR_ALREADY_EXISTS
+ *   23503 foreign_key_violation         -> ERR_FAILED_PRECONDITION
+ *   23514 check, 23502 not-null, 22xxx  -> ERR_INVALID_ARGUMENT
+ *   40001 serialization, 40P01 deadlock -> ERR_ABORTED
+ *   57014 query_canceled (statement_timeout) -> ERR_DEADLINE_EXCEEDED
+ *   08xxx, 57P01..57P03, lost connection -> ERR_UNAVAILABLE
+ *   anything else                       -> ERR_INTERNAL */
+#ifndef ONCEIOT_DB_H
+#define ONCEIOT_DB_H
+
+#include "onceiot/err.h"
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct db_pool db_pool_t;
+typedef struct db_conn db_conn_t;
+
+/* A statement, defined once (usually static const) and shared by all
+ * connections. */
+typedef struct db_stmt {
+    const char *name; /* unique per process, used as the prepared-statement name */
+    const char *sql;  /* with $1..$n */
+    int nparams;
+} db_stmt_t;
+
+typedef struct db_opts {
+    const char *url;          /* libpq connection URI or key=value string */
+    const char *schema;       /* search_path = "<schema>, public" */
+    int size;                 /* connections in the pool, >= 1 */
+    int statement_timeout_ms; /* default per statement; 0 = none */
+    int connect_timeout_ms;   /* per connection attempt */
+} db_opts_t;
+
+/* Creates the pool and opens its connections. If the server cannot be
+ * reached, the pool is still created (connections are retried with backoff
+ * on acquire) and ERR_UNAVAILABLE is returned along with *out, so a service
+ * may start and report NOT_SERVING. ERR_CONFIG for an unusable URL. */
+int db_pool_open(const db_opts_t *opts, db_pool_t **out) ONCEIOT_MUSTCHECK;
+void db_pool_close(db_pool_t *pool);
+
+/* Takes a connection, waiting up to timeout_ms for one to be free (and to
+ * reconnect a broken one). ERR_RESOURCE_EXHAUSTED on timeout, ERR_UNAVAILABLE
+ * when the server is down. */
+int db_pool_acquire(db_pool_t *pool, int64_t timeout_ms, db_conn_t **out) ONCEIOT_MUSTCHECK;
+/* Gives a connection back. An open transaction is rolled back and a changed
+ * statement timeout is restored first. */
+void db_pool_release(db_pool_t *pool, db_conn_t *conn);
+/* Runs "SELECT 1" on a free connection (reconnecting if needed). True when
+ * the database answered within timeout_ms. */
+bool db_pool_ping(db_pool_t *pool, int64_t timeout_ms);
+
+/* Bounds the statements that follow on this connection (until release) to
+ * timeout_ms; used to fit SQL inside a call's remaining deadline. Only sends
+ * a SET when the value changes. */
+int db_set_timeout(db_conn_t *conn, int64_t timeout_ms) ONCEIOT_MUSTCHECK;
+
+/* Executes a prepared statement with text parameters (NULL entries are SQL
+ * NULL). On success returns the number of rows affected or returned and, if
+ * res is not NULL, hands over the result (PQclear it). */
+int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params,
+            PGresult **res) ONCEIOT_MUSTCHECK;
+/* Executes fixed SQL with no parameters (BEGIN, SET ...). */
+int db_exec_simple(db_conn_t *conn, const char *sql) ONCEIOT_MUSTCHECK;
+
+int db_begin(db_conn_t *conn) ONCEIOT_MUSTCHECK;  /* BEGIN */
+int db_commit(db_conn_t *conn) ONCEIOT_MUSTCHECK; /* COMMIT; maps a failed commit */
+void db_rollback(db_conn_t *conn);                /* ROLLBACK if a transaction is open */
+
+/* The message of the last error on this connection ("" if none). */
+const char *db_errmsg(const db_conn_t *conn);
+/* The SQLSTATE of the last error ("" if none). */
+const char *db_sqlstate(const db_conn_t *conn);
+/* The constraint named by the last error, or "" (helps name the bad field). */
+const char *db_constraint(const db_conn_t *conn);
+PGconn *db_pgconn(db_conn_t *conn);
+
+/* Maps a SQLSTATE to an ERR_* code, as in the table above. */
+int db_map_sqlstate(const char *sqlstate);
+
+/* Column helpers: the value of a named column in row r, or NULL for SQL NULL.
+ * Aborts if the column does not exist (a programming error). */
+const char *db_get(const PGresult *res, int row, const char *column);
+int64_t db_get_int(const PGresult *res, int row, const char *column, int64_t if_null);
+bool db_get_bool(const PGresult *res, int row, const char *column);
+
+#endif

@@ -1,0 +1,41 @@
+/* The PostgreSQL test cluster: its superuser URL, superuser SQL, throwaway
+ * schemas and roles, and stopping/starting it.
+ *
+ * The cluster is private to the test run; ./tools/stack test starts it and
+ * sets ONCEIOT_TEST_PG_URL (superuser URL), ONCEIOT_TEST_PGDATA (data
+ * directory) and ONCEIOT_TEST_PGBIN (directory holding pg_ctl). Helpers fail
+ * the current Criterion test on any error. Strings returned are freed with
+ * mem_free. */
+#ifndef ONCEIOT_PG_HARNESS_H
+#define ONCEIOT_PG_HARNESS_H
+
+#include <libpq-fe.h>
+
+/* The superuser URL of the test cluster; fails the test if it is not set. */
+const char *pgh_url(void);
+/* Runs SQL (one or more statements) as the superuser, asserting success.
+ * Returns the result of the last statement; PQclear it. */
+PGresult *pgh_sql(const char *sql);
+/* Runs one statement with text parameters as the superuser, asserting
+ * success. PQclear the result. */
+PGresult *pgh_sqlf(const char *sql, int nparams, const char *const *params);
+/* Returns prefix + "_" + a random suffix: a name no other test uses. */
+char *pgh_unique_name(const char *prefix);
+/* Creates a new schema, owned by the superuser, and returns its name. */
+char *pgh_fresh_schema(const char *prefix);
+/* Creates a new LOGIN role (no superuser, no CREATEDB) whose password is its
+ * name, and returns its name. */
+char *pgh_fresh_role(const char *prefix);
+/* The test cluster's URL, as a key=value string, for logging in as role. */
+char *pgh_url_as(const char *role);
+/* Drops a schema and everything in it, if it exists. */
+void pgh_drop_schema(const char *schema);
+/* Drops a role (after what it owns), if it exists. */
+void pgh_drop_role(const char *role);
+/* Stops the cluster (fast shutdown) and waits until it is down. */
+void pgh_stop(void);
+/* Starts the cluster if it is not running and waits until it accepts
+ * connections; safe to call from a fixture's fini. */
+void pgh_start(void);
+
+#endif
