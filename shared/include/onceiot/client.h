@@ -1,0 +1,85 @@
+/* The gRPC client for service-to-service calls.
+ *
+ * A channel is one persistent HTTP/2 connection (re-established by core as
+ * needed) to one target; share it between threads. Calls are synchronous:
+ * each runs on its own completion queue and blocks the calling thread.
+ *
+ * When a call is made from inside a handler, pass that call as the parent:
+ * its deadline and cancellation propagate to the outgoing call.
+ *
+ * Results: every call fills an rpc_status_t. The function returns 0 when the
+ * status is OK and otherwise the ERR_* code for the status (err_from_grpc),
+ * so `if (rpc_unary(...) < 0)` is the whole check. */
+#ifndef ONCEIOT_CLIENT_H
+#define ONCEIOT_CLIENT_H
+
+#include "onceiot/err.h"
+#include "onceiot/mem.h"
+#include "onceiot/rpc.h"
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+
+typedef struct rpc_channel rpc_channel_t;
+
+typedef struct rpc_status {
+    grpc_status_code code;
+    const char *message;         /* in the arena; "" when none */
+    ProtobufCBinaryData details; /* serialized google.rpc.Status, or empty */
+} rpc_status_t;
+
+typedef struct rpc_md {
+    const char *key; /* lower-case; "-bin" suffix for binary values */
+    const char *value;
+    size_t len; /* 0 means strlen(value) */
+} rpc_md_t;
+
+typedef struct rpc_call_opts {
+    int64_t timeout_ms;       /* 0: none (or the parent's deadline) */
+    rpc_call_t *parent;       /* server call to inherit deadline and cancellation from */
+    const rpc_md_t *metadata; /* sent with the call */
+    size_t n_metadata;
+} rpc_call_opts_t;
+
+/* Opens a channel to target ("127.0.0.1:50061", "dns:///sims:50061").
+ * Retries are off so a failure is seen at once; max_message_bytes bounds both
+ * directions (0: 4 MiB). */
+int rpc_channel_new(const char *target, size_t max_message_bytes,
+                    rpc_channel_t **out) ONCEIOT_MUSTCHECK;
+void rpc_channel_free(rpc_channel_t *ch);
+/* The core channel, for code that proxies (the gateway). */
+grpc_channel *rpc_channel_grpc(rpc_channel_t *ch);
+
+/* A typed unary call. *resp is unpacked into the arena with resp_desc. */
+int rpc_unary(rpc_channel_t *ch, const char *method, const ProtobufCMessage *req,
+              const ProtobufCMessageDescriptor *resp_desc, arena_t *arena,
+              const rpc_call_opts_t *opts, ProtobufCMessage **resp, rpc_status_t *st);
+/* The same with bytes forwarded unchanged both ways. */
+int rpc_unary_raw(rpc_channel_t *ch, const char *method, const uint8_t *req, size_t req_len,
+                  arena_t *arena, const rpc_call_opts_t *opts, ProtobufCBinaryData *resp,
+                  rpc_status_t *st);
+
+/* A streaming call of any kind. Send and receive may be interleaved from one
+ * thread; rpc_stream_finish must end every opened stream. */
+typedef struct rpc_stream rpc_stream_t;
+
+int rpc_stream_open(rpc_channel_t *ch, const char *method, arena_t *arena,
+                    const rpc_call_opts_t *opts, rpc_stream_t **out) ONCEIOT_MUSTCHECK;
+int rpc_stream_send(rpc_stream_t *s, const ProtobufCMessage *msg) ONCEIOT_MUSTCHECK;
+int rpc_stream_send_raw(rpc_stream_t *s, const uint8_t *data, size_t len) ONCEIOT_MUSTCHECK;
+/* Half-closes: the server sees the end of the client's stream. */
+int rpc_stream_close_send(rpc_stream_t *s) ONCEIOT_MUSTCHECK;
+/* 1 with *msg set, 0 at the end of the server's stream, <0 on error. */
+int rpc_stream_recv(rpc_stream_t *s, const ProtobufCMessageDescriptor *desc,
+                    ProtobufCMessage **msg) ONCEIOT_MUSTCHECK;
+int rpc_stream_recv_raw(rpc_stream_t *s, ProtobufCBinaryData *msg) ONCEIOT_MUSTCHECK;
+/* Cancels the call (the server sees CANCELLED). */
+void rpc_stream_cancel(rpc_stream_t *s);
+/* Waits for the final status, frees the stream, returns like rpc_unary. */
+int rpc_stream_finish(rpc_stream_t *s, rpc_status_t *st);
+
+/* Decodes the BadRequest field violations in a status's details into
+ * parallel arrays in the arena. Returns the number found (0 if none). */
+size_t rpc_status_violations(const rpc_status_t *st, arena_t *arena, const char ***fields,
+                             const char ***descriptions);
+
+#endif

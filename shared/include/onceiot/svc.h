@@ -1,0 +1,51 @@
+/* The common main of every onceiot binary.
+ *
+ * svc_main reads the configuration (see the README's table), sets up logging,
+ * opens the database pool and applies migrations (for services with a schema),
+ * starts the gRPC server with the service's handlers plus health and
+ * reflection, keeps health in step with the database, and on SIGTERM/SIGINT
+ * drains and returns 0. "<binary> migrate" only applies migrations and exits.
+ *
+ * A service folder's main.c fills an svc_def_t and calls svc_main. */
+#ifndef ONCEIOT_SVC_H
+#define ONCEIOT_SVC_H
+
+#include "onceiot/db.h"
+#include "onceiot/rpc.h"
+#include <stdbool.h>
+
+typedef struct svc svc_t;
+
+typedef struct svc_def {
+    const char *name;                   /* "sims": log name, schema, schema/<name>/ */
+    const char *default_listen;         /* "127.0.0.1:50062" */
+    bool uses_db;                       /* has a schema and a pool */
+    const rpc_service_impl_t *services; /* served in addition to health and reflection */
+    size_t n_services;
+    /* Optional: runs after the pool and migrations, before serving; returns 0
+     * or an ERR_* code to abort the start. */
+    int (*init)(svc_t *svc);
+    void (*fini)(svc_t *svc); /* optional: after the drain */
+} svc_def_t;
+
+int svc_main(int argc, char **argv, const svc_def_t *def);
+
+/* The running service, as handlers see it through rpc_call_ctx. */
+db_pool_t *svc_db(const svc_t *svc);
+rpc_server_t *svc_server(const svc_t *svc);
+const svc_def_t *svc_def(const svc_t *svc);
+/* Service-specific state set by init. */
+void svc_set_state(svc_t *svc, void *state);
+void *svc_state(const svc_t *svc);
+
+/* Returns a database connection for this call, taken on first use and given
+ * back when the handler returns. Its statement timeout is bounded by the
+ * call's remaining deadline. On failure the call's status is already set
+ * (UNAVAILABLE, RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) and NULL is returned. */
+db_conn_t *svc_db_or_status(rpc_call_t *call);
+/* Runs a statement on the call's connection; on failure sets the call's
+ * status from the database error and returns the ERR_* code. */
+int svc_exec_or_status(rpc_call_t *call, const db_stmt_t *stmt, const char *const *params,
+                       PGresult **res) ONCEIOT_MUSTCHECK;
+
+#endif

@@ -1,0 +1,366 @@
+/* The common main of every binary: configuration, logging, database,
+ * migrations, server, health and the SIGTERM drain. */
+#include "onceiot/svc.h"
+
+#include "onceiot/config.h"
+#include "onceiot/descset.h"
+#include "onceiot/log.h"
+#include "onceiot/migrate.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct svc_config {
+    const char *listen;
+    const char *database_url;
+    const char *schema_dir;
+    const char *log_level;
+    long pool_size;
+    long statement_timeout_ms;
+    long connect_timeout_ms;
+    long io_threads;
+    long workers;
+    long queue_limit;
+    long max_streams;
+    long max_message_bytes;
+    long grace_ms;
+    long health_interval_ms;
+    bool migrate_on_start;
+} svc_config_t;
+
+struct svc {
+    const svc_def_t *def;
+    svc_config_t cfg;
+    db_pool_t *db;
+    rpc_server_t *srv;
+    void *state;
+    pthread_t health_thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping;
+};
+
+static rpc_server_t *volatile svc__signal_target;
+
+static void svc__on_signal(int sig)
+{
+    (void)sig;
+    if (svc__signal_target)
+        rpc_server_drain(svc__signal_target);
+}
+
+db_pool_t *svc_db(const svc_t *svc)
+{
+    return svc->db;
+}
+
+rpc_server_t *svc_server(const svc_t *svc)
+{
+    return svc->srv;
+}
+
+const svc_def_t *svc_def(const svc_t *svc)
+{
+    return svc->def;
+}
+
+void svc_set_state(svc_t *svc, void *state)
+{
+    svc->state = state;
+}
+
+void *svc_state(const svc_t *svc)
+{
+    return svc->state;
+}
+
+/* Loads the configuration; the schema directory defaults to the source tree's
+ * schema/<name> so a developer build needs no setting. */
+static int svc__config(svc_t *svc, char *err, size_t errlen)
+{
+    svc_config_t *c = &svc->cfg;
+    const svc_def_t *d = svc->def;
+    static char default_dir[512];
+    snprintf(default_dir, sizeof(default_dir), "%s/%s", ONCEIOT_DEFAULT_SCHEMA_ROOT, d->name);
+    const cfg_var_t vars[] = {
+        {"ONCEIOT_LISTEN", CFG_ADDR, d->default_listen, true, 0, 0, &c->listen,
+         "address to listen on, host:port"},
+        {"ONCEIOT_DATABASE_URL", CFG_STRING, NULL, d->uses_db, 0, 0, &c->database_url,
+         "PostgreSQL connection URL of this service's role"},
+        {"ONCEIOT_DB_POOL_SIZE", CFG_INT, "8", false, 1, 256, &c->pool_size, NULL},
+        {"ONCEIOT_DB_STATEMENT_TIMEOUT_MS", CFG_INT, "30000", false, 0, 3600000,
+         &c->statement_timeout_ms, NULL},
+        {"ONCEIOT_DB_CONNECT_TIMEOUT_MS", CFG_INT, "5000", false, 100, 600000,
+         &c->connect_timeout_ms, NULL},
+        {"ONCEIOT_SCHEMA_DIR", CFG_STRING, default_dir, false, 0, 0, &c->schema_dir, NULL},
+        {"ONCEIOT_MIGRATE_ON_START", CFG_BOOL, "true", false, 0, 0, &c->migrate_on_start, NULL},
+        {"ONCEIOT_IO_THREADS", CFG_INT, "1", false, 1, 64, &c->io_threads, NULL},
+        {"ONCEIOT_WORKERS", CFG_INT, "8", false, 1, 1024, &c->workers, NULL},
+        {"ONCEIOT_QUEUE_LIMIT", CFG_INT, "1024", false, 1, 1000000, &c->queue_limit, NULL},
+        {"ONCEIOT_MAX_STREAMS", CFG_INT, "256", false, 1, 100000, &c->max_streams, NULL},
+        {"ONCEIOT_MAX_MESSAGE_BYTES", CFG_INT, "4194304", false, 1024, 1073741824,
+         &c->max_message_bytes, NULL},
+        {"ONCEIOT_GRACE_MS", CFG_INT, "10000", false, 0, 3600000, &c->grace_ms, NULL},
+        {"ONCEIOT_HEALTH_INTERVAL_MS", CFG_INT, "1000", false, 50, 600000, &c->health_interval_ms,
+         NULL},
+        {"ONCEIOT_LOG_LEVEL", CFG_STRING, "info", false, 0, 0, &c->log_level, NULL},
+    };
+    int rc = cfg_load(vars, sizeof(vars) / sizeof(vars[0]), err, errlen);
+    if (rc < 0)
+        return rc;
+    if (log_level_parse(c->log_level) < 0) {
+        snprintf(err, errlen, "ONCEIOT_LOG_LEVEL: must be debug, info, warn or error (got \"%s\")",
+                 c->log_level);
+        return ERR_CONFIG;
+    }
+    return 0;
+}
+
+static int svc__migrate(svc_t *svc)
+{
+    char err[1024] = "";
+    migrate_result_t res = {0, 0};
+    int rc = migrate_run(svc->cfg.database_url, svc->def->name, svc->cfg.schema_dir, &res, err,
+                         sizeof(err));
+    if (rc < 0) {
+        log_msg(LOG_ERROR, "migrate_failed", "%s", err);
+        return rc;
+    }
+    log_rec_t r;
+    log_begin(&r, LOG_INFO, "migrated");
+    log_str(&r, "schema", svc->def->name);
+    log_int(&r, "applied", res.applied);
+    log_int(&r, "total", res.total);
+    log_end(&r);
+    return 0;
+}
+
+/* Keeps health true: every interval, the database answers or the service is
+ * NOT_SERVING. Runs until svc->stopping. */
+static void *svc__health_main(void *arg)
+{
+    svc_t *svc = arg;
+    bool last = true;
+    pthread_mutex_lock(&svc->mu);
+    while (!svc->stopping) {
+        pthread_mutex_unlock(&svc->mu);
+        bool up = db_pool_ping(svc->db, svc->cfg.health_interval_ms);
+        if (up != last) {
+            log_msg(up ? LOG_INFO : LOG_WARN, "health_changed", "database %s; %s",
+                    up ? "reachable" : "unreachable", up ? "SERVING" : "NOT_SERVING");
+            last = up;
+        }
+        rpc_server_set_health(svc->srv, NULL, up ? RPC_HEALTH_SERVING : RPC_HEALTH_NOT_SERVING);
+        pthread_mutex_lock(&svc->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + (int64_t)svc->cfg.health_interval_ms * 1000000;
+        ts.tv_sec += ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        if (!svc->stopping)
+            pthread_cond_timedwait(&svc->cv, &svc->mu, &ts);
+    }
+    pthread_mutex_unlock(&svc->mu);
+    return NULL;
+}
+
+static int svc__open_db(svc_t *svc)
+{
+    db_opts_t o = {
+        .url = svc->cfg.database_url,
+        .schema = svc->def->name,
+        .size = (int)svc->cfg.pool_size,
+        .statement_timeout_ms = (int)svc->cfg.statement_timeout_ms,
+        .connect_timeout_ms = (int)svc->cfg.connect_timeout_ms,
+    };
+    int rc = db_pool_open(&o, &svc->db);
+    if (rc == ERR_UNAVAILABLE) {
+        /* Start anyway: health says NOT_SERVING until the database is back. */
+        log_msg(LOG_WARN, "db_unavailable", "database unreachable at start; retrying");
+        return 0;
+    }
+    if (rc < 0)
+        log_msg(LOG_ERROR, "db_config", "cannot use ONCEIOT_DATABASE_URL");
+    return rc;
+}
+
+static int svc__serve(svc_t *svc)
+{
+    rpc_server_opts_t o = {
+        .listen = svc->cfg.listen,
+        .io_threads = (int)svc->cfg.io_threads,
+        .workers = (int)svc->cfg.workers,
+        .queue_limit = (int)svc->cfg.queue_limit,
+        .max_streams = (int)svc->cfg.max_streams,
+        .max_message_bytes = (size_t)svc->cfg.max_message_bytes,
+        .grace_ms = (int)svc->cfg.grace_ms,
+        .descset = descset_embedded,
+        .descset_len = (size_t)(descset_embedded_end - descset_embedded),
+    };
+    int rc = rpc_server_new(&o, &svc->srv);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < svc->def->n_services; i++) {
+        rc = rpc_server_add_service(svc->srv, &svc->def->services[i], svc);
+        if (rc < 0)
+            return rc;
+    }
+    if (svc->def->init && (rc = svc->def->init(svc)) < 0) {
+        log_msg(LOG_ERROR, "init_failed", "%s", err_message(rc));
+        return rc;
+    }
+    /* Signals are handled only once there is a server to drain. */
+    svc__signal_target = svc->srv;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = svc__on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    rc = rpc_server_start(svc->srv, NULL);
+    if (rc < 0)
+        return rc;
+    if (svc->db) {
+        rpc_server_set_health(svc->srv, NULL,
+                              db_pool_ping(svc->db, svc->cfg.connect_timeout_ms)
+                                  ? RPC_HEALTH_SERVING
+                                  : RPC_HEALTH_NOT_SERVING);
+        pthread_create(&svc->health_thread, NULL, svc__health_main, svc);
+    }
+    rc = rpc_server_wait(svc->srv);
+    if (svc->db) {
+        pthread_mutex_lock(&svc->mu);
+        svc->stopping = true;
+        pthread_cond_broadcast(&svc->cv);
+        pthread_mutex_unlock(&svc->mu);
+        pthread_join(svc->health_thread, NULL);
+    }
+    svc__signal_target = NULL;
+    if (svc->def->fini)
+        svc->def->fini(svc);
+    /* A drain that had to cancel calls still ends the process normally. */
+    return 0;
+}
+
+static void svc__usage(const char *prog)
+{
+    fprintf(stderr,
+            "usage: %s [serve|migrate]\n"
+            "  serve    (default) apply migrations, then serve gRPC until SIGTERM\n"
+            "  migrate  apply pending migrations and exit\n"
+            "Configuration comes from ONCEIOT_* environment variables (see README).\n",
+            prog);
+}
+
+int svc_main(int argc, char **argv, const svc_def_t *def)
+{
+    const char *cmd = argc > 1 ? argv[1] : "serve";
+    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0) {
+        svc__usage(argv[0]);
+        return 2;
+    }
+    svc_t svc;
+    memset(&svc, 0, sizeof(svc));
+    svc.def = def;
+    pthread_mutex_init(&svc.mu, NULL);
+    pthread_cond_init(&svc.cv, NULL);
+    log_init(def->name, LOG_INFO);
+    char err[512];
+    if (svc__config(&svc, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERROR, "config_invalid", "%s", err);
+        fprintf(stderr, "%s: configuration error: %s\n", def->name, err);
+        return 2;
+    }
+    log_init(def->name, (log_level_t)log_level_parse(svc.cfg.log_level));
+    if (sodium_init() < 0) {
+        log_msg(LOG_ERROR, "sodium_init", "libsodium failed to initialise");
+        return 1;
+    }
+    int rc = 0;
+    if (def->uses_db && (svc.cfg.migrate_on_start || strcmp(cmd, "migrate") == 0))
+        rc = svc__migrate(&svc);
+    if (rc == 0 && strcmp(cmd, "serve") == 0) {
+        if (def->uses_db)
+            rc = svc__open_db(&svc);
+        if (rc == 0)
+            rc = svc__serve(&svc);
+    }
+    rpc_server_free(svc.srv);
+    db_pool_close(svc.db);
+    pthread_mutex_destroy(&svc.mu);
+    pthread_cond_destroy(&svc.cv);
+    if (rc == 0)
+        log_msg(LOG_INFO, "exit", "stopped cleanly");
+    return rc == 0 ? 0 : 1;
+}
+
+/* ---- per-call database access ---- */
+
+typedef struct svc_call_db {
+    db_pool_t *pool;
+    db_conn_t *conn;
+} svc_call_db_t;
+
+static void svc__release_conn(void *arg)
+{
+    svc_call_db_t *d = arg;
+    db_pool_release(d->pool, d->conn);
+}
+
+/* Takes the call's connection (once per call, kept in rpc_call_local and
+ * given back by a defer when the handler returns). Sets the status on error. */
+static int svc__call_conn(rpc_call_t *call, db_conn_t **out)
+{
+    svc_call_db_t *d = rpc_call_local(call);
+    if (d) {
+        *out = d->conn;
+        return 0;
+    }
+    *out = NULL;
+    svc_t *svc = rpc_call_ctx(call);
+    int64_t left = rpc_call_remaining_ms(call);
+    if (left == 0)
+        return rpc_fail(call, ERR_DEADLINE_EXCEEDED, "the deadline expired");
+    int64_t wait = left < svc->cfg.connect_timeout_ms ? left : svc->cfg.connect_timeout_ms;
+    db_conn_t *conn = NULL;
+    int rc = db_pool_acquire(svc->db, wait, &conn);
+    if (rc < 0)
+        return rpc_fail(call, rc,
+                        rc == ERR_RESOURCE_EXHAUSTED ? "no database connection became free in time"
+                                                     : "the database is unavailable");
+    d = arena_alloc(rpc_call_arena(call), sizeof(*d));
+    d->pool = svc->db;
+    d->conn = conn;
+    rpc_call_set_local(call, d);
+    rpc_call_defer(call, svc__release_conn, d);
+    if (left != INT64_MAX && (rc = db_set_timeout(conn, left)) < 0)
+        return rpc_fail(call, rc, "%s", db_errmsg(conn));
+    *out = conn;
+    return 0;
+}
+
+db_conn_t *svc_db_or_status(rpc_call_t *call)
+{
+    db_conn_t *conn;
+    return svc__call_conn(call, &conn) < 0 ? NULL : conn;
+}
+
+int svc_exec_or_status(rpc_call_t *call, const db_stmt_t *stmt, const char *const *params,
+                       PGresult **res)
+{
+    db_conn_t *conn;
+    int rc = svc__call_conn(call, &conn);
+    if (rc < 0)
+        return rc;
+    rc = db_exec(conn, stmt, params, res);
+    if (rc < 0)
+        return rpc_fail(call, rc, "%s", db_errmsg(conn));
+    return rc;
+}
