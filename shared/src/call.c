@@ -212,14 +212,6 @@ static grpc_byte_buffer *call__pack(rpc_call_t *c, const ProtobufCMessage *msg)
     return bb;
 }
 
-static grpc_byte_buffer *call__pack_raw(const uint8_t *data, size_t len)
-{
-    grpc_slice s = grpc_slice_from_copied_buffer((const char *)data, len);
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    return bb;
-}
-
 static void call__initial_md_op(rpc_call_t *c, grpc_op *op)
 {
     if (!c->request_id[0])
@@ -270,13 +262,6 @@ int rpc_send(rpc_call_t *c, const ProtobufCMessage *msg)
     return call__send_bb(c, bb);
 }
 
-int rpc_raw_send(rpc_call_t *c, const uint8_t *data, size_t len)
-{
-    if (rpc_call_cancelled(c))
-        return ERR_CANCELLED;
-    return call__send_bb(c, call__pack_raw(data, len));
-}
-
 /* Receives the next buffer into c->recv_buf: 1, 0 at the end, or ERR_CANCELLED. */
 static int call__recv_bb(rpc_call_t *c)
 {
@@ -307,17 +292,6 @@ int rpc_recv(rpc_call_t *c, ProtobufCMessage **msg)
     return 1;
 }
 
-int rpc_raw_recv(rpc_call_t *c, ProtobufCBinaryData *msg)
-{
-    msg->len = 0;
-    msg->data = NULL;
-    int rc = call__recv_bb(c);
-    if (rc <= 0)
-        return rc;
-    *msg = call__read(c, c->recv_buf);
-    return 1;
-}
-
 /* ---- status ---- */
 
 int rpc_fail(rpc_call_t *c, int err, const char *fmt, ...)
@@ -331,20 +305,6 @@ int rpc_fail(rpc_call_t *c, int err, const char *fmt, ...)
     c->message = arena_vprintf(c->arena, fmt, ap);
     va_end(ap);
     return err;
-}
-
-void rpc_set_status(rpc_call_t *c, grpc_status_code code, const char *message,
-                    const uint8_t *details, size_t details_len)
-{
-    c->status_set = true;
-    c->code = code;
-    c->message = arena_strdup(c->arena, message ? message : "");
-    c->details_bin.len = details ? details_len : 0;
-    c->details_bin.data = NULL;
-    if (details && details_len) {
-        c->details_bin.data = arena_alloc(c->arena, details_len);
-        memcpy(c->details_bin.data, details, details_len);
-    }
 }
 
 void rpc_violation(rpc_call_t *c, const char *field, const char *fmt, ...)

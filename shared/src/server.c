@@ -41,8 +41,8 @@ struct rpc_server {
 
     srv_method_t *methods;
     size_t n_methods;
-    rpc_fallback_fn fallback;
-    void *fallback_ctx;
+    rpc_proxy_fn proxy;
+    void *proxy_ctx;
 
     pthread_t *io;
     pthread_t *workers;
@@ -211,10 +211,15 @@ int rpc_server_add_service(rpc_server_t *srv, const rpc_service_impl_t *svc, voi
     return 0;
 }
 
-void rpc_server_set_fallback(rpc_server_t *srv, rpc_fallback_fn fn, void *ctx)
+void rpc_server_set_proxy(rpc_server_t *srv, rpc_proxy_fn fn, void *ctx)
 {
-    srv->fallback = fn;
-    srv->fallback_ctx = ctx;
+    srv->proxy = fn;
+    srv->proxy_ctx = ctx;
+}
+
+grpc_completion_queue *rpc_server_cq(rpc_server_t *srv)
+{
+    return srv->cq;
 }
 
 void rpc_server_set_health(rpc_server_t *srv, const char *service, rpc_health_t status)
@@ -293,15 +298,15 @@ static void srv__dispatch(rpc_server_t *srv, rpc_call_t *c)
         return;
     }
     const srv_method_t *m = c->m;
-    if (!m && !srv->fallback) {
+    if (!m) {
         srv__reject(c, ERR_UNIMPLEMENTED, arena_printf(c->arena, "unknown method %s", c->method));
         return;
     }
-    if (m && m->run_inline) {
+    if (m->run_inline) {
         srv__call_run(c);
         return;
     }
-    if (!m || m->client_streaming || m->server_streaming) {
+    if (m->client_streaming || m->server_streaming) {
         pthread_mutex_lock(&srv->mu);
         bool room = srv->streams < srv->opts.max_streams;
         if (room)
@@ -342,6 +347,15 @@ static void srv__slot_done(srv_tag_t *tag, bool ok)
         pthread_cond_broadcast(&srv->idle_cv);
         pthread_mutex_unlock(&srv->mu);
         mem_free(s);
+        return;
+    }
+    if (!s->m && srv->proxy && !srv__draining(srv)) {
+        /* The proxy owns the call, its metadata and details from here. */
+        grpc_call *call = s->call;
+        grpc_call_details details = s->details;
+        grpc_metadata_array md = s->md;
+        srv__slot_post(s);
+        srv->proxy(srv->proxy_ctx, call, &details, &md);
         return;
     }
     pthread_mutex_lock(&srv->mu);
@@ -407,14 +421,7 @@ static void *srv__stream_main(void *arg)
 {
     rpc_call_t *c = arg;
     rpc_server_t *srv = c->srv;
-    if (c->m) {
-        srv__call_run(c);
-    } else {
-        int rc = srv->fallback(c, srv->fallback_ctx);
-        if (rc < 0 && !c->status_set)
-            rpc_fail(c, rc, "%s", err_message(rc));
-        srv__call_finish(c, NULL);
-    }
+    srv__call_run(c);
     pthread_mutex_lock(&srv->mu);
     srv->streams--;
     pthread_mutex_unlock(&srv->mu);

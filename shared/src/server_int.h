@@ -9,11 +9,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* Every completion-queue tag is one of these, embedded in a larger struct;
- * the I/O thread calls fn with the batch's success flag. */
-typedef struct srv_tag {
-    void (*fn)(struct srv_tag *tag, bool ok);
-} srv_tag_t;
+/* Every completion-queue tag is one of these (rpc.h), embedded in a larger
+ * struct; the I/O thread calls fn with the batch's success flag. */
+typedef rpc_tag_t srv_tag_t;
 
 typedef struct srv_method {
     char *path; /* "/pkg.Svc/Method" */

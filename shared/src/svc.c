@@ -20,6 +20,7 @@ typedef struct svc_config {
     const char *database_url;
     const char *schema_dir;
     const char *log_level;
+    const char *principal_key_hex;
     long pool_size;
     long statement_timeout_ms;
     long connect_timeout_ms;
@@ -39,6 +40,7 @@ struct svc {
     db_pool_t *db;
     rpc_server_t *srv;
     void *state;
+    principal_key_t principal_key;
     pthread_t health_thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -109,10 +111,17 @@ static int svc__config(svc_t *svc, char *err, size_t errlen)
         {"ONCEIOT_HEALTH_INTERVAL_MS", CFG_INT, "1000", false, 50, 600000, &c->health_interval_ms,
          NULL},
         {"ONCEIOT_LOG_LEVEL", CFG_STRING, "info", false, 0, 0, &c->log_level, NULL},
+        {"ONCEIOT_PRINCIPAL_KEY", CFG_STRING, NULL, d->authenticated, 0, 0, &c->principal_key_hex,
+         "64 hex digits shared by the gateway and the services to sign callers"},
     };
     int rc = cfg_load(vars, sizeof(vars) / sizeof(vars[0]), err, errlen);
     if (rc < 0)
         return rc;
+    if (c->principal_key_hex &&
+        principal_key_parse(c->principal_key_hex, &svc->principal_key) < 0) {
+        snprintf(err, errlen, "ONCEIOT_PRINCIPAL_KEY: must be 64 hex digits (32 random bytes)");
+        return ERR_CONFIG;
+    }
     if (log_level_parse(c->log_level) < 0) {
         snprintf(err, errlen, "ONCEIOT_LOG_LEVEL: must be debug, info, warn or error (got \"%s\")",
                  c->log_level);
@@ -299,6 +308,28 @@ int svc_main(int argc, char **argv, const svc_def_t *def)
     if (rc == 0)
         log_msg(LOG_INFO, "exit", "stopped cleanly");
     return rc == 0 ? 0 : 1;
+}
+
+const principal_key_t *svc_principal_key(const svc_t *svc)
+{
+    return svc->cfg.principal_key_hex ? &svc->principal_key : NULL;
+}
+
+const principal_t *svc_principal_or_status(rpc_call_t *call)
+{
+    svc_t *svc = rpc_call_ctx(call);
+    const principal_key_t *key = svc_principal_key(svc);
+    const uint8_t *bytes, *sig;
+    size_t len, sig_len;
+    const char *why = "the call carries no principal; call through the gateway";
+    principal_t *p = NULL;
+    if (key && rpc_call_metadata_bin(call, PRINCIPAL_MD_KEY, &bytes, &len) &&
+        rpc_call_metadata_bin(call, PRINCIPAL_SIG_KEY, &sig, &sig_len) &&
+        principal_verify(key, bytes, len, sig, sig_len, rpc_call_method(call), principal_now_ms(),
+                         rpc_call_arena(call), &p, &why) == 0)
+        return p;
+    rpc_fail(call, ERR_UNAUTHENTICATED, "%s", why);
+    return NULL;
 }
 
 /* ---- per-call database access ---- */

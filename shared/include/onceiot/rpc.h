@@ -47,10 +47,19 @@ typedef struct rpc_service_impl {
     size_t n_methods;
 } rpc_service_impl_t;
 
-/* Handles a call to a method no service registered (the gateway's proxy).
- * Runs on a stream thread with the raw calls below; returns like a handler,
- * and may relay another server's exact status with rpc_set_status. */
-typedef int (*rpc_fallback_fn)(rpc_call_t *call, void *ctx);
+/* A completion-queue tag: the server's I/O threads call fn with the
+ * batch's success flag. Embed one in your own struct for every batch started
+ * on rpc_server_cq. */
+typedef struct rpc_tag {
+    void (*fn)(struct rpc_tag *tag, bool ok);
+} rpc_tag_t;
+
+/* Takes every call to a method no service registered (the gateway's proxy).
+ * Runs on an I/O thread and must not block. It owns call from then on (it
+ * finishes the call and unrefs it), and *md and *details, which it must
+ * destroy (grpc_metadata_array_destroy, grpc_call_details_destroy). */
+typedef void (*rpc_proxy_fn)(void *ctx, grpc_call *call, grpc_call_details *details,
+                             grpc_metadata_array *md);
 
 typedef enum {
     RPC_HEALTH_UNKNOWN = 0,
@@ -77,7 +86,12 @@ int rpc_server_new(const rpc_server_opts_t *opts, rpc_server_t **out) ONCEIOT_MU
  * names no method, or the descriptor set lacks the service. */
 int rpc_server_add_service(rpc_server_t *srv, const rpc_service_impl_t *svc,
                            void *ctx) ONCEIOT_MUSTCHECK;
-void rpc_server_set_fallback(rpc_server_t *srv, rpc_fallback_fn fn, void *ctx);
+/* Routes calls to unregistered methods to fn instead of answering
+ * UNIMPLEMENTED. Set before rpc_server_start. */
+void rpc_server_set_proxy(rpc_server_t *srv, rpc_proxy_fn fn, void *ctx);
+/* The completion queue the I/O threads drive; calls created on it (e.g.
+ * upstream calls of a proxy) must use rpc_tag_t tags. */
+grpc_completion_queue *rpc_server_cq(rpc_server_t *srv);
 /* Binds and starts serving. *port_out (optional) gets the bound port.
  * Returns 0 or ERR_UNAVAILABLE when the address cannot be bound. */
 int rpc_server_start(rpc_server_t *srv, int *port_out) ONCEIOT_MUSTCHECK;
@@ -142,18 +156,5 @@ void rpc_violation(rpc_call_t *call, const char *field, const char *fmt, ...)
 /* If violations were recorded: sets INVALID_ARGUMENT with a message listing
  * them and returns ERR_INVALID_ARGUMENT. Otherwise returns 0. */
 int rpc_check_violations(rpc_call_t *call) ONCEIOT_MUSTCHECK;
-
-/* Sets the exact status, message and serialized google.rpc.Status details
- * (may be NULL) to send, replacing any failure set before. */
-void rpc_set_status(rpc_call_t *call, grpc_status_code code, const char *message,
-                    const uint8_t *details, size_t details_len);
-
-/* ---- raw access, for the fallback handler ---- */
-
-/* Receives the next message's bytes unchanged into the arena: 1, 0 at end of
- * stream, or ERR_CANCELLED. */
-int rpc_raw_recv(rpc_call_t *call, ProtobufCBinaryData *msg) ONCEIOT_MUSTCHECK;
-/* Sends bytes as one message unchanged. */
-int rpc_raw_send(rpc_call_t *call, const uint8_t *data, size_t len) ONCEIOT_MUSTCHECK;
 
 #endif

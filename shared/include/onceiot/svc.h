@@ -11,6 +11,7 @@
 #define ONCEIOT_SVC_H
 
 #include "onceiot/db.h"
+#include "onceiot/principal.h"
 #include "onceiot/rpc.h"
 #include <stdbool.h>
 
@@ -20,6 +21,7 @@ typedef struct svc_def {
     const char *name;                   /* "sims": log name, schema, schema/<name>/ */
     const char *default_listen;         /* "127.0.0.1:50062" */
     bool uses_db;                       /* has a schema and a pool */
+    bool authenticated;                 /* requires ONCEIOT_PRINCIPAL_KEY (every product service) */
     const rpc_service_impl_t *services; /* served in addition to health and reflection */
     size_t n_services;
     /* Optional: runs after the pool and migrations, before serving; returns 0
@@ -37,6 +39,12 @@ const svc_def_t *svc_def(const svc_t *svc);
 /* Service-specific state set by init. */
 void svc_set_state(svc_t *svc, void *state);
 void *svc_state(const svc_t *svc);
+
+/* The principal key (NULL unless def->authenticated). */
+const principal_key_t *svc_principal_key(const svc_t *svc);
+/* The caller's verified principal, or NULL with UNAUTHENTICATED set when the
+ * call carries no principal or a bad one. Logged with the reason. */
+const principal_t *svc_principal_or_status(rpc_call_t *call);
 
 /* Returns a database connection for this call, taken on first use and given
  * back when the handler returns. Its statement timeout is bounded by the
