@@ -6,6 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* jemalloc reads this at start (it is ignored where jemalloc is not linked,
+ * as in sanitizer builds). A server's load comes in bursts: give freed pages
+ * back to the system within a second instead of keeping them for good, from
+ * a background thread so the call path never pays for it. */
+const char *malloc_conf = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
+
 static void mem__oom(size_t n)
 {
     /* No allocation here: stderr is unbuffered and the message is fixed. */

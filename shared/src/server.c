@@ -53,12 +53,15 @@ struct rpc_server {
     pthread_cond_t idle_cv; /* a call ended, or shutdown notified */
     rpc_call_t *q_head, *q_tail;
     int q_len;
-    int streams; /* stream threads running */
-    int calls;   /* rpc_call_t alive */
-    int slots;   /* request slots posted */
+    int streams;      /* stream threads running */
+    int idle_workers; /* workers waiting on work_cv */
     bool stopping_workers;
     bool shutdown_notified;
 
+    /* Counted without the lock: they change on every call, and only the
+     * drain, which polls, waits for them to reach zero. */
+    atomic_int calls; /* rpc_call_t alive */
+    atomic_int slots; /* request slots posted */
     atomic_bool draining;
     int wake_pipe[2]; /* written by rpc_server_drain (signal-safe) */
     srv_tag_t shutdown_tag;
@@ -85,10 +88,7 @@ size_t srv__max_message(const rpc_server_t *srv)
 
 void srv__call_ended(rpc_server_t *srv)
 {
-    pthread_mutex_lock(&srv->mu);
-    srv->calls--;
-    pthread_cond_broadcast(&srv->idle_cv);
-    pthread_mutex_unlock(&srv->mu);
+    atomic_fetch_sub(&srv->calls, 1);
 }
 
 int rpc_server_new(const rpc_server_opts_t *opts, rpc_server_t **out)
@@ -158,12 +158,11 @@ static rpc_handler_fn srv__find_handler(const rpc_service_impl_t *svc, const cha
     return NULL;
 }
 
-int rpc_server_add_service(rpc_server_t *srv, const rpc_service_impl_t *svc, void *ctx)
+/* Checks a service table against its descriptor and the descriptor set
+ * before anything is registered, so a refused table leaves no trace. */
+static int srv__check_service(const rpc_server_t *srv, const rpc_service_impl_t *svc)
 {
     const ProtobufCServiceDescriptor *d = svc->descriptor;
-    if (srv->started)
-        return ERR_FAILED_PRECONDITION;
-    /* Every handler must name a method of the service. */
     for (size_t i = 0; i < svc->n_methods; i++) {
         bool found = false;
         for (unsigned j = 0; j < d->n_methods; j++)
@@ -174,38 +173,52 @@ int rpc_server_add_service(rpc_server_t *srv, const rpc_service_impl_t *svc, voi
             return ERR_INVALID_ARGUMENT;
         }
     }
+    for (unsigned j = 0; j < d->n_methods; j++) {
+        char *path = mem_printf("/%s/%s", d->name, d->methods[j].name);
+        const char *why = !srv__find_handler(svc, d->methods[j].name) ? "no handler"
+                          : !descset_find_method(srv->ds, path)
+                              ? "missing from the embedded descriptor set"
+                              : NULL;
+        for (size_t k = 0; !why && k < srv->n_methods; k++)
+            if (strcmp(srv->methods[k].path, path) == 0)
+                why = "registered twice";
+        if (why)
+            log_msg(LOG_ERROR, "server_config", "%s: %s", path, why);
+        mem_free(path);
+        if (why)
+            return ERR_INVALID_ARGUMENT;
+    }
+    return 0;
+}
+
+int rpc_server_add_service(rpc_server_t *srv, const rpc_service_impl_t *svc, void *ctx)
+{
+    const ProtobufCServiceDescriptor *d = svc->descriptor;
+    if (srv->started)
+        return ERR_FAILED_PRECONDITION;
+    int rc = srv__check_service(srv, svc);
+    if (rc < 0)
+        return rc;
     srv->methods =
         mem_realloc(srv->methods, (srv->n_methods + d->n_methods) * sizeof(srv_method_t));
     for (unsigned j = 0; j < d->n_methods; j++) {
         const ProtobufCMethodDescriptor *md = &d->methods[j];
-        rpc_handler_fn fn = srv__find_handler(svc, md->name);
-        char *path = mem_printf("/%s/%s", d->name, md->name);
-        const descset_method_t *dm = descset_find_method(srv->ds, path);
-        if (!fn || !dm) {
-            log_msg(LOG_ERROR, "server_config", "%s: %s", path,
-                    !fn ? "no handler" : "missing from the embedded descriptor set");
-            mem_free(path);
-            return ERR_INVALID_ARGUMENT;
-        }
         srv_method_t *m = &srv->methods[srv->n_methods++];
         memset(m, 0, sizeof(*m));
-        m->path = path;
+        m->path = mem_printf("/%s/%s", d->name, md->name);
+        const descset_method_t *dm = descset_find_method(srv->ds, m->path);
         m->input = md->input;
         m->output = md->output;
-        m->fn = fn;
+        m->fn = srv__find_handler(svc, md->name);
         m->ctx = ctx;
         m->client_streaming = dm->client_streaming;
         m->server_streaming = dm->server_streaming;
         m->run_inline = svc == &srv__health_service && strcmp(md->name, "Check") == 0;
         m->quiet = svc == &srv__health_service;
         m->registered = grpc_server_register_method(
-            srv->server, path, NULL,
+            srv->server, m->path, NULL,
             m->client_streaming ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
             0);
-        if (!m->registered) {
-            log_msg(LOG_ERROR, "server_config", "%s registered twice", path);
-            return ERR_INVALID_ARGUMENT;
-        }
     }
     srv__health_add(srv->health, d->name);
     return 0;
@@ -257,10 +270,7 @@ static void srv__slot_post(srv_slot_t *s)
         grpc_metadata_array_destroy(&s->md);
         if (!s->m)
             grpc_call_details_destroy(&s->details);
-        pthread_mutex_lock(&srv->mu);
-        srv->slots--;
-        pthread_cond_broadcast(&srv->idle_cv);
-        pthread_mutex_unlock(&srv->mu);
+        atomic_fetch_sub(&srv->slots, 1);
         mem_free(s);
     }
 }
@@ -271,9 +281,7 @@ static void srv__slot_new(rpc_server_t *srv, srv_method_t *m)
     s->tag.fn = srv__slot_done;
     s->srv = srv;
     s->m = m;
-    pthread_mutex_lock(&srv->mu);
-    srv->slots++;
-    pthread_mutex_unlock(&srv->mu);
+    atomic_fetch_add(&srv->slots, 1);
     srv__slot_post(s);
 }
 
@@ -342,10 +350,7 @@ static void srv__slot_done(srv_tag_t *tag, bool ok)
         grpc_metadata_array_destroy(&s->md);
         if (!s->m)
             grpc_call_details_destroy(&s->details);
-        pthread_mutex_lock(&srv->mu);
-        srv->slots--;
-        pthread_cond_broadcast(&srv->idle_cv);
-        pthread_mutex_unlock(&srv->mu);
+        atomic_fetch_sub(&srv->slots, 1);
         mem_free(s);
         return;
     }
@@ -358,9 +363,7 @@ static void srv__slot_done(srv_tag_t *tag, bool ok)
         srv->proxy(srv->proxy_ctx, call, &details, &md);
         return;
     }
-    pthread_mutex_lock(&srv->mu);
-    srv->calls++;
-    pthread_mutex_unlock(&srv->mu);
+    atomic_fetch_add(&srv->calls, 1);
     rpc_call_t *c = srv__call_new(srv, s->m, s->call, s->deadline);
     c->md = s->md; /* ownership moves to the call */
     c->payload = s->payload;
@@ -391,7 +394,9 @@ static void srv__enqueue(rpc_server_t *srv, rpc_call_t *c)
         srv->q_head = c;
     srv->q_tail = c;
     srv->q_len++;
-    pthread_cond_signal(&srv->work_cv);
+    /* A busy worker takes the next call itself when it finishes. */
+    if (srv->idle_workers > 0)
+        pthread_cond_signal(&srv->work_cv);
     pthread_mutex_unlock(&srv->mu);
 }
 
@@ -400,8 +405,11 @@ static void *srv__worker_main(void *arg)
     rpc_server_t *srv = arg;
     pthread_mutex_lock(&srv->mu);
     for (;;) {
-        while (!srv->q_head && !srv->stopping_workers)
+        while (!srv->q_head && !srv->stopping_workers) {
+            srv->idle_workers++;
             pthread_cond_wait(&srv->work_cv, &srv->mu);
+            srv->idle_workers--;
+        }
         if (!srv->q_head)
             break;
         rpc_call_t *c = srv->q_head;
@@ -529,7 +537,7 @@ static bool srv__is_shut(rpc_server_t *srv)
 
 static bool srv__is_idle(rpc_server_t *srv)
 {
-    return srv->shutdown_notified && srv->calls == 0 && srv->slots == 0;
+    return srv->shutdown_notified && atomic_load(&srv->calls) == 0 && atomic_load(&srv->slots) == 0;
 }
 
 int rpc_server_wait(rpc_server_t *srv)
