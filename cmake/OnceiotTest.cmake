@@ -1,6 +1,8 @@
 # onceiot_add_test(<name> SOURCES <src>... [LIBS <lib>...] [LABELS <label>...] [TIMEOUT <s>])
 # One Criterion executable per tested module, registered with CTest. The test
-# also fails when a sanitizer reports anything, even if Criterion passed.
+# also fails when a sanitizer reports anything, even if Criterion passed. Tests
+# share one PostgreSQL cluster (some stop and start it), so ctest -j never runs
+# two of them at once.
 function(onceiot_add_test name)
   cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${T_SOURCES})
@@ -12,6 +14,7 @@ function(onceiot_add_test name)
   set_tests_properties(${name} PROPERTIES
     TIMEOUT ${T_TIMEOUT}
     LABELS "${T_LABELS}"
+    RESOURCE_LOCK postgres
     FAIL_REGULAR_EXPRESSION "ERROR: AddressSanitizer;ERROR: LeakSanitizer;runtime error:;WARNING: ThreadSanitizer"
     ENVIRONMENT "ONCEIOT_BUILD_DIR=${CMAKE_BINARY_DIR};ONCEIOT_SOURCE_DIR=${CMAKE_SOURCE_DIR};ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1;LSAN_OPTIONS=suppressions=${CMAKE_SOURCE_DIR}/tests/lsan.supp")
 endfunction()

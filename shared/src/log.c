@@ -1,6 +1,7 @@
 /* JSON-lines logging to stderr, one write(2) per line. */
 #include "onceiot/log.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,54 +31,107 @@ bool log_enabled(log_level_t level)
     return level >= log__min;
 }
 
-/* Appends raw bytes, keeping room for the closing "}\n". */
-static void log__raw(log_rec_t *r, const char *s, size_t n)
+/* Room left for field bytes: the closing "}\n" is always kept free. */
+static size_t log__room(const log_rec_t *r)
 {
-    size_t room = sizeof(r->buf) - 3 - r->len;
-    if (n > room)
-        n = room;
-    memcpy(r->buf + r->len, s, n);
-    r->len += n;
+    return sizeof(r->buf) - 3 - r->len;
 }
 
-static void log__quoted(log_rec_t *r, const char *s)
+/* Appends raw bytes if all of them fit; otherwise appends nothing. */
+static bool log__raw(log_rec_t *r, const char *s, size_t n)
 {
-    log__raw(r, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (n > log__room(r))
+        return false;
+    memcpy(r->buf + r->len, s, n);
+    r->len += n;
+    return true;
+}
+
+/* Length of the UTF-8 sequence starting at p, or 0 if p does not start a
+ * well-formed one (a stray continuation byte, a bad lead, a short tail). */
+static size_t log__utf8_len(const unsigned char *p)
+{
+    size_t n = *p >= 0xf0 && *p <= 0xf4 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc2 && *p < 0xe0 ? 2 : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    /* Overlong forms, UTF-16 surrogates and code points past U+10FFFF are
+     * not UTF-8 either. */
+    if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
+        (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
+        return 0;
+    return n;
+}
+
+/* Appends s as a JSON string. A value too long for the line is cut between
+ * characters (never inside an escape or a UTF-8 sequence) and the string is
+ * still closed, so the line stays valid JSON. Bytes that are not UTF-8 become
+ * U+FFFD. Returns false, appending nothing, when not even "" fits. */
+static bool log__quoted(log_rec_t *r, const char *s)
+{
+    if (log__room(r) < 2)
+        return false;
+    r->buf[r->len++] = '"';
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
         char esc[8];
+        const char *unit = esc;
+        size_t n = 2, adv = 1;
         switch (*p) {
         case '"':
-            log__raw(r, "\\\"", 2);
+            unit = "\\\"";
             break;
         case '\\':
-            log__raw(r, "\\\\", 2);
+            unit = "\\\\";
             break;
         case '\n':
-            log__raw(r, "\\n", 2);
+            unit = "\\n";
             break;
         case '\r':
-            log__raw(r, "\\r", 2);
+            unit = "\\r";
             break;
         case '\t':
-            log__raw(r, "\\t", 2);
+            unit = "\\t";
             break;
         default:
             if (*p < 0x20) {
-                int n = snprintf(esc, sizeof(esc), "\\u%04x", *p);
-                log__raw(r, esc, (size_t)n);
+                n = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", *p);
+            } else if (*p < 0x80) {
+                unit = (const char *)p;
+                n = 1;
+            } else if ((adv = log__utf8_len(p)) != 0) {
+                unit = (const char *)p;
+                n = adv;
             } else {
-                log__raw(r, (const char *)p, 1);
+                unit = "\\ufffd";
+                n = 6;
+                adv = 1;
             }
         }
+        /* One byte stays free for the closing quote. */
+        if (n >= log__room(r))
+            break;
+        memcpy(r->buf + r->len, unit, n);
+        r->len += n;
+        p += adv;
     }
-    log__raw(r, "\"", 1);
+    r->buf[r->len++] = '"';
+    return true;
 }
 
-static void log__key(log_rec_t *r, const char *key)
+/* Appends ,"key": and returns whether it fit. */
+static bool log__key(log_rec_t *r, const char *key)
 {
-    log__raw(r, ",", 1);
-    log__quoted(r, key);
-    log__raw(r, ":", 1);
+    return log__raw(r, ",", 1) && log__quoted(r, key) && log__raw(r, ":", 1);
+}
+
+/* Appends ,"key":<raw value> whole or not at all, so a full line never ends
+ * in half a field. */
+static void log__field(log_rec_t *r, const char *key, const char *value, size_t n)
+{
+    size_t mark = r->len;
+    if (!log__key(r, key) || !log__raw(r, value, n))
+        r->len = mark;
 }
 
 void log_begin(log_rec_t *r, log_level_t level, const char *event)
@@ -107,11 +161,13 @@ void log_str(log_rec_t *r, const char *key, const char *value)
 {
     if (!r->on)
         return;
-    log__key(r, key);
-    if (value)
-        log__quoted(r, value);
-    else
-        log__raw(r, "null", 4);
+    if (!value) {
+        log__field(r, key, "null", 4);
+        return;
+    }
+    size_t mark = r->len;
+    if (!log__key(r, key) || !log__quoted(r, value))
+        r->len = mark;
 }
 
 void log_int(log_rec_t *r, const char *key, long long value)
@@ -120,33 +176,35 @@ void log_int(log_rec_t *r, const char *key, long long value)
         return;
     char num[32];
     int n = snprintf(num, sizeof(num), "%lld", value);
-    log__key(r, key);
-    log__raw(r, num, (size_t)n);
+    log__field(r, key, num, (size_t)n);
 }
 
 void log_double(log_rec_t *r, const char *key, double value)
 {
     if (!r->on)
         return;
+    /* JSON has no NaN or infinity. */
+    if (!isfinite(value)) {
+        log__field(r, key, "null", 4);
+        return;
+    }
     char num[48];
     int n = snprintf(num, sizeof(num), "%.3f", value);
-    log__key(r, key);
-    log__raw(r, num, (size_t)n);
+    log__field(r, key, num, (size_t)n);
 }
 
 void log_bool(log_rec_t *r, const char *key, bool value)
 {
     if (!r->on)
         return;
-    log__key(r, key);
-    log__raw(r, value ? "true" : "false", value ? 4 : 5);
+    log__field(r, key, value ? "true" : "false", value ? 4 : 5);
 }
 
 void log_end(log_rec_t *r)
 {
     if (!r->on)
         return;
-    /* log__raw always leaves room for these two bytes. */
+    /* Appending always leaves room for these two bytes. */
     r->buf[r->len++] = '}';
     r->buf[r->len++] = '\n';
     ssize_t off = 0;
