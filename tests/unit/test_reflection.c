@@ -240,11 +240,11 @@ Test(reflection, list_services_names_every_service)
 
 Test(reflection, file_without_imports_comes_alone)
 {
-    req_t req = by_filename("test/v1/test.proto");
-    const char *test[] = {"test/v1/test.proto"};
+    req_t req = by_filename("google/protobuf/descriptor.proto");
+    const char *desc[] = {"google/protobuf/descriptor.proto"};
     const resp_t *resp = ask(&req);
-    assert_files(resp, test, 1);
-    cr_assert_str_eq(resp->original_request->file_by_filename, "test/v1/test.proto");
+    assert_files(resp, desc, 1);
+    cr_assert_str_eq(resp->original_request->file_by_filename, "google/protobuf/descriptor.proto");
 
     req = by_filename("grpc/health/v1/health.proto");
     const char *health[] = {"grpc/health/v1/health.proto"};
@@ -278,8 +278,9 @@ Test(reflection, symbol_of_each_kind_finds_its_file_and_imports)
     }
 
     req_t req = by_symbol("onceiot.test.v1.EchoRequest");
-    const char *test[] = {"test/v1/test.proto"};
-    assert_files(ask(&req), test, 1);
+    const char *test[] = {"test/v1/test.proto", "common/v1/auth.proto",
+                          "google/protobuf/descriptor.proto"};
+    assert_files(ask(&req), test, 3);
     req = by_symbol("onceiot.opttest.v1.rule");
     const char *base[] = {"opt/v1/base.proto", "google/protobuf/descriptor.proto"};
     assert_files(ask(&req), base, 2);
