@@ -1,8 +1,104 @@
-/* onceiot-gateway: the one authenticated entry that routes every call to its service.
+/* onceiot-gateway: the one authenticated entry that routes every call to its
+ * service.
  *
- * Its methods arrive with their own issue; until then the binary serves
- * health and reflection. It owns no tables. */
+ * It serves health and reflection for the whole API itself and proxies every
+ * other call (see proxy.c). It refuses to start when an upstream address is
+ * missing or a public method lacks its auth rule. It owns no tables. */
+#include "gateway.h"
+
+#include "onceiot/config.h"
+#include "onceiot/log.h"
+#include "onceiot/mem.h"
 #include "onceiot/svc.h"
+
+typedef struct gw_config {
+    long max_message_bytes;
+    long rate_rps;
+    long rate_burst;
+    long rate_keys;
+    long auth_cache_s;
+    long auth_cache_entries;
+    long auth_timeout_ms;
+    long health_interval_ms;
+} gw_config_t;
+
+static gw_t gw__state;
+
+static void gw__fini(svc_t *svc)
+{
+    gw_t *gw = svc_state(svc);
+    if (!gw)
+        return;
+    gw_auth_free(gw->auth);
+    gw_upstreams_free(gw->upstreams);
+    gw_ratelimit_free(gw->ratelimit);
+    gw_routes_free(gw->routes);
+    svc_set_state(svc, NULL);
+}
+
+static int gw__init(svc_t *svc)
+{
+    gw_config_t c;
+    const cfg_var_t vars[] = {
+        {"ONCEIOT_MAX_MESSAGE_BYTES", CFG_INT, "4194304", false, 1024, 1073741824,
+         &c.max_message_bytes, NULL},
+        {"ONCEIOT_RATE_LIMIT_RPS", CFG_INT, "200", false, 1, 10000000, &c.rate_rps,
+         "calls per second each principal may make through the gateway"},
+        {"ONCEIOT_RATE_LIMIT_BURST", CFG_INT, "400", false, 1, 10000000, &c.rate_burst,
+         "calls a principal may make at once before the rate applies"},
+        {"ONCEIOT_RATE_LIMIT_KEYS", CFG_INT, "65536", false, 16, 16777216, &c.rate_keys, NULL},
+        {"ONCEIOT_AUTH_CACHE_S", CFG_INT, "5", false, 0, 3600, &c.auth_cache_s,
+         "seconds an API key's answer is cached (revocation takes effect within this)"},
+        {"ONCEIOT_AUTH_CACHE_ENTRIES", CFG_INT, "16384", false, 16, 16777216, &c.auth_cache_entries,
+         NULL},
+        {"ONCEIOT_AUTH_TIMEOUT_MS", CFG_INT, "2000", false, 10, 60000, &c.auth_timeout_ms, NULL},
+        {"ONCEIOT_HEALTH_INTERVAL_MS", CFG_INT, "1000", false, 50, 600000, &c.health_interval_ms,
+         NULL},
+    };
+    char err[512];
+    int rc = cfg_load(vars, sizeof(vars) / sizeof(vars[0]), err, sizeof(err));
+    if (rc < 0) {
+        log_msg(LOG_ERROR, "config_invalid", "%s", err);
+        return rc;
+    }
+    gw_t *gw = &gw__state;
+    gw->srv = svc_server(svc);
+    gw->key = svc_principal_key(svc);
+    svc_set_state(svc, gw);
+    rc = gw_routes_build(rpc_server_descset(gw->srv), &gw->routes, err, sizeof(err));
+    if (rc < 0) {
+        log_msg(LOG_ERROR, "routes_invalid", "%s", err);
+        goto done;
+    }
+    rc = gw_upstreams_open(gw->routes, (size_t)c.max_message_bytes, &gw->upstreams, err,
+                           sizeof(err));
+    if (rc < 0) {
+        log_msg(LOG_ERROR, "config_invalid", "%s", err);
+        goto done;
+    }
+    gw_auth_opts_t ao = {
+        .identity = gw_upstreams_find(gw->upstreams, "identity"),
+        .key = gw->key,
+        .cache_seconds = (int)c.auth_cache_s,
+        .cache_entries = (size_t)c.auth_cache_entries,
+        .auth_timeout_ms = (int)c.auth_timeout_ms,
+    };
+    gw->auth = gw_auth_new(&ao);
+    gw->ratelimit = gw_ratelimit_new((double)c.rate_rps, (double)c.rate_burst, (size_t)c.rate_keys);
+    rpc_server_set_proxy(gw->srv, gw_proxy, gw);
+    gw_auth_start(gw->auth);
+    gw_upstreams_watch(gw->upstreams, gw->srv, (int)c.health_interval_ms);
+
+    log_rec_t r;
+    log_begin(&r, LOG_INFO, "routes_loaded");
+    log_int(&r, "methods", (long long)gw_routes_count(gw->routes));
+    log_int(&r, "services", (long long)gw_routes_service_count(gw->routes));
+    log_end(&r);
+done:
+    if (rc < 0)
+        gw__fini(svc);
+    return rc;
+}
 
 int main(int argc, char **argv)
 {
@@ -10,6 +106,9 @@ int main(int argc, char **argv)
         .name = "gateway",
         .default_listen = "127.0.0.1:50051",
         .uses_db = false,
+        .authenticated = true,
+        .init = gw__init,
+        .fini = gw__fini,
     };
     return svc_main(argc, argv, &def);
 }

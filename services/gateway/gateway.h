@@ -1,0 +1,150 @@
+/* The gateway's parts: routes (method -> upstream + rule, from the embedded
+ * descriptors), upstream channels and their health, authentication and
+ * authorization, the per-principal rate limit, and the asynchronous proxy
+ * that pumps each call between the client and its service. */
+#ifndef ONCEIOT_GATEWAY_H
+#define ONCEIOT_GATEWAY_H
+
+#include "common/v1/auth.pb-c.h"
+#include "onceiot/client.h"
+#include "onceiot/descset.h"
+#include "onceiot/principal.h"
+#include "onceiot/rpc.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- routes.c ---- */
+
+typedef struct gw_rule {
+    bool is_public;                     /* no credentials needed */
+    bool superuser;                     /* superusers only */
+    bool internal;                      /* never routed */
+    char scope[64];                     /* required scope; "" for none */
+    Onceiot__Common__V1__Role min_role; /* ROLE_UNSPECIFIED: any role */
+} gw_rule_t;
+
+typedef struct gw_route {
+    const char *path; /* "/onceiot.sims.v1.SimService/GetSim" (the descset's string) */
+    size_t upstream;  /* index into the route table's upstream names */
+    gw_rule_t rule;
+} gw_route_t;
+
+typedef struct gw_routes gw_routes_t;
+
+/* The product's services: each has an upstream whether or not its proto is
+ * in the descriptor set yet, so their addresses are always required. */
+extern const char *const gw_product_upstreams[];
+extern const size_t gw_n_product_upstreams;
+
+/* Builds the route table of every method of every onceiot.* service in ds:
+ * the upstream is the package's second segment (onceiot.<upstream>.v1).
+ * Fails closed: a method without an (onceiot.common.v1.auth) rule, or with
+ * one that does not parse, makes it return ERR_CONFIG with err naming the
+ * method. The table refers to ds's strings: ds must outlive it. */
+int gw_routes_build(const descset_t *ds, gw_routes_t **out, char *err,
+                    size_t errlen) ONCEIOT_MUSTCHECK;
+void gw_routes_free(gw_routes_t *r);
+/* The route of a method path (not NUL-terminated), or NULL when the method is
+ * unknown or internal. */
+const gw_route_t *gw_routes_find(const gw_routes_t *r, const char *path, size_t len);
+/* Every route, internal ones included (for tests and logs). */
+size_t gw_routes_count(const gw_routes_t *r);
+const gw_route_t *gw_routes_at(const gw_routes_t *r, size_t i);
+size_t gw_routes_upstream_count(const gw_routes_t *r);
+const char *gw_routes_upstream_name(const gw_routes_t *r, size_t i);
+/* The fully-qualified names of the routed services and their upstreams, for
+ * the gateway's health. */
+size_t gw_routes_service_count(const gw_routes_t *r);
+const char *gw_routes_service_name(const gw_routes_t *r, size_t i, size_t *upstream);
+/* Reads the (onceiot.common.v1.auth) option (field 50100) out of serialized
+ * MethodOptions. Returns 1 with *rule set, 0 when there is none, or
+ * ERR_INVALID_ARGUMENT when the bytes do not parse. */
+int gw_rule_from_options(const uint8_t *opts, size_t len, gw_rule_t *rule) ONCEIOT_MUSTCHECK;
+
+/* ---- upstreams.c ---- */
+
+typedef struct gw_upstreams gw_upstreams_t;
+
+/* Opens one channel per upstream of routes, from ONCEIOT_<NAME>_ADDR (all
+ * required). Returns 0, or ERR_CONFIG with err naming the missing variable. */
+int gw_upstreams_open(const gw_routes_t *routes, size_t max_message_bytes, gw_upstreams_t **out,
+                      char *err, size_t errlen) ONCEIOT_MUSTCHECK;
+/* Starts the thread that checks each upstream's health every interval_ms and
+ * mirrors it into srv's health for the upstream's service names. */
+void gw_upstreams_watch(gw_upstreams_t *u, rpc_server_t *srv, int interval_ms);
+/* Stops the health thread and closes the channels. */
+void gw_upstreams_free(gw_upstreams_t *u);
+rpc_channel_t *gw_upstreams_channel(const gw_upstreams_t *u, size_t i);
+const char *gw_upstreams_name(const gw_upstreams_t *u, size_t i);
+/* The channel of a named upstream, or NULL. */
+rpc_channel_t *gw_upstreams_find(const gw_upstreams_t *u, const char *name);
+
+/* ---- auth.c ---- */
+
+typedef struct gw_auth gw_auth_t;
+
+typedef struct gw_auth_opts {
+    rpc_channel_t *identity;    /* where Authenticate and GetVerificationKeys go */
+    const principal_key_t *key; /* signs the gateway's own principal */
+    int cache_seconds;          /* API-key answers are kept at most this long */
+    size_t cache_entries;       /* bound on the API-key cache */
+    int auth_timeout_ms;        /* deadline of an Authenticate call */
+} gw_auth_opts_t;
+
+gw_auth_t *gw_auth_new(const gw_auth_opts_t *opts);
+/* Starts the thread polling identity's verification keys and revocations. */
+void gw_auth_start(gw_auth_t *a);
+void gw_auth_free(gw_auth_t *a);
+
+/* Verifies a login token locally. Returns 0 with *out (in arena) or
+ * ERR_UNAUTHENTICATED with *why. */
+int gw_auth_token(gw_auth_t *a, const char *token, arena_t *arena, principal_t **out,
+                  const char **why) ONCEIOT_MUSTCHECK;
+/* Looks an API key up in the cache: 1 with *out (in arena) on a cached
+ * principal, ERR_UNAUTHENTICATED on a cached refusal, 0 on a miss. */
+int gw_auth_key_cached(gw_auth_t *a, const char *secret, arena_t *arena,
+                       principal_t **out) ONCEIOT_MUSTCHECK;
+
+/* Completion of gw_auth_key_lookup: rc 0 with p (in the arena given), or a
+ * negative ERR_* with why (UNAUTHENTICATED for a bad key, UNAVAILABLE when
+ * identity cannot answer). Runs on an I/O thread. */
+typedef void (*gw_auth_done_fn)(void *arg, int rc, principal_t *p, const char *why);
+/* Asks identity's Authenticate about an API key without blocking: the call
+ * runs on cq (the server's, whose threads dispatch rpc_tag_t) and done runs
+ * when it ends. Caches the answer. request_id goes along for the logs. */
+void gw_auth_key_lookup(gw_auth_t *a, grpc_completion_queue *cq, const char *secret,
+                        const char *request_id, arena_t *arena, gw_auth_done_fn done, void *arg);
+
+/* Checks a principal against a rule. Returns 0, or ERR_PERMISSION_DENIED
+ * with *why. */
+int gw_authorize(const gw_rule_t *rule, const principal_t *p, const char **why) ONCEIOT_MUSTCHECK;
+
+/* ---- ratelimit.c ---- */
+
+typedef struct gw_ratelimit gw_ratelimit_t;
+
+/* A token bucket per key refilled at rps up to burst; at most max_keys
+ * buckets are kept (the least recently used are forgotten). */
+gw_ratelimit_t *gw_ratelimit_new(double rps, double burst, size_t max_keys);
+void gw_ratelimit_free(gw_ratelimit_t *rl);
+/* Takes one token for key at now_ns (monotonic). Returns true if allowed;
+ * otherwise false with *retry_ms, when a token will be there. */
+bool gw_ratelimit_take(gw_ratelimit_t *rl, int64_t key, int64_t now_ns, int64_t *retry_ms);
+
+/* ---- proxy.c ---- */
+
+typedef struct gw {
+    rpc_server_t *srv;
+    gw_routes_t *routes;
+    gw_upstreams_t *upstreams;
+    gw_auth_t *auth;
+    gw_ratelimit_t *ratelimit;
+    const principal_key_t *key; /* signs the principal sent upstream */
+} gw_t;
+
+/* The rpc_proxy_fn of the gateway (ctx is a gw_t). */
+void gw_proxy(void *ctx, grpc_call *call, grpc_call_details *details, grpc_metadata_array *md);
+
+#endif

@@ -1,0 +1,646 @@
+/* The asynchronous pump: every call to a method the gateway does not serve
+ * itself arrives here on an I/O thread, is authenticated, authorized and
+ * rate-limited, then relayed to its upstream as raw byte buffers. Nothing
+ * here blocks: each step is a batch whose completion (an rpc_tag_t on the
+ * server's completion queue) starts the next. The design follows grpc's
+ * test/core/end2end/fixtures/proxy.cc.
+ *
+ * A gw_call_t holds one reference per batch in flight plus one for its
+ * setup; the last reference logs the call and frees it. Pump state is
+ * guarded by the call's mutex because completions of one call may run on
+ * different I/O threads. */
+#include "gateway.h"
+
+#include "google/protobuf/any.pb-c.h"
+#include "google/protobuf/duration.pb-c.h"
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
+#include "onceiot/log.h"
+#include "onceiot/mem.h"
+
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+typedef struct gw_call gw_call_t;
+
+typedef struct gw_op {
+    rpc_tag_t tag;
+    gw_call_t *c;
+} gw_op_t;
+
+struct gw_call {
+    gw_t *gw;
+    atomic_int refs;
+    pthread_mutex_t mu;
+    grpc_call *down;           /* the client's call to us */
+    grpc_call *up;             /* our call to the upstream, once created */
+    grpc_call_details details; /* method of the downstream call */
+    grpc_metadata_array md;    /* the client's request metadata */
+    arena_t *arena;
+    const gw_route_t *route;
+    const char *method; /* NUL-terminated copy of details.method */
+    const char *upstream;
+    char request_id[65];
+    int64_t start_ns;
+    int64_t user_id;
+    char *peer; /* gpr_free */
+
+    gw_op_t t_close, t_up_start, t_up_init, t_down_init, t_down_recv, t_up_send, t_up_recv,
+        t_down_send, t_up_status, t_down_status;
+
+    int cancelled;    /* RECV_CLOSE_ON_SERVER: client cancel, deadline, disconnect */
+    bool down_closed; /* the downstream call has ended */
+    grpc_metadata *up_md;
+    size_t n_up_md;
+    grpc_metadata_array up_init_md; /* upstream's initial metadata, relayed as is */
+    grpc_metadata_array up_trailers;
+    grpc_status_code up_status;
+    grpc_slice up_details;
+    grpc_byte_buffer *c2u; /* client -> upstream message in flight */
+    grpc_byte_buffer *u2c; /* upstream -> client message in flight */
+    bool half_closed;      /* SEND_CLOSE_FROM_CLIENT started upstream */
+    bool init_sent;        /* downstream SEND_INITIAL_METADATA started */
+    bool up_msgs_done;     /* no more upstream messages will be read */
+    bool down_send_busy;   /* downstream SEND_MESSAGE in flight */
+    bool have_status;      /* upstream status received */
+    bool status_started;   /* downstream SEND_STATUS_FROM_SERVER started */
+
+    grpc_status_code code; /* final status, for the log */
+    const char *message;   /* final message (in the arena), for the log */
+    grpc_slice own_details;
+    grpc_metadata own_trailer; /* grpc-status-details-bin of our own errors */
+    bool has_own_trailer;
+};
+
+static int64_t gw__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void gw__log(gw_call_t *c)
+{
+    bool bad = c->code == GRPC_STATUS_INTERNAL || c->code == GRPC_STATUS_UNKNOWN ||
+               c->code == GRPC_STATUS_DATA_LOSS;
+    log_rec_t r;
+    log_begin(&r, bad ? LOG_ERROR : LOG_INFO, "call");
+    if (!r.on)
+        return;
+    log_str(&r, "method", c->method);
+    log_str(&r, "status", err_grpc_name(c->code));
+    log_int(&r, "code", c->code);
+    log_double(&r, "duration_ms", (double)(gw__now_ns() - c->start_ns) / 1e6);
+    log_str(&r, "peer", c->peer);
+    log_str(&r, "request_id", c->request_id);
+    if (c->user_id)
+        log_int(&r, "user_id", c->user_id);
+    log_str(&r, "upstream", c->upstream);
+    if (c->code != GRPC_STATUS_OK && c->message)
+        log_str(&r, "message", c->message);
+    if (c->cancelled)
+        log_bool(&r, "cancelled", true);
+    log_end(&r);
+}
+
+static void gw__unref(gw_call_t *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    gw__log(c);
+    if (c->up)
+        grpc_call_unref(c->up);
+    grpc_call_unref(c->down);
+    grpc_call_details_destroy(&c->details);
+    grpc_metadata_array_destroy(&c->md);
+    grpc_metadata_array_destroy(&c->up_init_md);
+    grpc_metadata_array_destroy(&c->up_trailers);
+    grpc_slice_unref(c->up_details);
+    grpc_slice_unref(c->own_details);
+    if (c->has_own_trailer)
+        grpc_slice_unref(c->own_trailer.value);
+    if (c->c2u)
+        grpc_byte_buffer_destroy(c->c2u);
+    if (c->u2c)
+        grpc_byte_buffer_destroy(c->u2c);
+    if (c->peer)
+        gpr_free(c->peer);
+    pthread_mutex_destroy(&c->mu);
+    arena_free(c->arena);
+    mem_free(c);
+}
+
+/* Starts a batch holding a reference for its completion; false if core
+ * refused it (the call is already over). */
+static bool gw__start(gw_call_t *c, grpc_call *call, const grpc_op *ops, size_t n, gw_op_t *op)
+{
+    atomic_fetch_add(&c->refs, 1);
+    if (grpc_call_start_batch(call, ops, n, &op->tag, NULL) == GRPC_CALL_OK)
+        return true;
+    atomic_fetch_sub(&c->refs, 1);
+    return false;
+}
+
+/* ---- finishing a call ourselves (before an upstream call exists) ---- */
+
+static void gw__down_status_done(rpc_tag_t *tag, bool ok)
+{
+    (void)ok;
+    gw__unref(((gw_op_t *)tag)->c);
+}
+
+/* Packs a google.rpc.Status carrying a RetryInfo for the
+ * grpc-status-details-bin trailer. */
+static ProtobufCBinaryData gw__retry_details(gw_call_t *c, int64_t retry_ms)
+{
+    Google__Protobuf__Duration delay = GOOGLE__PROTOBUF__DURATION__INIT;
+    delay.seconds = retry_ms / 1000;
+    delay.nanos = (int32_t)(retry_ms % 1000) * 1000000;
+    Google__Rpc__RetryInfo info = GOOGLE__RPC__RETRY_INFO__INIT;
+    info.retry_delay = &delay;
+    Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT;
+    any.type_url = "type.googleapis.com/google.rpc.RetryInfo";
+    any.value.len = google__rpc__retry_info__get_packed_size(&info);
+    any.value.data = arena_alloc(c->arena, any.value.len + 1);
+    google__rpc__retry_info__pack(&info, any.value.data);
+    Google__Protobuf__Any *details[] = {&any};
+    Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+    st.code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    st.message = (char *)c->message;
+    st.n_details = 1;
+    st.details = details;
+    ProtobufCBinaryData out;
+    out.len = google__rpc__status__get_packed_size(&st);
+    out.data = arena_alloc(c->arena, out.len + 1);
+    google__rpc__status__pack(&st, out.data);
+    return out;
+}
+
+/* Ends the downstream call with our own status: initial metadata and status
+ * in one batch (core sends nothing without initial metadata). details, if
+ * set, is a packed google.rpc.Status. */
+static void gw__fail(gw_call_t *c, int err, const char *message, const ProtobufCBinaryData *details)
+{
+    c->code = err_to_grpc(err);
+    c->message = arena_strdup(c->arena, message);
+    c->own_details = grpc_slice_from_copied_string(message);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[1].data.send_status_from_server.status = c->code;
+    ops[1].data.send_status_from_server.status_details = &c->own_details;
+    if (details && details->len) {
+        c->own_trailer.key = grpc_slice_from_static_string("grpc-status-details-bin");
+        c->own_trailer.value =
+            grpc_slice_from_copied_buffer((const char *)details->data, details->len);
+        c->has_own_trailer = true;
+        ops[1].data.send_status_from_server.trailing_metadata_count = 1;
+        ops[1].data.send_status_from_server.trailing_metadata = &c->own_trailer;
+    }
+    gw__start(c, c->down, ops, 2, &c->t_down_status);
+}
+
+/* ---- the pump ---- */
+
+static void gw__up_recv(gw_call_t *c);
+static void gw__down_recv(gw_call_t *c);
+
+/* Relays the upstream's status once everything before it has gone out: the
+ * initial metadata, every message. Caller holds c->mu. */
+static void gw__try_status(gw_call_t *c)
+{
+    if (!c->have_status || !c->up_msgs_done || c->down_send_busy || !c->init_sent ||
+        c->status_started)
+        return;
+    c->status_started = true;
+    c->code = c->up_status;
+    c->message = arena_strndup(c->arena, (const char *)GRPC_SLICE_START_PTR(c->up_details),
+                               GRPC_SLICE_LENGTH(c->up_details));
+    grpc_slice *details = &c->up_details;
+    if (c->up_status == GRPC_STATUS_UNAVAILABLE && c->up_init_md.count == 0) {
+        /* Most likely the transport: say which service is down. */
+        c->message = arena_printf(c->arena, "%s is unavailable: %s", c->upstream, c->message);
+        c->own_details = grpc_slice_from_copied_string(c->message);
+        details = &c->own_details;
+    }
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    op.data.send_status_from_server.status = c->up_status;
+    op.data.send_status_from_server.status_details = details;
+    op.data.send_status_from_server.trailing_metadata_count = c->up_trailers.count;
+    op.data.send_status_from_server.trailing_metadata = c->up_trailers.metadata;
+    gw__start(c, c->down, &op, 1, &c->t_down_status);
+}
+
+static void gw__on_close(rpc_tag_t *tag, bool ok)
+{
+    (void)ok;
+    gw_call_t *c = ((gw_op_t *)tag)->c;
+    pthread_mutex_lock(&c->mu);
+    c->down_closed = true;
+    /* Propagation cancels the child too; this is for calls core already
+     * considered finished on our side. */
+    if (c->cancelled && c->up)
+        grpc_call_cancel(c->up, NULL);
+    pthread_mutex_unlock(&c->mu);
+    gw__unref(c);
+}
+
+static void gw__on_up_start(rpc_tag_t *tag, bool ok)
+{
+    (void)ok; /* a failed send shows up in the status */
+    gw__unref(((gw_op_t *)tag)->c);
+}
+
+static void gw__on_down_init(rpc_tag_t *tag, bool ok)
+{
+    (void)ok;
+    gw__unref(((gw_op_t *)tag)->c);
+}
+
+static void gw__on_up_init(rpc_tag_t *tag, bool ok)
+{
+    gw_call_t *c = ((gw_op_t *)tag)->c;
+    pthread_mutex_lock(&c->mu);
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    op.data.send_initial_metadata.count = c->up_init_md.count;
+    op.data.send_initial_metadata.metadata = c->up_init_md.metadata;
+    gw__start(c, c->down, &op, 1, &c->t_down_init);
+    c->init_sent = true;
+    if (ok)
+        gw__up_recv(c);
+    else
+        c->up_msgs_done = true;
+    gw__try_status(c);
+    pthread_mutex_unlock(&c->mu);
+    gw__unref(c);
+}
+
+/* Caller holds c->mu. */
+static void gw__up_recv(gw_call_t *c)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->u2c;
+    if (!gw__start(c, c->up, &op, 1, &c->t_up_recv))
+        c->up_msgs_done = true;
+}
+
+static void gw__on_up_recv(rpc_tag_t *tag, bool ok)
+{
+    gw_call_t *c = ((gw_op_t *)tag)->c;
+    pthread_mutex_lock(&c->mu);
+    if (ok && c->u2c) {
+        grpc_op op;
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_SEND_MESSAGE;
+        op.data.send_message.send_message = c->u2c;
+        c->down_send_busy = gw__start(c, c->down, &op, 1, &c->t_down_send);
+        if (!c->down_send_busy) {
+            c->up_msgs_done = true;
+            grpc_call_cancel(c->up, NULL);
+        }
+    } else {
+        c->up_msgs_done = true;
+    }
+    gw__try_status(c);
+    pthread_mutex_unlock(&c->mu);
+    gw__unref(c);
+}
+
+static void gw__on_down_send(rpc_tag_t *tag, bool ok)
+{
+    gw_call_t *c = ((gw_op_t *)tag)->c;
+    pthread_mutex_lock(&c->mu);
+    grpc_byte_buffer_destroy(c->u2c);
+    c->u2c = NULL;
+    c->down_send_busy = false;
+    if (ok) {
+        gw__up_recv(c);
+    } else {
+        /* The client is gone: stop the upstream too. */
+        c->up_msgs_done = true;
+        grpc_call_cancel(c->up, NULL);
+    }
+    gw__try_status(c);
+    pthread_mutex_unlock(&c->mu);
+    gw__unref(c);
+}
+
+static void gw__on_up_status(rpc_tag_t *tag, bool ok)
+{
+    (void)ok;
+    gw_call_t *c = ((gw_op_t *)tag)->c;
+    pthread_mutex_lock(&c->mu);
+    c->have_status = true;
+    gw__try_status(c);
+    pthread_mutex_unlock(&c->mu);
+    gw__unref(c);
+}
+
+/* Caller holds c->mu. */
+static void gw__down_recv(gw_call_t *c)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->c2u;
+    gw__start(c, c->down, &op, 1, &c->t_down_recv);
+}
+
+static void gw__on_down_recv(rpc_tag_t *tag, bool ok)
+{
+    gw_call_t *c = ((gw_op_t *)tag)->c;
+    pthread_mutex_lock(&c->mu);
+    if (ok) {
+        grpc_op op;
+        memset(&op, 0, sizeof(op));
+        if (c->c2u) {
+            op.op = GRPC_OP_SEND_MESSAGE;
+            op.data.send_message.send_message = c->c2u;
+        } else {
+            op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+            c->half_closed = true;
+        }
+        gw__start(c, c->up, &op, 1, &c->t_up_send);
+    }
+    /* Otherwise the client is gone; cancellation reaches the upstream. */
+    pthread_mutex_unlock(&c->mu);
+    gw__unref(c);
+}
+
+static void gw__on_up_send(rpc_tag_t *tag, bool ok)
+{
+    gw_call_t *c = ((gw_op_t *)tag)->c;
+    pthread_mutex_lock(&c->mu);
+    if (c->c2u) {
+        grpc_byte_buffer_destroy(c->c2u);
+        c->c2u = NULL;
+    }
+    if (ok && !c->half_closed)
+        gw__down_recv(c);
+    pthread_mutex_unlock(&c->mu);
+    gw__unref(c);
+}
+
+/* Headers never copied upstream: credentials, principals (only ours may
+ * exist), and what HTTP/2 and core manage themselves. */
+static bool gw__hop_header(const grpc_slice key)
+{
+    static const char *const exact[] = {
+        "authorization", "host",       "te",      "content-type",      "user-agent",
+        "connection",    "keep-alive", "upgrade", "transfer-encoding", "proxy-authorization",
+        "x-request-id",
+    };
+    static const char *const prefixes[] = {"x-onceiot-principal", "grpc-", ":", "proxy-"};
+    size_t n = GRPC_SLICE_LENGTH(key);
+    const char *k = (const char *)GRPC_SLICE_START_PTR(key);
+    for (size_t i = 0; i < sizeof(exact) / sizeof(*exact); i++)
+        if (strlen(exact[i]) == n && strncasecmp(k, exact[i], n) == 0)
+            return true;
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(*prefixes); i++) {
+        size_t pn = strlen(prefixes[i]);
+        if (n >= pn && strncasecmp(k, prefixes[i], pn) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Authorized: build the upstream metadata, create the upstream call as a
+ * child of the downstream one (deadline and cancellation propagate), and
+ * start pumping. p is NULL for public methods. */
+static void gw__connect(gw_call_t *c, principal_t *p)
+{
+    gw_t *gw = c->gw;
+    c->up_md = arena_calloc(c->arena, c->md.count + 3, sizeof(grpc_metadata));
+    for (size_t i = 0; i < c->md.count; i++)
+        if (!gw__hop_header(c->md.metadata[i].key))
+            c->up_md[c->n_up_md++] = c->md.metadata[i];
+    c->up_md[c->n_up_md].key = grpc_slice_from_static_string("x-request-id");
+    c->up_md[c->n_up_md++].value = grpc_slice_from_static_string(c->request_id);
+    if (p) {
+        rpc_md_t signed_md[2];
+        principal_sign(gw->key, p, c->method, c->arena, signed_md);
+        for (int i = 0; i < 2; i++) {
+            c->up_md[c->n_up_md].key = grpc_slice_from_static_string(signed_md[i].key);
+            c->up_md[c->n_up_md++].value =
+                grpc_slice_from_static_buffer(signed_md[i].value, signed_md[i].len);
+        }
+    }
+
+    pthread_mutex_lock(&c->mu);
+    if (c->down_closed) {
+        /* The client left while we authenticated; nothing to relay. */
+        c->code = GRPC_STATUS_CANCELLED;
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    c->up = grpc_channel_create_call(
+        rpc_channel_grpc(gw_upstreams_channel(gw->upstreams, c->route->upstream)), c->down,
+        GRPC_PROPAGATE_DEFAULTS, rpc_server_cq(gw->srv), c->details.method, NULL,
+        gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    op.data.send_initial_metadata.count = c->n_up_md;
+    op.data.send_initial_metadata.metadata = c->up_md;
+    gw__start(c, c->up, &op, 1, &c->t_up_start);
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_INITIAL_METADATA;
+    op.data.recv_initial_metadata.recv_initial_metadata = &c->up_init_md;
+    if (!gw__start(c, c->up, &op, 1, &c->t_up_init)) {
+        c->init_sent = true; /* nothing will come; let the status through */
+        c->up_msgs_done = true;
+    }
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op.data.recv_status_on_client.status = &c->up_status;
+    op.data.recv_status_on_client.status_details = &c->up_details;
+    op.data.recv_status_on_client.trailing_metadata = &c->up_trailers;
+    gw__start(c, c->up, &op, 1, &c->t_up_status);
+    gw__down_recv(c);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Authenticated (p) or public (p NULL): authorize, rate-limit, connect. */
+static void gw__proceed(gw_call_t *c, principal_t *p)
+{
+    gw_t *gw = c->gw;
+    if (p) {
+        c->user_id = p->user_id;
+        const char *why = NULL;
+        if (gw_authorize(&c->route->rule, p, &why) < 0) {
+            gw__fail(c, ERR_PERMISSION_DENIED, why, NULL);
+            return;
+        }
+        int64_t retry_ms = 0;
+        if (!gw_ratelimit_take(gw->ratelimit, p->user_id, gw__now_ns(), &retry_ms)) {
+            c->message =
+                arena_printf(c->arena, "rate limit exceeded for this caller; retry in %lld ms",
+                             (long long)retry_ms);
+            ProtobufCBinaryData d = gw__retry_details(c, retry_ms);
+            gw__fail(c, ERR_RESOURCE_EXHAUSTED, c->message, &d);
+            return;
+        }
+    }
+    gw__connect(c, p);
+}
+
+static void gw__on_key(void *arg, int rc, principal_t *p, const char *why)
+{
+    gw_call_t *c = arg;
+    if (rc < 0)
+        gw__fail(c, rc, why, NULL);
+    else
+        gw__proceed(c, p);
+    gw__unref(c);
+}
+
+/* The bearer credential of the call, NUL-terminated in the arena, or NULL. */
+static const char *gw__bearer(gw_call_t *c)
+{
+    for (size_t i = 0; i < c->md.count; i++) {
+        const grpc_metadata *m = &c->md.metadata[i];
+        if (!grpc_slice_str_cmp(m->key, "authorization")) {
+            const char *v = (const char *)GRPC_SLICE_START_PTR(m->value);
+            size_t n = GRPC_SLICE_LENGTH(m->value);
+            if (n <= 7 || strncasecmp(v, "bearer ", 7) != 0)
+                return NULL;
+            v += 7;
+            n -= 7;
+            while (n && *v == ' ')
+                v++, n--;
+            while (n && v[n - 1] == ' ')
+                n--;
+            return n && !memchr(v, '\0', n) ? arena_strndup(c->arena, v, n) : NULL;
+        }
+    }
+    return NULL;
+}
+
+static void gw__authenticate(gw_call_t *c)
+{
+    gw_t *gw = c->gw;
+    if (c->route->rule.is_public) {
+        gw__proceed(c, NULL);
+        return;
+    }
+    const char *secret = gw__bearer(c);
+    if (!secret) {
+        gw__fail(c, ERR_UNAUTHENTICATED,
+                 "missing credentials: send \"authorization: Bearer <API key or login token>\"",
+                 NULL);
+        return;
+    }
+    principal_t *p = NULL;
+    const char *why = NULL;
+    if (strncmp(secret, "v4.public.", 10) == 0) {
+        if (gw_auth_token(gw->auth, secret, c->arena, &p, &why) < 0)
+            gw__fail(c, ERR_UNAUTHENTICATED, why, NULL);
+        else
+            gw__proceed(c, p);
+        return;
+    }
+    int rc = gw_auth_key_cached(gw->auth, secret, c->arena, &p);
+    if (rc == 1) {
+        gw__proceed(c, p);
+    } else if (rc < 0) {
+        gw__fail(c, ERR_UNAUTHENTICATED, "the API key is not valid (unknown, revoked or expired)",
+                 NULL);
+    } else {
+        atomic_fetch_add(&c->refs, 1); /* held by the lookup until gw__on_key */
+        gw_auth_key_lookup(gw->auth, rpc_server_cq(gw->srv), secret, c->request_id, c->arena,
+                           gw__on_key, c);
+    }
+}
+
+/* A request id is kept if short and plain (safe to log); else one is made. */
+static void gw__request_id(gw_call_t *c)
+{
+    for (size_t i = 0; i < c->md.count; i++) {
+        const grpc_metadata *m = &c->md.metadata[i];
+        if (grpc_slice_str_cmp(m->key, "x-request-id"))
+            continue;
+        size_t n = GRPC_SLICE_LENGTH(m->value);
+        const uint8_t *v = GRPC_SLICE_START_PTR(m->value);
+        bool plain = n > 0 && n < sizeof(c->request_id);
+        for (size_t k = 0; plain && k < n; k++)
+            plain = (v[k] >= '0' && v[k] <= '9') || (v[k] >= 'a' && v[k] <= 'z') ||
+                    (v[k] >= 'A' && v[k] <= 'Z') || v[k] == '-' || v[k] == '_' || v[k] == '.';
+        if (plain) {
+            memcpy(c->request_id, v, n);
+            c->request_id[n] = '\0';
+            return;
+        }
+    }
+    uint8_t r[16];
+    if (getrandom(r, sizeof(r), 0) != sizeof(r)) {
+        uint64_t t = (uint64_t)gw__now_ns();
+        memcpy(r, &t, sizeof(t));
+        memcpy(r + 8, &c, sizeof(c) < 8 ? sizeof(c) : 8);
+    }
+    for (size_t i = 0; i < sizeof(r); i++)
+        snprintf(c->request_id + 2 * i, 3, "%02x", r[i]);
+}
+
+void gw_proxy(void *ctx, grpc_call *call, grpc_call_details *details, grpc_metadata_array *md)
+{
+    gw_t *gw = ctx;
+    gw_call_t *c = mem_calloc(1, sizeof(*c));
+    c->gw = gw;
+    atomic_init(&c->refs, 1); /* the setup's, dropped at the end of this function */
+    pthread_mutex_init(&c->mu, NULL);
+    c->down = call;
+    c->details = *details;
+    c->md = *md;
+    c->arena = arena_new();
+    c->start_ns = gw__now_ns();
+    c->peer = grpc_call_get_peer(call);
+    c->code = GRPC_STATUS_OK;
+    c->up_details = grpc_empty_slice();
+    c->own_details = grpc_empty_slice();
+    grpc_metadata_array_init(&c->up_init_md);
+    grpc_metadata_array_init(&c->up_trailers);
+    gw_op_t *ops[] = {&c->t_close,     &c->t_up_start,   &c->t_up_init, &c->t_down_init,
+                      &c->t_down_recv, &c->t_up_send,    &c->t_up_recv, &c->t_down_send,
+                      &c->t_up_status, &c->t_down_status};
+    void (*fns[])(rpc_tag_t *, bool) = {
+        gw__on_close,   gw__on_up_start, gw__on_up_init,   gw__on_down_init, gw__on_down_recv,
+        gw__on_up_send, gw__on_up_recv,  gw__on_down_send, gw__on_up_status, gw__down_status_done};
+    for (size_t i = 0; i < sizeof(ops) / sizeof(*ops); i++) {
+        ops[i]->tag.fn = fns[i];
+        ops[i]->c = c;
+    }
+    c->method = arena_strndup(c->arena, (const char *)GRPC_SLICE_START_PTR(details->method),
+                              GRPC_SLICE_LENGTH(details->method));
+    gw__request_id(c);
+
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    gw__start(c, call, &op, 1, &c->t_close);
+
+    c->route = gw_routes_find(gw->routes, (const char *)GRPC_SLICE_START_PTR(details->method),
+                              GRPC_SLICE_LENGTH(details->method));
+    if (!c->route) {
+        gw__fail(c, ERR_UNIMPLEMENTED, arena_printf(c->arena, "unknown method %s", c->method),
+                 NULL);
+    } else {
+        c->upstream = gw_upstreams_name(gw->upstreams, c->route->upstream);
+        gw__authenticate(c);
+    }
+    gw__unref(c);
+}

@@ -1,0 +1,235 @@
+/* The route table: which upstream serves each method and who may call it,
+ * read once at start from the embedded descriptor set. The rules are the
+ * (onceiot.common.v1.auth) method options; protobuf-c does not know
+ * extensions, so the option is found by a small wire-level scan. */
+#include "gateway.h"
+
+#include "onceiot/log.h"
+#include "onceiot/mem.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { GW_AUTH_FIELD = 50100 }; /* extend MethodOptions { AuthRule auth = 50100; } */
+
+const char *const gw_product_upstreams[] = {"identity", "sims", "usage", "commerce", "support"};
+const size_t gw_n_product_upstreams = sizeof(gw_product_upstreams) / sizeof(*gw_product_upstreams);
+
+typedef struct gw_service {
+    const char *name; /* "onceiot.sims.v1.SimService" (the descset's string) */
+    size_t upstream;
+} gw_service_t;
+
+struct gw_routes {
+    gw_route_t *routes; /* sorted by path for bsearch */
+    size_t n;
+    char **upstreams; /* names, product ones first */
+    size_t n_upstreams;
+    gw_service_t *services;
+    size_t n_services;
+};
+
+/* Reads a varint; returns the bytes used or 0 when truncated or too long. */
+static size_t routes__varint(const uint8_t *p, size_t len, uint64_t *v)
+{
+    *v = 0;
+    for (size_t i = 0; i < len && i < 10; i++) {
+        *v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80))
+            return i + 1;
+    }
+    return 0;
+}
+
+int gw_rule_from_options(const uint8_t *opts, size_t len, gw_rule_t *rule)
+{
+    const uint8_t *found = NULL;
+    size_t found_len = 0;
+    size_t pos = 0;
+    while (pos < len) {
+        uint64_t key, v;
+        size_t n = routes__varint(opts + pos, len - pos, &key);
+        if (!n)
+            return ERR_INVALID_ARGUMENT;
+        pos += n;
+        switch (key & 7) {
+        case 0:
+            if (!(n = routes__varint(opts + pos, len - pos, &v)))
+                return ERR_INVALID_ARGUMENT;
+            pos += n;
+            break;
+        case 1:
+            pos += 8;
+            break;
+        case 5:
+            pos += 4;
+            break;
+        case 2:
+            if (!(n = routes__varint(opts + pos, len - pos, &v)) || v > len - pos - n)
+                return ERR_INVALID_ARGUMENT;
+            pos += n;
+            /* Repeated occurrences of a message field merge; ours are
+             * written once by protoc, so the last one is the rule. */
+            if (key >> 3 == GW_AUTH_FIELD) {
+                found = opts + pos;
+                found_len = (size_t)v;
+            }
+            pos += (size_t)v;
+            break;
+        default:
+            return ERR_INVALID_ARGUMENT; /* groups are not used in options */
+        }
+        if (pos > len)
+            return ERR_INVALID_ARGUMENT;
+    }
+    if (!found)
+        return 0;
+    Onceiot__Common__V1__AuthRule *r =
+        onceiot__common__v1__auth_rule__unpack(NULL, found_len, found);
+    if (!r)
+        return ERR_INVALID_ARGUMENT;
+    memset(rule, 0, sizeof(*rule));
+    rule->is_public = r->public_;
+    rule->superuser = r->superuser;
+    rule->internal = r->internal;
+    rule->min_role = r->min_role;
+    int rc = 1;
+    if (r->scope && strlen(r->scope) >= sizeof(rule->scope))
+        rc = ERR_INVALID_ARGUMENT;
+    else
+        snprintf(rule->scope, sizeof(rule->scope), "%s", r->scope ? r->scope : "");
+    onceiot__common__v1__auth_rule__free_unpacked(r, NULL);
+    return rc;
+}
+
+/* The upstream of a service: "onceiot.<name>.v1.X" -> index of <name>,
+ * added to the table if new. Returns -1 for a service outside onceiot.*. */
+static long routes__upstream(gw_routes_t *r, const char *service)
+{
+    if (strncmp(service, "onceiot.", 8) != 0)
+        return -1;
+    const char *name = service + 8;
+    const char *dot = strchr(name, '.');
+    if (!dot || dot == name)
+        return -1;
+    size_t n = (size_t)(dot - name);
+    for (size_t i = 0; i < r->n_upstreams; i++)
+        if (strlen(r->upstreams[i]) == n && memcmp(r->upstreams[i], name, n) == 0)
+            return (long)i;
+    r->upstreams = mem_realloc(r->upstreams, (r->n_upstreams + 1) * sizeof(char *));
+    r->upstreams[r->n_upstreams] = mem_strndup(name, n);
+    return (long)r->n_upstreams++;
+}
+
+static int routes__cmp(const void *a, const void *b)
+{
+    return strcmp(((const gw_route_t *)a)->path, ((const gw_route_t *)b)->path);
+}
+
+int gw_routes_build(const descset_t *ds, gw_routes_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    int rc = 0;
+    gw_routes_t *r = mem_calloc(1, sizeof(*r));
+    for (size_t i = 0; i < gw_n_product_upstreams; i++) {
+        r->upstreams = mem_realloc(r->upstreams, (r->n_upstreams + 1) * sizeof(char *));
+        r->upstreams[r->n_upstreams++] = mem_strdup(gw_product_upstreams[i]);
+    }
+    size_t n_methods = descset_method_count(ds);
+    r->routes = mem_calloc(n_methods ? n_methods : 1, sizeof(*r->routes));
+    for (size_t i = 0; i < n_methods; i++) {
+        const descset_method_t *m = descset_method_at(ds, i);
+        long up = routes__upstream(r, m->service);
+        if (up < 0)
+            continue; /* health, reflection: served by the gateway itself */
+        gw_route_t *route = &r->routes[r->n];
+        route->path = m->path;
+        route->upstream = (size_t)up;
+        int found = m->options ? gw_rule_from_options(m->options, m->options_len, &route->rule) : 0;
+        if (found <= 0) {
+            snprintf(err, errlen,
+                     found == 0 ? "%s has no (onceiot.common.v1.auth) rule; every public method "
+                                  "must declare one (refusing to start: fail closed)"
+                                : "%s: its (onceiot.common.v1.auth) rule does not parse",
+                     m->path);
+            rc = ERR_CONFIG;
+            goto done;
+        }
+        r->n++;
+        if (r->n_services == 0 || strcmp(r->services[r->n_services - 1].name, m->service) != 0) {
+            r->services = mem_realloc(r->services, (r->n_services + 1) * sizeof(*r->services));
+            r->services[r->n_services++] = (gw_service_t){m->service, (size_t)up};
+        }
+    }
+    qsort(r->routes, r->n, sizeof(*r->routes), routes__cmp);
+done:
+    if (rc < 0) {
+        gw_routes_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void gw_routes_free(gw_routes_t *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_upstreams; i++)
+        mem_free(r->upstreams[i]);
+    mem_free(r->upstreams);
+    mem_free(r->services);
+    mem_free(r->routes);
+    mem_free(r);
+}
+
+const gw_route_t *gw_routes_find(const gw_routes_t *r, const char *path, size_t len)
+{
+    size_t lo = 0, hi = r->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *p = r->routes[mid].path;
+        int c = strncmp(p, path, len);
+        if (c == 0 && p[len] != '\0')
+            c = 1;
+        if (c == 0)
+            return r->routes[mid].rule.internal ? NULL : &r->routes[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+size_t gw_routes_count(const gw_routes_t *r)
+{
+    return r->n;
+}
+
+const gw_route_t *gw_routes_at(const gw_routes_t *r, size_t i)
+{
+    return &r->routes[i];
+}
+
+size_t gw_routes_upstream_count(const gw_routes_t *r)
+{
+    return r->n_upstreams;
+}
+
+const char *gw_routes_upstream_name(const gw_routes_t *r, size_t i)
+{
+    return r->upstreams[i];
+}
+
+size_t gw_routes_service_count(const gw_routes_t *r)
+{
+    return r->n_services;
+}
+
+const char *gw_routes_service_name(const gw_routes_t *r, size_t i, size_t *upstream)
+{
+    *upstream = r->services[i].upstream;
+    return r->services[i].name;
+}

@@ -1,0 +1,137 @@
+/* Starting identity + testsvc + gateway for the gateway tests. */
+#include "stack_harness.h"
+
+#include "onceiot/mem.h"
+
+#include <criterion/criterion.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void sh__hex32(char out[65])
+{
+    uint8_t b[32];
+    randombytes_buf(b, sizeof(b));
+    sodium_bin2hex(out, 65, b, sizeof(b));
+}
+
+static void sh__sql(const char *sql)
+{
+    const char *url = getenv("ONCEIOT_TEST_PG_URL");
+    cr_assert(url, "ONCEIOT_TEST_PG_URL is not set; run tests via ./tools/stack test");
+    PGconn *c = PQconnectdb(url);
+    cr_assert(PQstatus(c) == CONNECTION_OK, "test database: %s", PQerrorMessage(c));
+    PGresult *r = PQexec(c, sql);
+    cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* Reads the first line of path into out; false if it is not there yet. */
+static bool sh__read_line(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool ok = fgets(out, (int)cap, f) != NULL;
+    fclose(f);
+    if (ok)
+        out[strcspn(out, "\r\n")] = '\0';
+    return ok && out[0];
+}
+
+/* Joins base and extra entries into one NULL-terminated array (arena-less:
+ * the caller frees the array only). */
+static const char **sh__env(const char *const *base, size_t n_base, const char *const *extra)
+{
+    size_t n_extra = 0;
+    while (extra && extra[n_extra])
+        n_extra++;
+    const char **env = mem_calloc(n_base + n_extra + 1, sizeof(char *));
+    /* The caller's entries first: the first match wins in getenv. */
+    for (size_t i = 0; i < n_extra; i++)
+        env[i] = extra[i];
+    for (size_t i = 0; i < n_base; i++)
+        env[n_extra + i] = base[i];
+    return env;
+}
+
+void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env)
+{
+    char key[96], identity[96], test[96];
+    snprintf(key, sizeof(key), "ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
+    snprintf(identity, sizeof(identity), "ONCEIOT_IDENTITY_ADDR=%s", s->identity.addr);
+    snprintf(test, sizeof(test), "ONCEIOT_TEST_ADDR=%s", s->testsvc.addr);
+    /* The product services not under test point at a port nothing uses. */
+    char down[96];
+    snprintf(down, sizeof(down), "127.0.0.1:%d", ph_free_port());
+    char sims[128], usage[128], commerce[128], support[128];
+    snprintf(sims, sizeof(sims), "ONCEIOT_SIMS_ADDR=%s", down);
+    snprintf(usage, sizeof(usage), "ONCEIOT_USAGE_ADDR=%s", down);
+    snprintf(commerce, sizeof(commerce), "ONCEIOT_COMMERCE_ADDR=%s", down);
+    snprintf(support, sizeof(support), "ONCEIOT_SUPPORT_ADDR=%s", down);
+    const char *base[] = {key, identity, test, sims, usage, commerce, support};
+    const char **env = sh__env(base, sizeof(base) / sizeof(*base), gateway_env);
+    char *bin = ph_build_path("tests/onceiot-gateway-test");
+    ph_start(&s->gateway, bin, env);
+    mem_free(bin);
+    mem_free(env);
+}
+
+void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const *gateway_env)
+{
+    memset(s, 0, sizeof(*s));
+    cr_assert(sodium_init() >= 0);
+    sh__hex32(s->principal_key);
+    sh__sql("SET client_min_messages = warning; DROP SCHEMA IF EXISTS identity CASCADE");
+    snprintf(s->key_file, sizeof(s->key_file), "/tmp/onceiot-gw-admin-%d.key", (int)getpid());
+    unlink(s->key_file);
+
+    char key[96], signing[96], pepper[96], db[512], kf[300];
+    char pepper_hex[65];
+    sh__hex32(s->signing_seed);
+    sh__hex32(pepper_hex);
+    snprintf(key, sizeof(key), "ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
+    snprintf(signing, sizeof(signing), "ONCEIOT_TOKEN_SIGNING_KEY=%s", s->signing_seed);
+    snprintf(pepper, sizeof(pepper), "ONCEIOT_API_KEY_PEPPER=%s", pepper_hex);
+    snprintf(db, sizeof(db), "ONCEIOT_DATABASE_URL=%s", getenv("ONCEIOT_TEST_PG_URL"));
+    snprintf(kf, sizeof(kf), "ONCEIOT_BOOTSTRAP_KEY_FILE=%s", s->key_file);
+    const char *base[] = {key, signing, pepper,
+                          db,  kf,      "ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=" SH_PASSWORD};
+    const char **env = sh__env(base, sizeof(base) / sizeof(*base), identity_env);
+    char *bin = ph_build_path("services/onceiot-identity");
+    ph_start(&s->identity, bin, env);
+    mem_free(bin);
+    mem_free(env);
+    cr_assert(sh__read_line(s->key_file, s->admin_key, sizeof(s->admin_key)),
+              "identity wrote no bootstrap key to %s (log %s)", s->key_file, s->identity.log);
+
+    ph_start_testsvc(&s->testsvc, (const char *const[]){key, NULL});
+    sh_start_gateway(s, gateway_env);
+    /* Login tokens verify only once the gateway has identity's keys. */
+    for (int i = 0; i < 100 && !ph_log_contains(&s->gateway, "verification_keys_loaded"); i++)
+        usleep(50000);
+    cr_assert(ph_log_contains(&s->gateway, "verification_keys_loaded"),
+              "the gateway never loaded identity's verification keys (log %s)", s->gateway.log);
+}
+
+static void sh__stop_one(ph_proc_t *p)
+{
+    if (p->pid) {
+        int code = ph_stop(p, SIGTERM, 20000);
+        cr_expect_eq(code, 0, "exit code %d (log %s)", code, p->log);
+    }
+    cr_expect(!ph_log_has_sanitizer_report(p), "sanitizer report in %s", p->log);
+}
+
+void sh_stop(sh_stack_t *s)
+{
+    sh__stop_one(&s->gateway);
+    sh__stop_one(&s->testsvc);
+    sh__stop_one(&s->identity);
+    unlink(s->key_file);
+}

@@ -1,0 +1,33 @@
+/* A small onceiot stack for gateway tests: identity (with a bootstrap admin
+ * and its API key), the test service and onceiot-gateway-test, all real
+ * processes on free ports, against the test PostgreSQL. */
+#ifndef ONCEIOT_TEST_STACK_HARNESS_H
+#define ONCEIOT_TEST_STACK_HARNESS_H
+
+#include "proc_harness.h"
+
+/* The password of the bootstrap admin ("admin"); tests give their users the same. */
+#define SH_PASSWORD "a-long-enough-password"
+
+typedef struct sh_stack {
+    ph_proc_t identity;
+    ph_proc_t testsvc;
+    ph_proc_t gateway;
+    char principal_key[65]; /* hex, shared by the three */
+    char admin_key[128];    /* the bootstrap admin's API key (superuser, scope "admin") */
+    char key_file[256];
+    char signing_seed[65]; /* identity's ONCEIOT_TOKEN_SIGNING_KEY (an Ed25519 seed, hex) */
+} sh_stack_t;
+
+/* Starts identity on a freshly dropped "identity" schema, the test service
+ * and the gateway, each with its env ("K=V", NULL-terminated, may be NULL)
+ * added, and waits until all are SERVING and the gateway has identity's
+ * verification keys. Fails the test on any error. */
+void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const *gateway_env);
+/* Starts (again) only the gateway, e.g. after sh_stop_gateway. */
+void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env);
+/* SIGTERM to every process still running; expects clean exits and no
+ * sanitizer reports. */
+void sh_stop(sh_stack_t *s);
+
+#endif

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The gateway benchmark: the same unary method (the test service's Echo)
+# called directly and through onceiot-gateway-test with an API key, with the
+# same h2load concurrency, alternating A/B round by round in one run; prints
+# the medians, the ratio (target >= 0.6), the latency the gateway adds
+# (h2load's mean per request, at full load and with one call at a time) and
+# the gateway's peak RSS (VmHWM) under that load (target < 32 MB).
+# Figures are printed, never asserted.
+#
+# Needs ONCEIOT_TEST_PG_URL (a PostgreSQL superuser URL; tools/stack bench
+# exports one). Identity gets a throwaway database of its own, dropped at the
+# end. Tunables: BENCH_REQUESTS (50000), BENCH_CLIENTS (8), BENCH_STREAMS (32),
+# BENCH_ROUNDS (5), BENCH_GW_IO_THREADS (1), ONCEIOT_BUILD_DIR (build/ of this checkout).
+# shellcheck source-path=SCRIPTDIR/../..
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BUILD_DIR="${ONCEIOT_BUILD_DIR:-$ROOT/build}"
+TESTSVC="$BUILD_DIR/tests/onceiot-testsvc"
+GATEWAY="$BUILD_DIR/tests/onceiot-gateway-test"
+IDENTITY="$BUILD_DIR/services/onceiot-identity"
+HEALTH="$BUILD_DIR/tools/onceiot-health"
+REQUESTS="${BENCH_REQUESTS:-50000}"
+CLIENTS="${BENCH_CLIENTS:-8}"
+STREAMS="${BENCH_STREAMS:-32}"
+ROUNDS="${BENCH_ROUNDS:-5}"
+ECHO_PATH=/onceiot.test.v1.TestService/Echo
+
+source "$ROOT/tools/lib/pg.sh"
+source "$ROOT/tools/lib/proc.sh"
+
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+for bin in "$TESTSVC" "$GATEWAY" "$IDENTITY" "$HEALTH"; do
+    [[ -x "$bin" ]] || die "$bin is missing: build first"
+done
+command -v h2load >/dev/null || die "h2load is missing (Debian package nghttp2-client)"
+command -v psql >/dev/null || die "psql is missing (Debian package postgresql-client)"
+[[ -n "${ONCEIOT_TEST_PG_URL:-}" ]] || die "ONCEIOT_TEST_PG_URL is not set"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/onceiot-bench-gw.XXXXXX")"
+DB="onceiot_bench_gw_$$"
+declare -a STARTED=() USED_PORTS=()
+
+cleanup() {
+    local -a alive=()
+    local pid
+    for pid in "${STARTED[@]}"; do
+        proc_alive "$pid" && alive+=("$pid")
+    done
+    ((${#alive[@]})) && proc_stop_pids 10 "${alive[@]}"
+    wait 2>/dev/null || true
+    psql "$ONCEIOT_TEST_PG_URL" -qc "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free port on 127.0.0.1 not handed out before in this run.
+next_addr() {
+    local port
+    port="$(pg_free_port "${USED_PORTS[@]}")"
+    USED_PORTS+=("$port")
+    echo "127.0.0.1:$port"
+}
+
+# Starts a binary with env assignments and waits for SERVING; sets LAST_PID.
+start() {
+    local name="$1" addr="$2" bin="$3"
+    shift 3
+    env ONCEIOT_LISTEN="$addr" ONCEIOT_LOG_LEVEL=warn "$@" "$bin" </dev/null \
+        >"$WORK/$name.log" 2>&1 &
+    LAST_PID=$!
+    STARTED+=("$LAST_PID")
+    if ! "$HEALTH" "$addr" --wait-ms 20000 >/dev/null; then
+        tail -n 20 "$WORK/$name.log" >&2
+        die "$name did not become SERVING on $addr"
+    fi
+}
+
+hex32() {
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'
+}
+
+psql "$ONCEIOT_TEST_PG_URL" -qc "CREATE DATABASE $DB" >/dev/null
+ID_URL="$(sed -E "s#/[^/?]*(\?|$)#/$DB\1#" <<<"${ONCEIOT_TEST_PG_URL%/}")"
+[[ "$ID_URL" == *"/$DB"* ]] || ID_URL="${ONCEIOT_TEST_PG_URL%/}/$DB"
+KEY="$(hex32)"
+SVC_ADDR="$(next_addr)"
+ID_ADDR="$(next_addr)"
+GW_ADDR="$(next_addr)"
+NOWHERE="$(next_addr)"
+
+start testsvc "$SVC_ADDR" "$TESTSVC" ONCEIOT_DATABASE_URL="$ONCEIOT_TEST_PG_URL" \
+    ONCEIOT_SCHEMA_DIR="$ROOT/tests/testsvc/schema"
+start identity "$ID_ADDR" "$IDENTITY" ONCEIOT_DATABASE_URL="$ID_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" \
+    ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" ONCEIOT_API_KEY_PEPPER="$(hex32)" \
+    ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key"
+start gateway "$GW_ADDR" "$GATEWAY" ONCEIOT_PRINCIPAL_KEY="$KEY" \
+    ONCEIOT_IDENTITY_ADDR="$ID_ADDR" ONCEIOT_TEST_ADDR="$SVC_ADDR" ONCEIOT_SIMS_ADDR="$NOWHERE" \
+    ONCEIOT_USAGE_ADDR="$NOWHERE" ONCEIOT_COMMERCE_ADDR="$NOWHERE" ONCEIOT_SUPPORT_ADDR="$NOWHERE" \
+    ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000 ONCEIOT_IO_THREADS="${BENCH_GW_IO_THREADS:-1}"
+GW_PID="$LAST_PID"
+API_KEY="$(head -n 1 "$WORK/admin.key")"
+[[ -n "$API_KEY" ]] || die "identity wrote no bootstrap API key"
+
+# EchoRequest{text: "hello"} in a gRPC frame.
+printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$WORK/echo.bin"
+
+# One h2load run; prints "<req/s> <mean ms>". h2load sees HTTP statuses
+# only, so every run's gRPC statuses are checked in the gateway's log after.
+load_once() {
+    local addr="$1" n="$2" c="$3" m="$4" out
+    out="$(h2load -n "$n" -c "$c" -m "$m" -t 1 -d "$WORK/echo.bin" \
+        -H 'content-type: application/grpc' -H 'te: trailers' \
+        -H "authorization: Bearer $API_KEY" "http://$addr$ECHO_PATH" 2>&1)" || {
+        echo "$out" >&2
+        die "h2load failed against $addr"
+    }
+    awk -v n="$n" '
+        function ms(v) {
+            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+            if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
+            return -1
+        }
+        /^finished in/ { rps = $4 }
+        /^requests:/ { ok = $8 }
+        /^time for request:/ { mean = ms($6) }
+        END {
+            if (ok != n || rps == "") exit 1
+            printf "%s %.3f\n", rps, mean
+        }' <<<"$out" || {
+        echo "$out" >&2
+        die "not every request against $addr succeeded"
+    }
+}
+
+median() {
+    tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+
+# Warm-up: the API key is cached after the first call.
+load_once "$GW_ADDR" 2000 "$CLIENTS" "$STREAMS" >/dev/null
+load_once "$SVC_ADDR" 2000 "$CLIENTS" "$STREAMS" >/dev/null
+
+declare -A RPS=() LAT=() LAT1=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    for target in direct gateway; do
+        addr="$SVC_ADDR"
+        [[ "$target" == gateway ]] && addr="$GW_ADDR"
+        res="$(load_once "$addr" "$REQUESTS" "$CLIENTS" "$STREAMS")"
+        RPS[$target]+="${res% *} "
+        LAT[$target]+="${res#* } "
+    done
+done
+HWM_KB="$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$GW_PID/status")"
+RSS_KB="$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$GW_PID/status")"
+
+# One call at a time: the latency the gateway adds to a single call.
+for target in direct gateway; do
+    addr="$SVC_ADDR"
+    [[ "$target" == gateway ]] && addr="$GW_ADDR"
+    for ((r = 1; r <= 3; r++)); do
+        res="$(load_once "$addr" 5000 1 1)"
+        LAT1[$target]+="${res#* } "
+    done
+done
+
+if grep -q '"level":"error"' "$WORK/gateway.log"; then
+    grep '"level":"error"' "$WORK/gateway.log" | head -n 5 >&2
+    die "the gateway logged errors during the run"
+fi
+
+d_rps="$(median <<<"${RPS[direct]}")"
+g_rps="$(median <<<"${RPS[gateway]}")"
+d_lat="$(median <<<"${LAT[direct]}")"
+g_lat="$(median <<<"${LAT[gateway]}")"
+echo "gateway benchmark: Echo, $REQUESTS calls x $ROUNDS rounds, $CLIENTS connections x $STREAMS streams (medians)"
+printf '  %-28s %10s req/s   mean %7s ms\n' "direct (testsvc)" "$d_rps" "$d_lat"
+printf '  %-28s %10s req/s   mean %7s ms\n' "through the gateway (API key)" "$g_rps" "$g_lat"
+awk -v g="$g_rps" -v d="$d_rps" -v gl="$g_lat" -v dl="$d_lat" 'BEGIN {
+    printf "  ratio gateway/direct: %.2f (target >= 0.6)\n", g / d
+    printf "  added mean latency under load: %.3f ms\n", gl - dl }'
+d1="$(median <<<"${LAT1[direct]}")"
+g1="$(median <<<"${LAT1[gateway]}")"
+awk -v g="$g1" -v d="$d1" 'BEGIN {
+    printf "  one call at a time: direct %.3f ms, gateway %.3f ms, added %.3f ms (means; target p50 < 0.3 ms)\n", d, g, g - d }'
+printf '  gateway memory: VmHWM %d kB, VmRSS %d kB after the load (target < 32 MB)\n' "$HWM_KB" "$RSS_KB"
