@@ -28,6 +28,7 @@ typedef struct gw_rule {
 typedef struct gw_route {
     const char *path; /* "/onceiot.sims.v1.SimService/GetSim" (the descset's string) */
     size_t upstream;  /* index into the route table's upstream names */
+    bool unary;       /* neither side streams: relayed in three batches */
     gw_rule_t rule;
 } gw_route_t;
 
@@ -67,16 +68,21 @@ int gw_rule_from_options(const uint8_t *opts, size_t len, gw_rule_t *rule) ONCEI
 
 typedef struct gw_upstreams gw_upstreams_t;
 
-/* Opens one channel per upstream of routes, from ONCEIOT_<NAME>_ADDR (all
- * required). Returns 0, or ERR_CONFIG with err naming the missing variable. */
-int gw_upstreams_open(const gw_routes_t *routes, size_t max_message_bytes, gw_upstreams_t **out,
-                      char *err, size_t errlen) ONCEIOT_MUSTCHECK;
+/* Opens the channels of every upstream of routes, from ONCEIOT_<NAME>_ADDR
+ * (all required): one for the gateway's own calls (health, identity) and
+ * n_proxy for proxied calls, each its own HTTP/2 connection, so that one
+ * connection's serial processing does not cap the gateway. Returns 0, or
+ * ERR_CONFIG with err naming the missing variable. */
+int gw_upstreams_open(const gw_routes_t *routes, size_t max_message_bytes, size_t n_proxy,
+                      gw_upstreams_t **out, char *err, size_t errlen) ONCEIOT_MUSTCHECK;
 /* Starts the thread that checks each upstream's health every interval_ms and
  * mirrors it into srv's health for the upstream's service names. */
 void gw_upstreams_watch(gw_upstreams_t *u, rpc_server_t *srv, int interval_ms);
 /* Stops the health thread and closes the channels. */
 void gw_upstreams_free(gw_upstreams_t *u);
 rpc_channel_t *gw_upstreams_channel(const gw_upstreams_t *u, size_t i);
+/* The channel for the next proxied call to upstream i (round robin). */
+grpc_channel *gw_upstreams_proxy_channel(gw_upstreams_t *u, size_t i);
 const char *gw_upstreams_name(const gw_upstreams_t *u, size_t i);
 /* The channel of a named upstream, or NULL. */
 rpc_channel_t *gw_upstreams_find(const gw_upstreams_t *u, const char *name);

@@ -20,6 +20,7 @@ typedef struct gw_config {
     long auth_cache_entries;
     long auth_timeout_ms;
     long health_interval_ms;
+    long upstream_channels;
 } gw_config_t;
 
 static gw_t gw__state;
@@ -54,6 +55,8 @@ static int gw__init(svc_t *svc)
         {"ONCEIOT_AUTH_TIMEOUT_MS", CFG_INT, "2000", false, 10, 60000, &c.auth_timeout_ms, NULL},
         {"ONCEIOT_HEALTH_INTERVAL_MS", CFG_INT, "1000", false, 50, 600000, &c.health_interval_ms,
          NULL},
+        {"ONCEIOT_UPSTREAM_CHANNELS", CFG_INT, "2", false, 1, 64, &c.upstream_channels,
+         "HTTP/2 connections to each upstream that proxied calls are spread over"},
     };
     char err[512];
     int rc = cfg_load(vars, sizeof(vars) / sizeof(vars[0]), err, sizeof(err));
@@ -70,8 +73,8 @@ static int gw__init(svc_t *svc)
         log_msg(LOG_ERROR, "routes_invalid", "%s", err);
         goto done;
     }
-    rc = gw_upstreams_open(gw->routes, (size_t)c.max_message_bytes, &gw->upstreams, err,
-                           sizeof(err));
+    rc = gw_upstreams_open(gw->routes, (size_t)c.max_message_bytes, (size_t)c.upstream_channels,
+                           &gw->upstreams, err, sizeof(err));
     if (rc < 0) {
         log_msg(LOG_ERROR, "config_invalid", "%s", err);
         goto done;

@@ -5,6 +5,12 @@
  * server's completion queue) starts the next. The design follows grpc's
  * test/core/end2end/fixtures/proxy.cc.
  *
+ * A unary method (by the route) takes three batches: the client's message,
+ * then one upstream batch that sends it and receives everything back, then
+ * one downstream batch with the reply and status. Each step starts only
+ * after the previous one completed, so that path needs no lock. Streaming
+ * methods go through the general pump.
+ *
  * A gw_call_t holds one reference per batch in flight plus one for its
  * setup; the last reference logs the call and frees it. Pump state is
  * guarded by the call's mutex because completions of one call may run on
@@ -50,8 +56,7 @@ struct gw_call {
     char request_id[65];
     int64_t start_ns;
     int64_t user_id;
-    char *peer; /* gpr_free */
-
+    gw_op_t t_unary_recv, t_unary_up, t_unary_down;
     gw_op_t t_close, t_up_start, t_up_init, t_down_init, t_down_recv, t_up_send, t_up_recv,
         t_down_send, t_up_status, t_down_status;
 
@@ -98,7 +103,11 @@ static void gw__log(gw_call_t *c)
     log_str(&r, "status", err_grpc_name(c->code));
     log_int(&r, "code", c->code);
     log_double(&r, "duration_ms", (double)(gw__now_ns() - c->start_ns) / 1e6);
-    log_str(&r, "peer", c->peer);
+    /* Fetched only here: it is a formatted allocation, wasted when the
+     * call is not logged. */
+    char *peer = grpc_call_get_peer(c->down);
+    log_str(&r, "peer", peer);
+    gpr_free(peer);
     log_str(&r, "request_id", c->request_id);
     if (c->user_id)
         log_int(&r, "user_id", c->user_id);
@@ -130,8 +139,6 @@ static void gw__unref(gw_call_t *c)
         grpc_byte_buffer_destroy(c->c2u);
     if (c->u2c)
         grpc_byte_buffer_destroy(c->u2c);
-    if (c->peer)
-        gpr_free(c->peer);
     pthread_mutex_destroy(&c->mu);
     arena_free(c->arena);
     mem_free(c);
@@ -213,14 +220,10 @@ static void gw__fail(gw_call_t *c, int err, const char *message, const ProtobufC
 static void gw__up_recv(gw_call_t *c);
 static void gw__down_recv(gw_call_t *c);
 
-/* Relays the upstream's status once everything before it has gone out: the
- * initial metadata, every message. Caller holds c->mu. */
-static void gw__try_status(gw_call_t *c)
+/* Fills op with the SEND_STATUS_FROM_SERVER that relays the upstream's
+ * status, message and trailers, and records them for the log. */
+static void gw__status_op(gw_call_t *c, grpc_op *op)
 {
-    if (!c->have_status || !c->up_msgs_done || c->down_send_busy || !c->init_sent ||
-        c->status_started)
-        return;
-    c->status_started = true;
     c->code = c->up_status;
     c->message = arena_strndup(c->arena, (const char *)GRPC_SLICE_START_PTR(c->up_details),
                                GRPC_SLICE_LENGTH(c->up_details));
@@ -231,14 +234,92 @@ static void gw__try_status(gw_call_t *c)
         c->own_details = grpc_slice_from_copied_string(c->message);
         details = &c->own_details;
     }
+    memset(op, 0, sizeof(*op));
+    op->op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    op->data.send_status_from_server.status = c->up_status;
+    op->data.send_status_from_server.status_details = details;
+    op->data.send_status_from_server.trailing_metadata_count = c->up_trailers.count;
+    op->data.send_status_from_server.trailing_metadata = c->up_trailers.metadata;
+}
+
+/* Relays the upstream's status once everything before it has gone out: the
+ * initial metadata, every message. Caller holds c->mu. */
+static void gw__try_status(gw_call_t *c)
+{
+    if (!c->have_status || !c->up_msgs_done || c->down_send_busy || !c->init_sent ||
+        c->status_started)
+        return;
+    c->status_started = true;
     grpc_op op;
-    memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    op.data.send_status_from_server.status = c->up_status;
-    op.data.send_status_from_server.status_details = details;
-    op.data.send_status_from_server.trailing_metadata_count = c->up_trailers.count;
-    op.data.send_status_from_server.trailing_metadata = c->up_trailers.metadata;
+    gw__status_op(c, &op);
     gw__start(c, c->down, &op, 1, &c->t_down_status);
+}
+
+/* ---- the unary path ---- */
+
+/* The reply went out (or the client is gone); nothing is left to do. */
+static void gw__on_unary_down(rpc_tag_t *tag, bool ok)
+{
+    (void)ok;
+    gw__unref(((gw_op_t *)tag)->c);
+}
+
+/* The upstream call is over: relay its initial metadata, its reply if any,
+ * and its status in one batch. ok is ignored: a failure shows in the
+ * status, which RECV_STATUS_ON_CLIENT always fills. */
+static void gw__on_unary_up(rpc_tag_t *tag, bool ok)
+{
+    (void)ok;
+    gw_call_t *c = ((gw_op_t *)tag)->c;
+    grpc_op ops[3];
+    size_t n = 0;
+    memset(ops, 0, sizeof(ops));
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = c->up_init_md.count;
+    ops[n++].data.send_initial_metadata.metadata = c->up_init_md.metadata;
+    if (c->u2c) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = c->u2c;
+    }
+    gw__status_op(c, &ops[n++]);
+    gw__start(c, c->down, ops, n, &c->t_unary_down);
+    gw__unref(c);
+}
+
+/* The client's message (or its half-close) is in: send it upstream with
+ * the metadata, half-close, and receive the whole answer, in one batch. */
+static void gw__on_unary_recv(rpc_tag_t *tag, bool ok)
+{
+    gw_call_t *c = ((gw_op_t *)tag)->c;
+    if (!ok) {
+        /* The client is gone before its message arrived. */
+        c->code = GRPC_STATUS_CANCELLED;
+        grpc_call_cancel(c->up, NULL);
+        gw__unref(c);
+        return;
+    }
+    grpc_op ops[6];
+    size_t n = 0;
+    memset(ops, 0, sizeof(ops));
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = c->n_up_md;
+    ops[n++].data.send_initial_metadata.metadata = c->up_md;
+    if (c->c2u) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = c->c2u;
+    }
+    ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[n++].data.recv_initial_metadata.recv_initial_metadata = &c->up_init_md;
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n++].data.recv_message.recv_message = &c->u2c;
+    ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[n].data.recv_status_on_client.status = &c->up_status;
+    ops[n].data.recv_status_on_client.status_details = &c->up_details;
+    ops[n++].data.recv_status_on_client.trailing_metadata = &c->up_trailers;
+    if (!gw__start(c, c->up, ops, n, &c->t_unary_up))
+        c->code = GRPC_STATUS_CANCELLED; /* cancelled through the parent */
+    gw__unref(c);
 }
 
 static void gw__on_close(rpc_tag_t *tag, bool ok)
@@ -447,12 +528,19 @@ static void gw__connect(gw_call_t *c, principal_t *p)
         pthread_mutex_unlock(&c->mu);
         return;
     }
-    c->up = grpc_channel_create_call(
-        rpc_channel_grpc(gw_upstreams_channel(gw->upstreams, c->route->upstream)), c->down,
-        GRPC_PROPAGATE_DEFAULTS, rpc_server_cq(gw->srv), c->details.method, NULL,
-        gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    c->up =
+        grpc_channel_create_call(gw_upstreams_proxy_channel(gw->upstreams, c->route->upstream),
+                                 c->down, GRPC_PROPAGATE_DEFAULTS, rpc_server_cq(gw->srv),
+                                 c->details.method, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     grpc_op op;
     memset(&op, 0, sizeof(op));
+    if (c->route->unary) {
+        op.op = GRPC_OP_RECV_MESSAGE;
+        op.data.recv_message.recv_message = &c->c2u;
+        gw__start(c, c->down, &op, 1, &c->t_unary_recv);
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     op.op = GRPC_OP_SEND_INITIAL_METADATA;
     op.data.send_initial_metadata.count = c->n_up_md;
     op.data.send_initial_metadata.metadata = c->up_md;
@@ -607,18 +695,19 @@ void gw_proxy(void *ctx, grpc_call *call, grpc_call_details *details, grpc_metad
     c->md = *md;
     c->arena = arena_new();
     c->start_ns = gw__now_ns();
-    c->peer = grpc_call_get_peer(call);
     c->code = GRPC_STATUS_OK;
     c->up_details = grpc_empty_slice();
     c->own_details = grpc_empty_slice();
     grpc_metadata_array_init(&c->up_init_md);
     grpc_metadata_array_init(&c->up_trailers);
-    gw_op_t *ops[] = {&c->t_close,     &c->t_up_start,   &c->t_up_init, &c->t_down_init,
-                      &c->t_down_recv, &c->t_up_send,    &c->t_up_recv, &c->t_down_send,
-                      &c->t_up_status, &c->t_down_status};
+    gw_op_t *ops[] = {&c->t_unary_recv, &c->t_unary_up, &c->t_unary_down, &c->t_close,
+                      &c->t_up_start,   &c->t_up_init,  &c->t_down_init,  &c->t_down_recv,
+                      &c->t_up_send,    &c->t_up_recv,  &c->t_down_send,  &c->t_up_status,
+                      &c->t_down_status};
     void (*fns[])(rpc_tag_t *, bool) = {
-        gw__on_close,   gw__on_up_start, gw__on_up_init,   gw__on_down_init, gw__on_down_recv,
-        gw__on_up_send, gw__on_up_recv,  gw__on_down_send, gw__on_up_status, gw__down_status_done};
+        gw__on_unary_recv, gw__on_unary_up,  gw__on_unary_down,   gw__on_close,   gw__on_up_start,
+        gw__on_up_init,    gw__on_down_init, gw__on_down_recv,    gw__on_up_send, gw__on_up_recv,
+        gw__on_down_send,  gw__on_up_status, gw__down_status_done};
     for (size_t i = 0; i < sizeof(ops) / sizeof(*ops); i++) {
         ops[i]->tag.fn = fns[i];
         ops[i]->c = c;

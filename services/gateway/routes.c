@@ -146,6 +146,7 @@ int gw_routes_build(const descset_t *ds, gw_routes_t **out, char *err, size_t er
         gw_route_t *route = &r->routes[r->n];
         route->path = m->path;
         route->upstream = (size_t)up;
+        route->unary = !m->client_streaming && !m->server_streaming;
         int found = m->options ? gw_rule_from_options(m->options, m->options_len, &route->rule) : 0;
         if (found <= 0) {
             snprintf(err, errlen,

@@ -8,21 +8,26 @@
 #include "onceiot/mem.h"
 
 #include <ctype.h>
+#include <grpc/grpc_security.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 typedef struct gw_upstream {
-    char *name;        /* "sims" */
-    const char *addr;  /* from ONCEIOT_SIMS_ADDR (points into the environment) */
-    rpc_channel_t *ch; /* persistent HTTP/2 channel */
-    int last;          /* last health seen, -1 before the first check */
+    char *name;           /* "sims" */
+    const char *addr;     /* from ONCEIOT_SIMS_ADDR (points into the environment) */
+    rpc_channel_t *ch;    /* persistent HTTP/2 channel */
+    grpc_channel **proxy; /* n_proxy channels for proxied calls */
+    atomic_uint next;     /* round-robin position in proxy */
+    int last;             /* last health seen, -1 before the first check */
 } gw_upstream_t;
 
 struct gw_upstreams {
     gw_upstream_t *u;
     size_t n;
+    size_t n_proxy;
     const gw_routes_t *routes;
     rpc_server_t *srv;
     int interval_ms;
@@ -33,14 +38,35 @@ struct gw_upstreams {
     bool stopping; /* guarded by mu */
 };
 
-int gw_upstreams_open(const gw_routes_t *routes, size_t max_message_bytes, gw_upstreams_t **out,
-                      char *err, size_t errlen)
+/* A channel with a subchannel pool of its own: channels to one address
+ * otherwise share the global pool and so one connection. Retries are off
+ * (the client decides), message limits are the gateway's. */
+static grpc_channel *upstreams__proxy_channel(const char *addr, size_t max_message_bytes)
+{
+    grpc_arg args[] = {
+        {GRPC_ARG_INTEGER,
+         GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         {.integer = (int)max_message_bytes}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = (int)max_message_bytes}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_RETRIES, {.integer = 0}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, {.integer = 1}},
+    };
+    grpc_channel_args cargs = {sizeof(args) / sizeof(args[0]), args};
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel *ch = grpc_channel_create(addr, creds, &cargs);
+    grpc_channel_credentials_release(creds);
+    return ch;
+}
+
+int gw_upstreams_open(const gw_routes_t *routes, size_t max_message_bytes, size_t n_proxy,
+                      gw_upstreams_t **out, char *err, size_t errlen)
 {
     *out = NULL;
     size_t n = gw_routes_upstream_count(routes);
     gw_upstreams_t *u = mem_calloc(1, sizeof(*u));
     u->u = mem_calloc(n, sizeof(*u->u));
     u->n = n;
+    u->n_proxy = n_proxy ? n_proxy : 1;
     u->routes = routes;
     pthread_mutex_init(&u->mu, NULL);
     pthread_cond_init(&u->cv, NULL);
@@ -59,6 +85,11 @@ int gw_upstreams_open(const gw_routes_t *routes, size_t max_message_bytes, gw_up
     int rc = cfg_load(vars, n, err, errlen);
     for (size_t i = 0; rc == 0 && i < n; i++)
         rc = rpc_channel_new(u->u[i].addr, max_message_bytes, &u->u[i].ch);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        u->u[i].proxy = mem_calloc(u->n_proxy, sizeof(grpc_channel *));
+        for (size_t k = 0; k < u->n_proxy; k++)
+            u->u[i].proxy[k] = upstreams__proxy_channel(u->u[i].addr, max_message_bytes);
+    }
     for (size_t i = 0; i < n; i++)
         mem_free(names[i]);
     mem_free(names);
@@ -149,6 +180,9 @@ void gw_upstreams_free(gw_upstreams_t *u)
         pthread_join(u->thread, NULL);
     }
     for (size_t i = 0; i < u->n; i++) {
+        for (size_t k = 0; u->u[i].proxy && k < u->n_proxy; k++)
+            grpc_channel_destroy(u->u[i].proxy[k]);
+        mem_free(u->u[i].proxy);
         rpc_channel_free(u->u[i].ch);
         mem_free(u->u[i].name);
     }
@@ -161,6 +195,12 @@ void gw_upstreams_free(gw_upstreams_t *u)
 rpc_channel_t *gw_upstreams_channel(const gw_upstreams_t *u, size_t i)
 {
     return u->u[i].ch;
+}
+
+grpc_channel *gw_upstreams_proxy_channel(gw_upstreams_t *u, size_t i)
+{
+    gw_upstream_t *up = &u->u[i];
+    return up->proxy[atomic_fetch_add_explicit(&up->next, 1, memory_order_relaxed) % u->n_proxy];
 }
 
 const char *gw_upstreams_name(const gw_upstreams_t *u, size_t i)

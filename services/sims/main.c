@@ -1,8 +1,71 @@
-/* onceiot-sims: the SIM registry, lifecycle, quotas, SMS and the event log.
- *
- * Its methods arrive with their own issue; until then the binary serves
- * health and reflection, and applies its (empty) schema. */
-#include "onceiot/svc.h"
+/* onceiot-sims: the SIM registry, lifecycle, quotas, SMS and the event log
+ * (proto/sims/v1/sims.proto). */
+#include "onceiot/config.h"
+#include "onceiot/log.h"
+#include "sims.h"
+
+static const rpc_method_impl_t sims_methods[] = {
+    {"GetSim", sims_get_sim},
+    {"ListSims", sims_list_sims},
+    {"CreateSim", sims_create_sim},
+    {"ImportSims", sims_import_sims},
+    {"UpdateSim", sims_update_sim},
+    {"BulkUpdateSims", sims_bulk_update_sims},
+    {"ActivateSim", sims_activate_sim},
+    {"SuspendSim", sims_suspend_sim},
+    {"ResumeSim", sims_resume_sim},
+    {"TerminateSim", sims_terminate_sim},
+    {"ExpireSim", sims_expire_sim},
+    {"GetQuota", sims_get_quota},
+    {"TopUpQuota", sims_top_up_quota},
+    {"SetQuotaPolicy", sims_set_quota_policy},
+    {"ApplyUsage", sims_apply_usage},
+    {"SendSms", sims_send_sms},
+    {"GetSms", sims_get_sms},
+    {"ListSms", sims_list_sms},
+    {"CancelSms", sims_cancel_sms},
+    {"ReceiveSms", sims_receive_sms},
+    {"UpdateSmsStatus", sims_update_sms_status},
+    {"ListEvents", sims_list_events},
+    {"RecordEvents", sims_record_events},
+    {"WatchEvents", sims_watch_events},
+};
+
+static const rpc_service_impl_t sims_service = {
+    .descriptor = &onceiot__sims__v1__sim_service__descriptor,
+    .methods = sims_methods,
+    .n_methods = sizeof(sims_methods) / sizeof(sims_methods[0]),
+};
+
+static sims_state_t state;
+
+/* Starts the event listener on its own connection (the runtime already
+ * validated the URL; it is read again here because the listener must not
+ * take a pool connection for the life of the process). */
+static int sims_init(svc_t *svc)
+{
+    const char *url = NULL;
+    cfg_var_t vars[] = {
+        {"ONCEIOT_DATABASE_URL", CFG_STRING, NULL, true, 0, 0, &url, "PostgreSQL URL"},
+    };
+    char err[256];
+    if (cfg_load(vars, 1, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERROR, "config", "%s", err);
+        return ERR_CONFIG;
+    }
+    int rc = sims_watch_start(url, svc_def(svc)->name, &state.watch);
+    if (rc < 0)
+        return rc;
+    svc_set_state(svc, &state);
+    return 0;
+}
+
+static void sims_fini(svc_t *svc)
+{
+    (void)svc;
+    sims_watch_stop(state.watch);
+    state.watch = NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -10,6 +73,11 @@ int main(int argc, char **argv)
         .name = "sims",
         .default_listen = "127.0.0.1:50062",
         .uses_db = true,
+        .authenticated = true,
+        .services = &sims_service,
+        .n_services = 1,
+        .init = sims_init,
+        .fini = sims_fini,
     };
     return svc_main(argc, argv, &def);
 }

@@ -4,13 +4,16 @@
 # same h2load concurrency, alternating A/B round by round in one run; prints
 # the medians, the ratio (target >= 0.6), the latency the gateway adds
 # (h2load's mean per request, at full load and with one call at a time) and
-# the gateway's peak RSS (VmHWM) under that load (target < 32 MB).
+# the gateway's peak RSS (VmHWM) under that load (target < 32 MB), and the
+# gateway's CPU time (user + system, from /proc) per call under load: a
+# figure that other load on the machine does not skew.
 # Figures are printed, never asserted.
 #
 # Needs ONCEIOT_TEST_PG_URL (a PostgreSQL superuser URL; tools/stack bench
 # exports one). Identity gets a throwaway database of its own, dropped at the
 # end. Tunables: BENCH_REQUESTS (50000), BENCH_CLIENTS (8), BENCH_STREAMS (32),
-# BENCH_ROUNDS (5), BENCH_GW_IO_THREADS (1), ONCEIOT_BUILD_DIR (build/ of this checkout).
+# BENCH_ROUNDS (5), BENCH_GW_IO_THREADS (1), BENCH_GW_UPSTREAM_CHANNELS (2),
+# ONCEIOT_BUILD_DIR (build/ of this checkout).
 # shellcheck source-path=SCRIPTDIR/../..
 set -euo pipefail
 
@@ -102,7 +105,8 @@ start identity "$ID_ADDR" "$IDENTITY" ONCEIOT_DATABASE_URL="$ID_URL" ONCEIOT_PRI
 start gateway "$GW_ADDR" "$GATEWAY" ONCEIOT_PRINCIPAL_KEY="$KEY" \
     ONCEIOT_IDENTITY_ADDR="$ID_ADDR" ONCEIOT_TEST_ADDR="$SVC_ADDR" ONCEIOT_SIMS_ADDR="$NOWHERE" \
     ONCEIOT_USAGE_ADDR="$NOWHERE" ONCEIOT_COMMERCE_ADDR="$NOWHERE" ONCEIOT_SUPPORT_ADDR="$NOWHERE" \
-    ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000 ONCEIOT_IO_THREADS="${BENCH_GW_IO_THREADS:-1}"
+    ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000 ONCEIOT_IO_THREADS="${BENCH_GW_IO_THREADS:-1}" \
+    ONCEIOT_UPSTREAM_CHANNELS="${BENCH_GW_UPSTREAM_CHANNELS:-2}"
 GW_PID="$LAST_PID"
 API_KEY="$(head -n 1 "$WORK/admin.key")"
 [[ -n "$API_KEY" ]] || die "identity wrote no bootstrap API key"
@@ -139,6 +143,11 @@ load_once() {
     }
 }
 
+# The gateway's CPU time so far (utime + stime, in clock ticks).
+gw_ticks() {
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$GW_PID/stat"
+}
+
 median() {
     tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
 }
@@ -148,11 +157,14 @@ load_once "$GW_ADDR" 2000 "$CLIENTS" "$STREAMS" >/dev/null
 load_once "$SVC_ADDR" 2000 "$CLIENTS" "$STREAMS" >/dev/null
 
 declare -A RPS=() LAT=() LAT1=()
+GW_TICKS=0
 for ((r = 1; r <= ROUNDS; r++)); do
     for target in direct gateway; do
         addr="$SVC_ADDR"
         [[ "$target" == gateway ]] && addr="$GW_ADDR"
+        t0="$(gw_ticks)"
         res="$(load_once "$addr" "$REQUESTS" "$CLIENTS" "$STREAMS")"
+        [[ "$target" == gateway ]] && GW_TICKS=$((GW_TICKS + $(gw_ticks) - t0))
         RPS[$target]+="${res% *} "
         LAT[$target]+="${res#* } "
     done
@@ -189,4 +201,6 @@ d1="$(median <<<"${LAT1[direct]}")"
 g1="$(median <<<"${LAT1[gateway]}")"
 awk -v g="$g1" -v d="$d1" 'BEGIN {
     printf "  one call at a time: direct %.3f ms, gateway %.3f ms, added %.3f ms (means; target p50 < 0.3 ms)\n", d, g, g - d }'
+awk -v t="$GW_TICKS" -v hz="$(getconf CLK_TCK)" -v n="$((REQUESTS * ROUNDS))" 'BEGIN {
+    printf "  gateway CPU under load: %.1f us per call (user + system)\n", t / hz * 1e6 / n }'
 printf '  gateway memory: VmHWM %d kB, VmRSS %d kB after the load (target < 32 MB)\n' "$HWM_KB" "$RSS_KB"

@@ -69,6 +69,7 @@ echo "== identity on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut
 
 # h2load: the server's Authenticate rate for a warm key.
 headers="$("$BENCH" h2load-input "$SECRET" "$WORK/auth.bin")"
+declare -a hdr=()
 eval "hdr=($headers)"
 h2load -n 2000 -c 4 -m 8 -t 1 -d "$WORK/auth.bin" -H 'content-type: application/grpc' \
     -H 'te: trailers' "${hdr[@]}" "http://$ADDR$AUTH_PATH" >/dev/null # warm-up
