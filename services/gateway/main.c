@@ -55,7 +55,7 @@ static int gw__init(svc_t *svc)
         {"ONCEIOT_AUTH_TIMEOUT_MS", CFG_INT, "2000", false, 10, 60000, &c.auth_timeout_ms, NULL},
         {"ONCEIOT_HEALTH_INTERVAL_MS", CFG_INT, "1000", false, 50, 600000, &c.health_interval_ms,
          NULL},
-        {"ONCEIOT_UPSTREAM_CHANNELS", CFG_INT, "2", false, 1, 64, &c.upstream_channels,
+        {"ONCEIOT_UPSTREAM_CHANNELS", CFG_INT, "1", false, 1, 64, &c.upstream_channels,
          "HTTP/2 connections to each upstream that proxied calls are spread over"},
     };
     char err[512];

@@ -33,6 +33,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct gw_call gw_call_t;
 
@@ -654,6 +655,40 @@ static void gw__authenticate(gw_call_t *c)
     }
 }
 
+static atomic_uint_fast64_t gw__request_ids; /* the next request id's counter */
+
+static void gw__request_id_seed(void)
+{
+    uint64_t seed;
+    if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+        seed = (uint64_t)gw__now_ns() ^ ((uint64_t)getpid() << 32);
+    atomic_store(&gw__request_ids, seed);
+}
+
+/* A bijection of 64-bit words (splitmix64's finalizer, multiplier m). */
+static uint64_t gw__mix(uint64_t x, uint64_t m)
+{
+    x = (x ^ (x >> 30)) * m;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
+    return x ^ (x >> 31);
+}
+
+/* A fresh request id: 32 hex digits, unique in this process and unlikely
+ * to repeat across processes. A 64-bit counter from a random start, passed
+ * through two different bijective mixers, costs no system call (getrandom
+ * per call did). */
+static void gw__make_request_id(char out[33])
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, gw__request_id_seed);
+    uint64_t n = atomic_fetch_add_explicit(&gw__request_ids, 1, memory_order_relaxed);
+    uint64_t w[2] = {gw__mix(n, 0xbf58476d1ce4e5b9u), gw__mix(n, 0x94d049bb133111ebu)};
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < 32; i++)
+        out[i] = hex[(w[i / 16] >> (60 - 4 * (i % 16))) & 0xf];
+    out[32] = '\0';
+}
+
 /* A request id is kept if short and plain (safe to log); else one is made. */
 static void gw__request_id(gw_call_t *c)
 {
@@ -673,14 +708,7 @@ static void gw__request_id(gw_call_t *c)
             return;
         }
     }
-    uint8_t r[16];
-    if (getrandom(r, sizeof(r), 0) != sizeof(r)) {
-        uint64_t t = (uint64_t)gw__now_ns();
-        memcpy(r, &t, sizeof(t));
-        memcpy(r + 8, &c, sizeof(c) < 8 ? sizeof(c) : 8);
-    }
-    for (size_t i = 0; i < sizeof(r); i++)
-        snprintf(c->request_id + 2 * i, 3, "%02x", r[i]);
+    gw__make_request_id(c->request_id);
 }
 
 void gw_proxy(void *ctx, grpc_call *call, grpc_call_details *details, grpc_metadata_array *md)
