@@ -1,0 +1,232 @@
+/* The event log: ListEvents, RecordEvents and WatchEvents. */
+#include "sims.h"
+
+#include <string.h>
+
+#define EVENTS_DEFAULT 100
+#define EVENTS_MAX     1000
+#define RECORD_MAX     1000
+#define WATCH_POLL_MS  500
+
+static const db_stmt_t list_events = {
+    "sims_list_events",
+    "SELECT " SIMS_EVENT_COLUMNS " FROM sim_events e JOIN sims s ON s.id = e.sim_id "
+    "WHERE s.iccid = $1 AND " SIMS_ORG_FILTER(
+        "s.organization_id",
+        "$2") " AND ($3::text IS NULL OR e.event_type = $3) AND ($4::text IS NULL OR "
+              "e.event_category = $4)"
+              " AND ($5::text IS NULL OR e.severity = $5)"
+              " AND ($6::bigint IS NULL OR e.occurred_at >= 'epoch'::timestamptz + $6 * interval "
+              "'1 microsecond')"
+              " AND ($7::bigint IS NULL OR e.occurred_at < 'epoch'::timestamptz + $7 * interval '1 "
+              "microsecond')"
+              " AND ($8::bigint IS NULL OR (e.occurred_at, e.id) < ('epoch'::timestamptz + $8 * "
+              "interval "
+              "'1 microsecond', $9::bigint)) ORDER BY e.occurred_at DESC, e.id DESC LIMIT $10",
+    10};
+
+int sims_list_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__ListEventsRequest *r = (const void *)req;
+    PGresult *res = NULL;
+    sims_ctx_t cx;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    sims_valid_iccid(call, "iccid", r->iccid);
+    int size = sims_page_size(call, r->page_size, EVENTS_DEFAULT, EVENTS_MAX);
+    if ((rc = rpc_check_violations(call)) < 0)
+        return rc;
+    const char *params[] = {r->iccid,
+                            cx.org,
+                            sims_nz(r->event_type),
+                            sims_nz(r->event_category),
+                            sims_nz(r->severity),
+                            sims_ts_param(&cx, r->since),
+                            sims_ts_param(&cx, r->until),
+                            NULL,
+                            NULL,
+                            sims_i64(&cx, size + 1)};
+    const char *parts[] = {"events",  r->iccid,  cx.org,    params[2],
+                           params[3], params[4], params[5], params[6]};
+    uint64_t hash = sims_filter_hash(parts, sizeof(parts) / sizeof(parts[0]));
+    if (*r->page_token &&
+        (rc = sims_token_decode(call, r->page_token, hash, &params[7], &params[8])) < 0)
+        return rc;
+    if ((rc = sims_exec(&cx, &list_events, params, &res)) < 0)
+        goto out;
+    Onceiot__Sims__V1__ListEventsResponse *out = arena_alloc(cx.a, sizeof(*out));
+    onceiot__sims__v1__list_events_response__init(out);
+    int n = rc > size ? size : rc;
+    out->events = arena_alloc(cx.a, (size_t)(n ? n : 1) * sizeof(*out->events));
+    for (int i = 0; i < n; i++)
+        out->events[out->n_events++] = sims_event_from_row(cx.a, res, i);
+    if (rc > size)
+        out->next_page_token = (char *)sims_token_encode(
+            cx.a, hash, db_get(res, n - 1, "occurred_us"), db_get(res, n - 1, "id"));
+    *resp = &out->base;
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+static bool sims__one_of(const char *s, const char *const *set)
+{
+    for (; *set; set++)
+        if (strcmp(s, *set) == 0)
+            return true;
+    return false;
+}
+
+static const char *const categories[] = {"status",       "quota",    "sms",
+                                         "connectivity", "registry", NULL};
+static const char *const severities[] = {"info", "warning", "error", "critical", NULL};
+
+/* True when s is a lower-case event type: a letter, then up to 63 letters,
+ * digits or underscores. */
+static bool sims__event_type(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64 || s[0] < 'a' || s[0] > 'z')
+        return false;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_") == n;
+}
+
+int sims_record_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__RecordEventsRequest *r = (const void *)req;
+    sims_ctx_t cx;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    if (r->n_events == 0 || r->n_events > RECORD_MAX)
+        rpc_violation(call, "events", "must hold 1 to %d events", RECORD_MAX);
+    for (size_t i = 0; i < r->n_events && i < RECORD_MAX; i++) {
+        const Onceiot__Sims__V1__EventInput *e = r->events[i];
+        const char *f = arena_printf(cx.a, "events[%zu].", i);
+        bool ok = sims_valid_iccid(call, arena_printf(cx.a, "%siccid", f), e->iccid);
+        if (!sims__event_type(e->event_type)) {
+            rpc_violation(call, arena_printf(cx.a, "%sevent_type", f),
+                          "must be a lower-case identifier of at most 64 characters");
+            ok = false;
+        }
+        if (!sims__one_of(e->event_category, categories)) {
+            rpc_violation(call, arena_printf(cx.a, "%sevent_category", f),
+                          "must be status, quota, sms, connectivity or registry");
+            ok = false;
+        }
+        if (*e->severity && !sims__one_of(e->severity, severities)) {
+            rpc_violation(call, arena_printf(cx.a, "%sseverity", f),
+                          "must be info, warning, error or critical");
+            ok = false;
+        }
+        ok &= sims_valid_metadata(call, arena_printf(cx.a, "%sdata_json", f), e->data_json);
+        if (!ok)
+            break;
+    }
+    if ((rc = rpc_check_violations(call)) < 0 || (rc = sims_begin(&cx)) < 0)
+        return rc;
+    for (size_t i = 0; i < r->n_events; i++) {
+        const Onceiot__Sims__V1__EventInput *e = r->events[i];
+        const char *id, *org;
+        if ((rc = sims_lock_sim_or_status(&cx, e->iccid, &id, &org, NULL)) < 0)
+            return rc;
+        sims_event_in_t ev = {.sim_id = id,
+                              .org = org,
+                              .iccid = e->iccid,
+                              .type = e->event_type,
+                              .category = e->event_category,
+                              .severity = sims_nz(e->severity),
+                              .description = e->description,
+                              .data_json = sims_nz(e->data_json),
+                              .occurred_us = sims_ts_param(&cx, e->occurred_at)};
+        if ((rc = sims_record_event(&cx, &ev)) < 0)
+            return rc;
+    }
+    if ((rc = sims_commit(&cx)) < 0)
+        return rc;
+    Onceiot__Sims__V1__RecordEventsResponse *out = arena_alloc(cx.a, sizeof(*out));
+    onceiot__sims__v1__record_events_response__init(out);
+    out->recorded = (int32_t)r->n_events;
+    *resp = &out->base;
+    return 0;
+}
+
+static const db_stmt_t watched_event = {
+    "sims_watched_event",
+    "SELECT " SIMS_EVENT_COLUMNS " FROM sim_events e WHERE e.id = $1 AND e.occurred_at = "
+    "'epoch'::timestamptz + $2::bigint * interval '1 microsecond' AND " SIMS_ORG_FILTER(
+        "e.organization_id", "$3") " AND ($4::text IS NULL OR e.iccid = $4)"
+                                   " AND ($5::text IS NULL OR e.event_type = $5) AND ($6::text IS "
+                                   "NULL OR e.event_category = $6)",
+    6};
+
+/* Reads one notified event (if it passes the stream's filters) and sends it.
+ * A pool connection is taken per event, not for the stream's lifetime, so
+ * idle watchers hold none. Memory comes from a scratch arena freed here, so
+ * a long stream does not grow its call's arena. */
+static int sims__send_event(sims_ctx_t *cx, const Onceiot__Sims__V1__WatchEventsRequest *r,
+                            const char *id, const char *us)
+{
+    db_pool_t *pool = svc_db(rpc_call_ctx(cx->call));
+    db_conn_t *conn = NULL;
+    PGresult *res = NULL;
+    arena_t *a = arena_new();
+    int rc = db_pool_acquire(pool, 5000, &conn);
+    if (rc < 0) {
+        rc = rpc_fail(cx->call, rc, "no database connection for the watch");
+        goto out;
+    }
+    const char *params[] = {
+        id, us, cx->org, sims_nz(r->iccid), sims_nz(r->event_type), sims_nz(r->event_category)};
+    rc = db_exec(conn, &watched_event, params, &res);
+    if (rc < 0) {
+        rc = rpc_fail(cx->call, rc, "%s", db_errmsg(conn));
+        goto out;
+    }
+    rc = rc ? rpc_send(cx->call, &sims_event_from_row(a, res, 0)->base) : 0;
+out:
+    PQclear(res);
+    if (conn)
+        db_pool_release(pool, conn);
+    arena_free(a);
+    return rc;
+}
+
+int sims_watch_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__WatchEventsRequest *r = (const void *)req;
+    sims_ctx_t cx;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    if (*r->iccid)
+        sims_valid_iccid(call, "iccid", r->iccid);
+    if (*r->event_category && !sims__one_of(r->event_category, categories))
+        rpc_violation(call, "event_category",
+                      "must be status, quota, sms, connectivity or registry");
+    if ((rc = rpc_check_violations(call)) < 0)
+        return rc;
+    sims_state_t *st = svc_state(rpc_call_ctx(call));
+    sims_sub_t *sub = sims_watch_subscribe(st->watch, cx.org);
+    arena_t *scratch = arena_new();
+    rc = 0;
+    while (rc >= 0 && !rpc_call_cancelled(call)) {
+        const char *id, *us;
+        int got = sims_watch_next(st->watch, sub, WATCH_POLL_MS, scratch, &id, &us);
+        if (got == ERR_RESOURCE_EXHAUSTED)
+            rc = rpc_fail(call, got,
+                          "the watcher fell behind and missed events; list them "
+                          "with ListEvents and watch again");
+        else if (got == 1)
+            rc = sims__send_event(&cx, r, id, us);
+        if (got == 1) {
+            arena_free(scratch);
+            scratch = arena_new();
+        }
+    }
+    arena_free(scratch);
+    sims_watch_unsubscribe(st->watch, sub);
+    return rc == ERR_CANCELLED ? 0 : rc;
+}

@@ -1,0 +1,308 @@
+/* Quotas: GetQuota, TopUpQuota, SetQuotaPolicy and ApplyUsage (the usage
+ * service's idempotent batches). */
+#include "sims.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define USAGE_MAX 10000
+
+#define QUOTA_COLUMNS                                                                              \
+    "q.quota_type, q.volume, q.used_volume, q.remaining_volume, q.threshold_percentage, "          \
+    "q.threshold_volume, q.threshold_reached, q.auto_reload, q.auto_reload_amount, "               \
+    "q.last_volume_added, (extract(epoch FROM q.updated_at) * 1000000)::bigint AS updated_us"
+
+static Onceiot__Sims__V1__Quota *sims__quota(arena_t *a, const char *iccid, const PGresult *res)
+{
+    Onceiot__Sims__V1__Quota *q = arena_alloc(a, sizeof(*q));
+    onceiot__sims__v1__quota__init(q);
+    q->iccid = arena_strdup(a, iccid);
+    const char *t = db_get(res, 0, "quota_type");
+    q->quota_type = strcmp(t, "sms") == 0 ? ONCEIOT__SIMS__V1__QUOTA_TYPE__QUOTA_TYPE_SMS
+                                          : ONCEIOT__SIMS__V1__QUOTA_TYPE__QUOTA_TYPE_DATA;
+    q->volume = db_get_int(res, 0, "volume", 0);
+    q->used_volume = db_get_int(res, 0, "used_volume", 0);
+    q->remaining_volume = db_get_int(res, 0, "remaining_volume", 0);
+    q->threshold_percentage = (int32_t)db_get_int(res, 0, "threshold_percentage", 0);
+    q->threshold_volume = db_get_int(res, 0, "threshold_volume", 0);
+    q->threshold_reached = db_get_bool(res, 0, "threshold_reached");
+    q->auto_reload = db_get_bool(res, 0, "auto_reload");
+    q->auto_reload_amount = db_get_int(res, 0, "auto_reload_amount", 0);
+    q->last_volume_added = db_get_int(res, 0, "last_volume_added", 0);
+    q->updated_at = sims_ts(a, db_get(res, 0, "updated_us"));
+    return q;
+}
+
+/* Checks iccid and quota_type; *type gets "data" or "sms". */
+static int sims__quota_args(rpc_call_t *call, const char *iccid, Onceiot__Sims__V1__QuotaType t,
+                            const char **type)
+{
+    sims_valid_iccid(call, "iccid", iccid);
+    if (!(*type = sims_quota_type_name(t)))
+        rpc_violation(call, "quota_type", "must be QUOTA_TYPE_DATA or QUOTA_TYPE_SMS");
+    return rpc_check_violations(call);
+}
+
+/* Answers with a quota row (res) or NOT_FOUND when there is none. */
+static int sims__quota_reply(sims_ctx_t *cx, const char *iccid, const char *type, PGresult *res,
+                             int rows, ProtobufCMessage **resp)
+{
+    if (rows == 0)
+        return rpc_fail(cx->call, ERR_NOT_FOUND, "SIM %s has no %s quota", iccid, type);
+    *resp = &sims__quota(cx->a, iccid, res)->base;
+    return 0;
+}
+
+static const db_stmt_t get_quota = {
+    "sims_get_quota",
+    "SELECT s.id, " QUOTA_COLUMNS " FROM sims s LEFT JOIN sim_quotas q "
+    "ON q.sim_id = s.id AND q.quota_type = $3 WHERE s.iccid = $1 AND " SIMS_ORG_FILTER(
+        "s.organization_id", "$2"),
+    3};
+
+int sims_get_quota(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__GetQuotaRequest *r = (const void *)req;
+    PGresult *res = NULL;
+    sims_ctx_t cx;
+    const char *type;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0 || (rc = sims__quota_args(call, r->iccid, r->quota_type, &type)) < 0)
+        return rc;
+    const char *params[] = {r->iccid, cx.org, type};
+    if ((rc = sims_exec(&cx, &get_quota, params, &res)) < 0)
+        goto out;
+    if (rc == 0) {
+        rc = rpc_fail(call, ERR_NOT_FOUND, "no SIM %s", r->iccid);
+        goto out;
+    }
+    rc = sims__quota_reply(&cx, r->iccid, type, res, db_get(res, 0, "quota_type") ? 1 : 0, resp);
+out:
+    PQclear(res);
+    return rc;
+}
+
+static const db_stmt_t top_up = {
+    "sims_top_up",
+    "INSERT INTO sim_quotas AS q (sim_id, quota_type, volume, last_volume_added) "
+    "VALUES ($1, $2, $3, $3) ON CONFLICT (sim_id, quota_type) DO UPDATE "
+    "SET volume = q.volume + EXCLUDED.volume, last_volume_added = EXCLUDED.volume "
+    "RETURNING " QUOTA_COLUMNS,
+    3};
+
+int sims_top_up_quota(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__TopUpQuotaRequest *r = (const void *)req;
+    PGresult *res = NULL;
+    sims_ctx_t cx;
+    const char *type;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    if (r->volume <= 0)
+        rpc_violation(call, "volume", "must be positive");
+    if ((rc = sims__quota_args(call, r->iccid, r->quota_type, &type)) < 0)
+        return rc;
+    const char *id, *org;
+    if ((rc = sims_begin(&cx)) < 0 ||
+        (rc = sims_lock_sim_or_status(&cx, r->iccid, &id, &org, NULL)) < 0)
+        return rc;
+    const char *params[] = {id, type, sims_i64(&cx, r->volume)};
+    if ((rc = sims_exec(&cx, &top_up, params, &res)) < 0)
+        goto out;
+    sims_event_in_t ev = {
+        .sim_id = id,
+        .org = org,
+        .iccid = r->iccid,
+        .type = "quota_added",
+        .category = "quota",
+        .description = arena_printf(cx.a, "%lld added to the %s quota", (long long)r->volume, type),
+        .data_json = arena_printf(cx.a, "{\"quota_type\": \"%s\", \"added\": %lld}", type,
+                                  (long long)r->volume),
+    };
+    if ((rc = sims_record_event(&cx, &ev)) < 0 || (rc = sims_commit(&cx)) < 0)
+        goto out;
+    rc = sims__quota_reply(&cx, r->iccid, type, res, 1, resp);
+out:
+    PQclear(res);
+    return rc;
+}
+
+static const db_stmt_t set_policy = {
+    "sims_set_policy",
+    "INSERT INTO sim_quotas AS q (sim_id, quota_type, threshold_percentage, auto_reload, "
+    "auto_reload_amount) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sim_id, quota_type) DO UPDATE "
+    "SET threshold_percentage = EXCLUDED.threshold_percentage, "
+    "auto_reload = EXCLUDED.auto_reload, auto_reload_amount = EXCLUDED.auto_reload_amount "
+    "RETURNING " QUOTA_COLUMNS,
+    5};
+
+int sims_set_quota_policy(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__SetQuotaPolicyRequest *r = (const void *)req;
+    PGresult *res = NULL;
+    sims_ctx_t cx;
+    const char *type;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    if (r->threshold_percentage < 1 || r->threshold_percentage > 100)
+        rpc_violation(call, "threshold_percentage", "must be between 1 and 100");
+    if (r->auto_reload_amount < 0 || (r->auto_reload && r->auto_reload_amount == 0))
+        rpc_violation(call, "auto_reload_amount", "must be positive when auto_reload is on");
+    if ((rc = sims__quota_args(call, r->iccid, r->quota_type, &type)) < 0)
+        return rc;
+    const char *id, *org;
+    if ((rc = sims_begin(&cx)) < 0 ||
+        (rc = sims_lock_sim_or_status(&cx, r->iccid, &id, &org, NULL)) < 0)
+        return rc;
+    const char *params[] = {id, type, sims_i64(&cx, r->threshold_percentage),
+                            r->auto_reload ? "t" : "f", sims_i64(&cx, r->auto_reload_amount)};
+    if ((rc = sims_exec(&cx, &set_policy, params, &res)) < 0)
+        goto out;
+    sims_event_in_t ev = {
+        .sim_id = id,
+        .org = org,
+        .iccid = r->iccid,
+        .type = "quota_policy_changed",
+        .category = "quota",
+        .data_json = arena_printf(cx.a,
+                                  "{\"quota_type\": \"%s\", \"threshold_percentage\": %d, "
+                                  "\"auto_reload\": %s, \"auto_reload_amount\": %lld}",
+                                  type, r->threshold_percentage, r->auto_reload ? "true" : "false",
+                                  (long long)r->auto_reload_amount),
+    };
+    if ((rc = sims_record_event(&cx, &ev)) < 0 || (rc = sims_commit(&cx)) < 0)
+        goto out;
+    rc = sims__quota_reply(&cx, r->iccid, type, res, 1, resp);
+out:
+    PQclear(res);
+    return rc;
+}
+
+static const db_stmt_t claim_batch = {
+    "sims_claim_batch",
+    "INSERT INTO processed_usage_batches (batch_id, item_count, response) VALUES ($1, $2, '') "
+    "ON CONFLICT DO NOTHING",
+    2};
+static const db_stmt_t batch_response = {
+    "sims_batch_response", "SELECT response FROM processed_usage_batches WHERE batch_id = $1", 1};
+static const db_stmt_t store_response = {
+    "sims_store_response",
+    "UPDATE processed_usage_batches SET response = decode($2, 'base64') WHERE batch_id = $1", 2};
+
+static int sims__cmp_item(const void *x, const void *y)
+{
+    const Onceiot__Sims__V1__UsageItem *a = *(Onceiot__Sims__V1__UsageItem *const *)x;
+    const Onceiot__Sims__V1__UsageItem *b = *(Onceiot__Sims__V1__UsageItem *const *)y;
+    return strcmp(a->iccid, b->iccid);
+}
+
+/* The answer a batch got the first time (bytea, escaped as PostgreSQL's hex
+ * output), marked replayed. */
+static int sims__replay(sims_ctx_t *cx, const char *batch_id, ProtobufCMessage **resp)
+{
+    PGresult *res = NULL;
+    const char *params[] = {batch_id};
+    int rc = sims_exec(cx, &batch_response, params, &res);
+    if (rc < 0)
+        goto out;
+    size_t len = 0;
+    unsigned char *bytes =
+        rc ? PQunescapeBytea((const unsigned char *)db_get(res, 0, "response"), &len) : NULL;
+    Onceiot__Sims__V1__ApplyUsageResponse *out =
+        bytes ? onceiot__sims__v1__apply_usage_response__unpack(arena_allocator(cx->a), len, bytes)
+              : NULL;
+    PQfreemem(bytes);
+    if (!out) {
+        rc = rpc_fail(cx->call, ERR_INTERNAL, "the stored answer of batch %s is unreadable",
+                      batch_id);
+        goto out;
+    }
+    out->replayed = true;
+    *resp = &out->base;
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+/* Idempotent: the batch id is claimed first in the same transaction as the
+ * usage; a concurrent duplicate waits on the claim's unique index and then
+ * sees it. Items are applied in ICCID order so concurrent batches lock
+ * quotas in one order and never deadlock. An unknown ICCID fails the whole
+ * batch (NOT_FOUND, nothing applied, the id stays unclaimed). */
+int sims_apply_usage(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__ApplyUsageRequest *r = (const void *)req;
+    sims_ctx_t cx;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    size_t blen = strlen(r->batch_id);
+    if (blen == 0 || blen > 128)
+        rpc_violation(call, "batch_id", "must be 1 to 128 characters");
+    if (r->n_items == 0 || r->n_items > USAGE_MAX)
+        rpc_violation(call, "items", "must hold 1 to %d items", USAGE_MAX);
+    for (size_t i = 0; i < r->n_items && i < USAGE_MAX; i++) {
+        const Onceiot__Sims__V1__UsageItem *it = r->items[i];
+        if (!sims_valid_iccid(call, arena_printf(cx.a, "items[%zu].iccid", i), it->iccid))
+            break;
+        if (it->data_bytes < 0 || it->sms_count < 0) {
+            rpc_violation(call, arena_printf(cx.a, "items[%zu]", i), "usage must not be negative");
+            break;
+        }
+    }
+    if ((rc = rpc_check_violations(call)) < 0)
+        return rc;
+    if ((rc = sims_begin(&cx)) < 0)
+        return rc;
+    const char *claim[] = {r->batch_id, sims_i64(&cx, (int64_t)r->n_items)};
+    if ((rc = sims_exec(&cx, &claim_batch, claim, NULL)) < 0)
+        return rc;
+    if (rc == 0)
+        return sims__replay(&cx, r->batch_id, resp);
+
+    Onceiot__Sims__V1__UsageItem **items = arena_alloc(cx.a, r->n_items * sizeof(*items));
+    memcpy(items, r->items, r->n_items * sizeof(*items));
+    qsort(items, r->n_items, sizeof(*items), sims__cmp_item);
+    Onceiot__Sims__V1__ApplyUsageResponse *out = arena_alloc(cx.a, sizeof(*out));
+    onceiot__sims__v1__apply_usage_response__init(out);
+    out->batch_id = r->batch_id;
+    out->outcomes = arena_alloc(cx.a, r->n_items * sizeof(*out->outcomes));
+    for (size_t i = 0; i < r->n_items; i++) {
+        const Onceiot__Sims__V1__UsageItem *it = items[i];
+        const char *id, *org;
+        if ((rc = sims_lock_sim_or_status(&cx, it->iccid, &id, &org, NULL)) < 0)
+            return rc;
+        Onceiot__Sims__V1__UsageOutcome *o = arena_alloc(cx.a, sizeof(*o));
+        onceiot__sims__v1__usage_outcome__init(o);
+        o->iccid = it->iccid;
+        o->events = arena_alloc(cx.a, 6 * sizeof(char *));
+        const char *ev[3];
+        size_t n_ev;
+        if ((rc = sims_consume_quota(&cx, id, org, it->iccid, "data", it->data_bytes, false,
+                                     &o->data_remaining, ev, &n_ev)) < 0)
+            return rc;
+        for (size_t k = 0; k < n_ev; k++)
+            o->events[o->n_events++] = (char *)ev[k];
+        if ((rc = sims_consume_quota(&cx, id, org, it->iccid, "sms", it->sms_count, false,
+                                     &o->sms_remaining, ev, &n_ev)) < 0)
+            return rc;
+        for (size_t k = 0; k < n_ev; k++)
+            o->events[o->n_events++] = (char *)ev[k];
+        out->outcomes[out->n_outcomes++] = o;
+    }
+    size_t len = onceiot__sims__v1__apply_usage_response__get_packed_size(out);
+    uint8_t *packed = arena_alloc(cx.a, len + 1);
+    onceiot__sims__v1__apply_usage_response__pack(out, packed);
+    size_t b64_len = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
+    char *b64 = arena_alloc(cx.a, b64_len);
+    sodium_bin2base64(b64, b64_len, packed, len, sodium_base64_VARIANT_ORIGINAL);
+    const char *store[] = {r->batch_id, b64};
+    if ((rc = sims_exec(&cx, &store_response, store, NULL)) < 0 || (rc = sims_commit(&cx)) < 0)
+        return rc;
+    *resp = &out->base;
+    return 0;
+}

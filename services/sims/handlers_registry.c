@@ -1,0 +1,536 @@
+/* The SIM registry: GetSim, ListSims, CreateSim, ImportSims, UpdateSim and
+ * BulkUpdateSims. */
+#include "sims.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define LIST_DEFAULT 100
+#define LIST_MAX     1000
+#define IMPORT_MAX   10000
+#define BULK_MAX     1000
+
+int sims_get_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__GetSimRequest *r = (const void *)req;
+    sims_ctx_t cx;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    sims_valid_iccid(call, "iccid", r->iccid);
+    if ((rc = rpc_check_violations(call)) < 0)
+        return rc;
+    sims_sim_t *s;
+    if ((rc = sims_load_sim_or_status(&cx, r->iccid, &s)) < 0)
+        return rc;
+    *resp = &s->base;
+    return 0;
+}
+
+static const db_stmt_t list_by_iccid = {"sims_list_iccid", SIMS_LIST_BY_ICCID, 12};
+static const db_stmt_t list_by_activation = {"sims_list_activation", SIMS_LIST_BY_ACTIVATION, 12};
+static const db_stmt_t list_by_label = {"sims_list_label", SIMS_LIST_BY_LABEL, 12};
+
+int sims_list_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__ListSimsRequest *r = (const void *)req;
+    PGresult *res = NULL;
+    sims_ctx_t cx;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    int size = sims_page_size(call, r->page_size, LIST_DEFAULT, LIST_MAX);
+    const char *status = NULL;
+    if (r->status && !(status = sims_status_name(r->status)))
+        rpc_violation(call, "status", "unknown status %d", (int)r->status);
+    const db_stmt_t *stmt =
+        r->order_by == ONCEIOT__SIMS__V1__SIM_ORDER_BY__SIM_ORDER_BY_LABEL ? &list_by_label
+        : r->order_by == ONCEIOT__SIMS__V1__SIM_ORDER_BY__SIM_ORDER_BY_ACTIVATION_DATE
+            ? &list_by_activation
+            : &list_by_iccid;
+    if (r->order_by < 0 || r->order_by > ONCEIOT__SIMS__V1__SIM_ORDER_BY__SIM_ORDER_BY_LABEL)
+        rpc_violation(call, "order_by", "unknown order %d", (int)r->order_by);
+    sims_valid_imei(call, "imei", r->imei);
+    sims_valid_msisdn(call, "msisdn", r->msisdn);
+    sims_valid_ip(call, "ip_address", r->ip_address);
+    if (*r->iccid_prefix && strspn(r->iccid_prefix, "0123456789") != strlen(r->iccid_prefix))
+        rpc_violation(call, "iccid_prefix", "must be digits");
+    if (strlen(r->iccid_prefix) > 20)
+        rpc_violation(call, "iccid_prefix", "must be at most 20 digits");
+    sims_valid_label(call, "label_contains", r->label_contains);
+    if (*r->tag)
+        sims_valid_tags(call, "tag", (char **)&r->tag, 1);
+    if ((rc = rpc_check_violations(call)) < 0)
+        return rc;
+
+    const char *params[12] = {
+        cx.org,
+        status,
+        sims_nz(r->label_contains),
+        sims_nz(r->tag),
+        sims_nz(r->imei),
+        sims_nz(r->msisdn),
+        sims_nz(r->ip_address),
+        sims_nz(r->iccid_prefix),
+        r->customer_org_id ? sims_i64(&cx, r->customer_org_id) : NULL,
+        sims_i64(&cx, size + 1),
+        NULL,
+        NULL,
+    };
+    const char *hash_parts[] = {stmt->name, cx.org,    params[1], params[2], params[3],
+                                params[4],  params[5], params[6], params[7], params[8]};
+    uint64_t hash = sims_filter_hash(hash_parts, sizeof(hash_parts) / sizeof(hash_parts[0]));
+    if (*r->page_token &&
+        (rc = sims_token_decode(call, r->page_token, hash, &params[10], &params[11])) < 0)
+        return rc;
+    db_conn_t *conn = svc_db_or_status(call);
+    if (!conn)
+        return ERR_UNAVAILABLE;
+    /* Generic plans cannot drop the unused "$n IS NULL OR ..." filters. */
+    if ((rc = db_exec_simple(conn, "SET plan_cache_mode = force_custom_plan")) < 0)
+        return rpc_fail(call, rc, "%s", db_errmsg(conn));
+    if ((rc = sims_exec(&cx, stmt, params, &res)) < 0)
+        goto out;
+    Onceiot__Sims__V1__ListSimsResponse *out = arena_alloc(cx.a, sizeof(*out));
+    onceiot__sims__v1__list_sims_response__init(out);
+    int n = rc > size ? size : rc;
+    out->sims = arena_alloc(cx.a, (size_t)(n ? n : 1) * sizeof(*out->sims));
+    for (int i = 0; i < n; i++)
+        out->sims[out->n_sims++] = sims_sim_from_row(cx.a, res, i);
+    if (rc > size)
+        out->next_page_token = (char *)sims_token_encode(cx.a, hash, db_get(res, n - 1, "sort_key"),
+                                                         db_get(res, n - 1, "iccid"));
+    *resp = &out->base;
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+/* Checks one SIM to register; field names are prefixed (e.g. "sims[3].").
+ * Returns false after recording violations. */
+static bool sims__valid_input(sims_ctx_t *cx, const char *prefix,
+                              const Onceiot__Sims__V1__SimInput *in)
+{
+    rpc_call_t *c = cx->call;
+    arena_t *a = cx->a;
+    bool ok = sims_valid_iccid(c, arena_printf(a, "%siccid", prefix), in->iccid);
+    ok &= sims_valid_imsi(c, arena_printf(a, "%simsi", prefix), in->imsi);
+    ok &= sims_valid_msisdn(c, arena_printf(a, "%smsisdn", prefix), in->msisdn);
+    ok &= sims_valid_imei(c, arena_printf(a, "%simei", prefix), in->imei);
+    ok &= sims_valid_label(c, arena_printf(a, "%slabel", prefix), in->label);
+    ok &= sims_valid_ip(c, arena_printf(a, "%sip_address", prefix), in->ip_address);
+    ok &= sims_valid_tags(c, arena_printf(a, "%stags", prefix), in->tags, in->n_tags);
+    ok &= sims_valid_metadata(c, arena_printf(a, "%smetadata_json", prefix), in->metadata_json);
+    if (in->data_volume < 0 || in->sms_volume < 0 || in->customer_org_id < 0) {
+        rpc_violation(c, arena_printf(a, "%sdata_volume", prefix),
+                      "volumes and ids must not be negative");
+        ok = false;
+    }
+    if (in->organization_id && !cx->who->is_superuser) {
+        rpc_violation(c, arena_printf(a, "%sorganization_id", prefix),
+                      "only superusers may choose the organization");
+        ok = false;
+    }
+    return ok;
+}
+
+/* The organization a new SIM belongs to: the caller's, or the one a
+ * superuser names. */
+static const char *sims__owner(sims_ctx_t *cx, const Onceiot__Sims__V1__SimInput *in)
+{
+    return sims_i64(cx, in->organization_id ? in->organization_id : cx->who->organization_id);
+}
+
+static const db_stmt_t create_sim = {
+    "sims_create",
+    "WITH s AS (INSERT INTO sims (organization_id, iccid, imsi, msisdn, imei, imei_lock, label, "
+    "ip_address, customer_org_id, tags, metadata) VALUES ($1, $2, $3, $4, $5, $6, "
+    "coalesce($7, ''), $8::inet, $9, string_to_array(coalesce($10, ''), ','), "
+    "coalesce($11, '{}')::jsonb) RETURNING id), "
+    "qd AS (INSERT INTO sim_quotas (sim_id, quota_type, volume, last_volume_added) "
+    "SELECT id, 'data', $12, $12 FROM s WHERE $12::bigint > 0), "
+    "qs AS (INSERT INTO sim_quotas (sim_id, quota_type, volume, last_volume_added) "
+    "SELECT id, 'sms', $13, $13 FROM s WHERE $13::bigint > 0) "
+    "SELECT id FROM s",
+    13};
+
+int sims_create_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__CreateSimRequest *r = (const void *)req;
+    PGresult *res = NULL;
+    sims_ctx_t cx;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    if (!r->sim)
+        rpc_violation(call, "sim", "is required");
+    else
+        sims__valid_input(&cx, "sim.", r->sim);
+    if ((rc = rpc_check_violations(call)) < 0)
+        return rc;
+    const Onceiot__Sims__V1__SimInput *in = r->sim;
+    const char *org = sims__owner(&cx, in);
+    const char *params[] = {org,
+                            in->iccid,
+                            sims_nz(in->imsi),
+                            sims_nz(in->msisdn),
+                            sims_nz(in->imei),
+                            in->imei_lock ? "t" : "f",
+                            sims_nz(in->label),
+                            sims_nz(in->ip_address),
+                            in->customer_org_id ? sims_i64(&cx, in->customer_org_id) : NULL,
+                            sims_tags_csv(cx.a, in->tags, in->n_tags),
+                            sims_nz(in->metadata_json),
+                            sims_i64(&cx, in->data_volume),
+                            sims_i64(&cx, in->sms_volume)};
+    if ((rc = sims_begin(&cx)) < 0)
+        return rc;
+    if ((rc = sims_exec_quiet(&cx, &create_sim, params, &res)) < 0) {
+        if (rc == ERR_ALREADY_EXISTS)
+            rpc_fail(call, rc, "SIM %s already exists", in->iccid);
+        else if (rc != ERR_UNAVAILABLE)
+            rpc_fail(call, rc, "%s", db_errmsg(svc_db_or_status(call)));
+        goto out;
+    }
+    sims_event_in_t ev = {.sim_id = db_get(res, 0, "id"),
+                          .org = org,
+                          .iccid = in->iccid,
+                          .type = "sim_created",
+                          .category = "registry",
+                          .description = "SIM registered"};
+    sims_sim_t *s;
+    if ((rc = sims_record_event(&cx, &ev)) < 0 ||
+        (rc = sims_load_sim_or_status(&cx, in->iccid, &s)) < 0 || (rc = sims_commit(&cx)) < 0)
+        goto out;
+    *resp = &s->base;
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+/* A PostgreSQL array literal of text values (NULL entries are NULL). */
+static const char *sims__array(arena_t *a, const char *const *v, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++)
+        cap += (v[i] ? 2 * strlen(v[i]) + 3 : 4) + 1;
+    char *out = arena_alloc(a, cap), *p = out;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        if (!v[i]) {
+            memcpy(p, "NULL", 4);
+            p += 4;
+            continue;
+        }
+        *p++ = '"';
+        for (const char *s = v[i]; *s; s++) {
+            if (*s == '"' || *s == '\\')
+                *p++ = '\\';
+            *p++ = *s;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = 0;
+    return out;
+}
+
+static int sims__cmp_str(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* All or nothing: one statement inserts every SIM with ON CONFLICT DO
+ * NOTHING, its quotas and a sim_created event each; if fewer rows went in than
+ * were sent, the first ICCID that did not is named and the transaction is
+ * rolled back. */
+static const db_stmt_t import_sims = {
+    "sims_import",
+    "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], "
+    "$5::text[], $6::bool[], $7::text[], $8::inet[], $9::bigint[], $10::text[], $11::jsonb[], "
+    "$12::bigint[], $13::bigint[]) AS t(org, iccid, imsi, msisdn, imei, imei_lock, label, ip, "
+    "customer_org_id, tags_csv, metadata, data_volume, sms_volume)), "
+    "ins AS (INSERT INTO sims (organization_id, iccid, imsi, msisdn, imei, imei_lock, label, "
+    "ip_address, customer_org_id, tags, metadata) SELECT org, iccid, imsi, msisdn, imei, "
+    "imei_lock, coalesce(label, ''), ip, customer_org_id, string_to_array(coalesce(tags_csv, ''), "
+    "','), coalesce(metadata, '{}') FROM input ON CONFLICT DO NOTHING "
+    "RETURNING id, iccid, organization_id), "
+    "q AS (INSERT INTO sim_quotas (sim_id, quota_type, volume, last_volume_added) "
+    "SELECT ins.id, v.t, v.vol, v.vol FROM ins JOIN input i USING (iccid) "
+    "CROSS JOIN LATERAL (VALUES ('data', i.data_volume), ('sms', i.sms_volume)) AS v(t, vol) "
+    "WHERE v.vol > 0), "
+    "ev AS (INSERT INTO sim_events (sim_id, organization_id, iccid, event_type, event_category, "
+    "description, triggered_by) SELECT id, organization_id, iccid, 'sim_created', 'registry', "
+    "'SIM imported', $14 FROM ins) "
+    "SELECT (SELECT count(*) FROM ins) AS imported, (SELECT i.iccid FROM input i "
+    "WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.iccid = i.iccid) ORDER BY i.iccid LIMIT 1) "
+    "AS duplicate",
+    14};
+
+int sims_import_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__ImportSimsRequest *r = (const void *)req;
+    PGresult *res = NULL;
+    sims_ctx_t cx;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    size_t n = r->n_sims;
+    if (n == 0 || n > IMPORT_MAX)
+        rpc_violation(call, "sims", "must hold 1 to %d SIMs", IMPORT_MAX);
+    for (size_t i = 0; i < n && i < IMPORT_MAX; i++)
+        if (!sims__valid_input(&cx, arena_printf(cx.a, "sims[%zu].", i), r->sims[i]))
+            break; /* one bad item is enough to refuse the batch; keep the reply short */
+    if ((rc = rpc_check_violations(call)) < 0)
+        return rc;
+    const char **sorted = arena_alloc(cx.a, n * sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = r->sims[i]->iccid;
+    qsort(sorted, n, sizeof(char *), sims__cmp_str);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
+            rpc_violation(call, "sims", "ICCID %s appears more than once", sorted[i]);
+            return rpc_check_violations(call);
+        }
+
+    const char **col[13];
+    for (int c = 0; c < 13; c++)
+        col[c] = arena_alloc(cx.a, n * sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        const Onceiot__Sims__V1__SimInput *in = r->sims[i];
+        col[0][i] = sims__owner(&cx, in);
+        col[1][i] = in->iccid;
+        col[2][i] = sims_nz(in->imsi);
+        col[3][i] = sims_nz(in->msisdn);
+        col[4][i] = sims_nz(in->imei);
+        col[5][i] = in->imei_lock ? "t" : "f";
+        col[6][i] = sims_nz(in->label);
+        col[7][i] = sims_nz(in->ip_address);
+        col[8][i] = in->customer_org_id ? sims_i64(&cx, in->customer_org_id) : NULL;
+        col[9][i] = sims_tags_csv(cx.a, in->tags, in->n_tags);
+        col[10][i] = sims_nz(in->metadata_json);
+        col[11][i] = sims_i64(&cx, in->data_volume);
+        col[12][i] = sims_i64(&cx, in->sms_volume);
+    }
+    const char *params[14];
+    for (int c = 0; c < 13; c++)
+        params[c] = sims__array(cx.a, col[c], n);
+    params[13] = cx.actor;
+    if ((rc = sims_begin(&cx)) < 0)
+        return rc;
+    if ((rc = sims_exec(&cx, &import_sims, params, &res)) < 0)
+        goto out;
+    const char *dup = db_get(res, 0, "duplicate");
+    if (dup) {
+        rc = rpc_fail(call, ERR_ALREADY_EXISTS, "SIM %s already exists; nothing was imported", dup);
+        goto out; /* the connection's release rolls the transaction back */
+    }
+    Onceiot__Sims__V1__ImportSimsResponse *out = arena_alloc(cx.a, sizeof(*out));
+    onceiot__sims__v1__import_sims_response__init(out);
+    out->imported = (int32_t)db_get_int(res, 0, "imported", 0);
+    if ((rc = sims_commit(&cx)) < 0)
+        goto out;
+    *resp = &out->base;
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+/* Which fields an update mask names; false (violation recorded) for an
+ * unknown or empty mask. */
+typedef struct sims_mask {
+    bool label, imei, imei_lock, tags, metadata, customer;
+} sims_mask_t;
+
+static bool sims__mask(rpc_call_t *call, const Google__Protobuf__FieldMask *m, sims_mask_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!m || m->n_paths == 0) {
+        rpc_violation(call, "update_mask", "must name at least one field");
+        return false;
+    }
+    for (size_t i = 0; i < m->n_paths; i++) {
+        const char *p = m->paths[i];
+        if (strncmp(p, "changes.", 8) == 0)
+            p += 8;
+        bool *f = strcmp(p, "label") == 0             ? &out->label
+                  : strcmp(p, "imei") == 0            ? &out->imei
+                  : strcmp(p, "imei_lock") == 0       ? &out->imei_lock
+                  : strcmp(p, "tags") == 0            ? &out->tags
+                  : strcmp(p, "metadata_json") == 0   ? &out->metadata
+                  : strcmp(p, "customer_org_id") == 0 ? &out->customer
+                                                      : NULL;
+        if (!f) {
+            rpc_violation(call, "update_mask",
+                          "unknown field \"%s\" (label, imei, imei_lock, tags, metadata_json, "
+                          "customer_org_id)",
+                          m->paths[i]);
+            return false;
+        }
+        *f = true;
+    }
+    return true;
+}
+
+static bool sims__valid_changes(rpc_call_t *call, const Onceiot__Sims__V1__SimChanges *c,
+                                const sims_mask_t *m)
+{
+    bool ok = true;
+    if (m->label)
+        ok &= sims_valid_label(call, "changes.label", c->label);
+    if (m->imei)
+        ok &= sims_valid_imei(call, "changes.imei", c->imei);
+    if (m->tags)
+        ok &= sims_valid_tags(call, "changes.tags", c->tags, c->n_tags);
+    if (m->metadata)
+        ok &= sims_valid_metadata(call, "changes.metadata_json", c->metadata_json);
+    if (m->customer && c->customer_org_id < 0) {
+        rpc_violation(call, "changes.customer_org_id", "must not be negative");
+        ok = false;
+    }
+    return ok;
+}
+
+static const db_stmt_t update_sim = {
+    "sims_update",
+    "UPDATE sims SET "
+    "label = CASE WHEN $3::bool THEN coalesce($4, '') ELSE label END, "
+    "imei = CASE WHEN $5::bool THEN $6 ELSE imei END, "
+    "imei_lock = CASE WHEN $7::bool THEN $8::bool ELSE imei_lock END, "
+    "tags = CASE WHEN $9::bool THEN string_to_array(coalesce($10, ''), ',') ELSE tags END, "
+    "metadata = CASE WHEN $11::bool THEN coalesce($12, '{}')::jsonb ELSE metadata END, "
+    "customer_org_id = CASE WHEN $13::bool THEN $14::bigint ELSE customer_org_id END "
+    "WHERE iccid = $1 AND " SIMS_ORG_FILTER("organization_id",
+                                            "$2") " RETURNING id, organization_id",
+    14};
+
+/* Applies one change to one SIM with its sim_updated event, in one
+ * transaction. ERR_NOT_FOUND when the SIM is not the caller's: the status is
+ * left unset (a bulk update reports it per item); other errors set it. */
+static int sims__update_one(sims_ctx_t *cx, const char *iccid,
+                            const Onceiot__Sims__V1__SimChanges *c, const sims_mask_t *m,
+                            const char *fields)
+{
+    PGresult *res = NULL;
+    const char *params[] = {
+        iccid,
+        cx->org,
+        m->label ? "t" : "f",
+        c->label,
+        m->imei ? "t" : "f",
+        sims_nz(c->imei),
+        m->imei_lock ? "t" : "f",
+        c->imei_lock ? "t" : "f",
+        m->tags ? "t" : "f",
+        sims_tags_csv(cx->a, c->tags, c->n_tags),
+        m->metadata ? "t" : "f",
+        sims_nz(c->metadata_json),
+        m->customer ? "t" : "f",
+        c->customer_org_id ? sims_i64(cx, c->customer_org_id) : NULL,
+    };
+    int rc = sims_begin(cx);
+    if (rc < 0)
+        return rc;
+    if ((rc = sims_exec(cx, &update_sim, params, &res)) < 0)
+        goto out;
+    if (rc == 0) {
+        db_rollback(svc_db_or_status(cx->call));
+        rc = ERR_NOT_FOUND;
+        goto out;
+    }
+    sims_event_in_t ev = {.sim_id = db_get(res, 0, "id"),
+                          .org = db_get(res, 0, "organization_id"),
+                          .iccid = iccid,
+                          .type = "sim_updated",
+                          .category = "registry",
+                          .description = arena_printf(cx->a, "changed %s", fields)};
+    if ((rc = sims_record_event(cx, &ev)) < 0 || (rc = sims_commit(cx)) < 0)
+        goto out;
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+static const char *sims__fields(arena_t *a, const Google__Protobuf__FieldMask *m)
+{
+    const char *out = "";
+    for (size_t i = 0; i < m->n_paths; i++)
+        out = arena_printf(a, "%s%s%s", out, i ? ", " : "", m->paths[i]);
+    return out;
+}
+
+int sims_update_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__UpdateSimRequest *r = (const void *)req;
+    sims_ctx_t cx;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    static const Onceiot__Sims__V1__SimChanges none = ONCEIOT__SIMS__V1__SIM_CHANGES__INIT;
+    const Onceiot__Sims__V1__SimChanges *c = r->changes ? r->changes : &none;
+    sims_mask_t m;
+    sims_valid_iccid(call, "iccid", r->iccid);
+    if (sims__mask(call, r->update_mask, &m))
+        sims__valid_changes(call, c, &m);
+    if ((rc = rpc_check_violations(call)) < 0)
+        return rc;
+    rc = sims__update_one(&cx, r->iccid, c, &m, sims__fields(cx.a, r->update_mask));
+    if (rc == ERR_NOT_FOUND)
+        return rpc_fail(call, rc, "no SIM %s", r->iccid);
+    if (rc < 0)
+        return rc;
+    sims_sim_t *s;
+    if ((rc = sims_load_sim_or_status(&cx, r->iccid, &s)) < 0)
+        return rc;
+    *resp = &s->base;
+    return 0;
+}
+
+int sims_bulk_update_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__BulkUpdateSimsRequest *r = (const void *)req;
+    sims_ctx_t cx;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    static const Onceiot__Sims__V1__SimChanges none = ONCEIOT__SIMS__V1__SIM_CHANGES__INIT;
+    const Onceiot__Sims__V1__SimChanges *c = r->changes ? r->changes : &none;
+    sims_mask_t m;
+    if (r->n_iccids == 0 || r->n_iccids > BULK_MAX)
+        rpc_violation(call, "iccids", "must hold 1 to %d ICCIDs", BULK_MAX);
+    if (sims__mask(call, r->update_mask, &m))
+        sims__valid_changes(call, c, &m);
+    if ((rc = rpc_check_violations(call)) < 0)
+        return rc;
+    const char *fields = sims__fields(cx.a, r->update_mask);
+    Onceiot__Sims__V1__BulkUpdateSimsResponse *out = arena_alloc(cx.a, sizeof(*out));
+    onceiot__sims__v1__bulk_update_sims_response__init(out);
+    out->results = arena_alloc(cx.a, r->n_iccids * sizeof(*out->results));
+    for (size_t i = 0; i < r->n_iccids; i++) {
+        Onceiot__Sims__V1__BulkUpdateResult *item = arena_alloc(cx.a, sizeof(*item));
+        onceiot__sims__v1__bulk_update_result__init(item);
+        item->iccid = r->iccids[i];
+        const char *id = r->iccids[i];
+        bool valid = strlen(id) >= 19 && strlen(id) <= 20 && strspn(id, "0123456789") == strlen(id);
+        if (!valid) {
+            item->code = GRPC_STATUS_INVALID_ARGUMENT;
+            item->message = "iccid must be 19 or 20 digits";
+        } else if ((rc = sims__update_one(&cx, id, c, &m, fields)) == ERR_NOT_FOUND) {
+            item->code = GRPC_STATUS_NOT_FOUND;
+            item->message = arena_printf(cx.a, "no SIM %s", id);
+        } else if (rc < 0) {
+            return rc; /* the database refused the change itself: the whole call fails */
+        } else {
+            out->updated++;
+        }
+        out->results[out->n_results++] = item;
+    }
+    *resp = &out->base;
+    return 0;
+}

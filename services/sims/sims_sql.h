@@ -1,0 +1,60 @@
+/* SQL text shared by the service and its tests (the EXPLAIN test runs the
+ * very statements ListSims prepares). Only macros: no code. */
+#ifndef ONCEIOT_SIMS_SQL_H
+#define ONCEIOT_SIMS_SQL_H
+
+/* The columns sims_sim_from_row reads, selected from sim_summaries AS s. */
+#define SIMS_SIM_COLUMNS                                                                           \
+    "s.id, s.iccid, s.imsi, s.msisdn, s.imei, s.imei_lock, s.status, s.label, "                    \
+    "host(s.ip_address) AS ip, s.organization_id, s.customer_org_id, "                             \
+    "array_to_string(s.tags, ',') AS tags_csv, s.metadata::text AS metadata_json, "                \
+    "(extract(epoch FROM s.activation_date) * 1000000)::bigint AS activation_us, "                 \
+    "(extract(epoch FROM s.suspension_date) * 1000000)::bigint AS suspension_us, "                 \
+    "(extract(epoch FROM s.termination_date) * 1000000)::bigint AS termination_us, "               \
+    "(extract(epoch FROM s.expiry_date) * 1000000)::bigint AS expiry_us, "                         \
+    "(extract(epoch FROM s.created_at) * 1000000)::bigint AS created_us, "                         \
+    "(extract(epoch FROM s.updated_at) * 1000000)::bigint AS updated_us, "                         \
+    "s.data_volume, s.data_used, s.data_remaining, s.data_threshold_reached, "                     \
+    "s.sms_volume, s.sms_used, s.sms_remaining, s.sms_threshold_reached"
+
+/* The organization filter every tenant-scoped query carries: $n is the
+ * caller's organization, or NULL for a superuser. */
+#define SIMS_ORG_FILTER(col, n) "(" n "::bigint IS NULL OR " col " = " n "::bigint)"
+
+/* ListSims. Every filter is "$n IS NULL OR condition": the statements run
+ * with custom plans (plan_cache_mode = force_custom_plan), so PostgreSQL folds
+ * the unused filters away and picks the index that serves the rest.
+ *   $1 organization (NULL: all)  $2 status  $3 label substring  $4 tag
+ *   $5 imei  $6 msisdn  $7 ip address  $8 iccid prefix (digits)
+ *   $9 customer organization  $10 page size + 1
+ *   $11 last sort key  $12 last iccid (keyset; NULL on the first page) */
+#define SIMS_LIST_WHERE                                                                            \
+    SIMS_ORG_FILTER("s.organization_id", "$1")                                                     \
+    " AND ($2::text IS NULL OR s.status = $2)"                                                     \
+    " AND ($3::text IS NULL OR s.label ILIKE '%' || replace(replace(replace($3, '\\', '\\\\'), "   \
+    "'%', '\\%'), '_', '\\_') || '%')"                                                             \
+    " AND ($4::text IS NULL OR s.tags @> ARRAY[$4::text])"                                         \
+    " AND ($5::text IS NULL OR s.imei = $5)"                                                       \
+    " AND ($6::text IS NULL OR s.msisdn = $6)"                                                     \
+    " AND ($7::inet IS NULL OR s.ip_address = $7)"                                                 \
+    " AND ($8::text IS NULL OR (s.iccid >= $8 AND s.iccid < $8 || ':'))"                           \
+    " AND ($9::bigint IS NULL OR s.customer_org_id = $9)"
+
+#define SIMS_LIST_BY_ICCID                                                                         \
+    "SELECT " SIMS_SIM_COLUMNS ", s.iccid AS sort_key FROM sim_summaries s WHERE " SIMS_LIST_WHERE \
+    " AND ($12::text IS NULL OR s.iccid > $11::text)" /* key and iccid are one here */             \
+    " ORDER BY s.iccid LIMIT $10"
+
+#define SIMS_ACTIVATION_KEY "coalesce(s.activation_date, 'infinity'::timestamptz)"
+#define SIMS_LIST_BY_ACTIVATION                                                                    \
+    "SELECT " SIMS_SIM_COLUMNS ", " SIMS_ACTIVATION_KEY "::text AS sort_key"                       \
+    " FROM sim_summaries s WHERE " SIMS_LIST_WHERE                                                 \
+    " AND ($12::text IS NULL OR (" SIMS_ACTIVATION_KEY ", s.iccid) > ($11::timestamptz, $12))"     \
+    " ORDER BY " SIMS_ACTIVATION_KEY ", s.iccid LIMIT $10"
+
+#define SIMS_LIST_BY_LABEL                                                                         \
+    "SELECT " SIMS_SIM_COLUMNS ", s.label AS sort_key FROM sim_summaries s WHERE " SIMS_LIST_WHERE \
+    " AND ($12::text IS NULL OR (s.label, s.iccid) > ($11::text, $12))"                            \
+    " ORDER BY s.label, s.iccid LIMIT $10"
+
+#endif

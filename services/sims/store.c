@@ -1,0 +1,375 @@
+/* Queries shared by the handlers: the call context, reading SIMs and events,
+ * recording events and consuming quota. */
+#include "sims.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int sims_ctx_or_status(rpc_call_t *call, sims_ctx_t *cx)
+{
+    memset(cx, 0, sizeof(*cx));
+    cx->call = call;
+    cx->a = rpc_call_arena(call);
+    cx->who = svc_principal_or_status(call);
+    if (!cx->who)
+        return ERR_UNAUTHENTICATED;
+    cx->org = cx->who->is_superuser ? NULL : sims_i64(cx, cx->who->organization_id);
+    const char *cred = cx->who->credential ? cx->who->credential : "";
+    if (strncmp(cred, "api_key:", 8) == 0 || strncmp(cred, "service:", 8) == 0)
+        cx->actor = cred;
+    else
+        cx->actor = arena_printf(cx->a, "user:%lld", (long long)cx->who->user_id);
+    return 0;
+}
+
+int sims_exec(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *params, PGresult **res)
+{
+    return svc_exec_or_status(cx->call, stmt, params, res);
+}
+
+int sims_exec_quiet(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *params,
+                    PGresult **res)
+{
+    db_conn_t *conn = svc_db_or_status(cx->call);
+    if (!conn)
+        return ERR_UNAVAILABLE;
+    return db_exec(conn, stmt, params, res);
+}
+
+static int sims__simple(sims_ctx_t *cx, const char *sql)
+{
+    db_conn_t *conn = svc_db_or_status(cx->call);
+    if (!conn)
+        return ERR_UNAVAILABLE;
+    int rc = db_exec_simple(conn, sql);
+    if (rc < 0)
+        return rpc_fail(cx->call, rc, "%s", db_errmsg(conn));
+    return 0;
+}
+
+int sims_begin(sims_ctx_t *cx)
+{
+    return sims__simple(cx, "BEGIN");
+}
+
+int sims_commit(sims_ctx_t *cx)
+{
+    return sims__simple(cx, "COMMIT");
+}
+
+const char *sims_i64(sims_ctx_t *cx, int64_t v)
+{
+    return arena_printf(cx->a, "%lld", (long long)v);
+}
+
+const char *sims_nz(const char *s)
+{
+    return s && *s ? s : NULL;
+}
+
+Google__Protobuf__Timestamp *sims_ts(arena_t *a, const char *us)
+{
+    if (!us)
+        return NULL;
+    long long v = strtoll(us, NULL, 10);
+    Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
+    google__protobuf__timestamp__init(ts);
+    long long sec = v / 1000000, rem = v % 1000000;
+    if (rem < 0) {
+        rem += 1000000;
+        sec--;
+    }
+    ts->seconds = sec;
+    ts->nanos = (int32_t)(rem * 1000);
+    return ts;
+}
+
+const char *sims_ts_param(sims_ctx_t *cx, const Google__Protobuf__Timestamp *ts)
+{
+    if (!ts)
+        return NULL;
+    return arena_printf(cx->a, "%lld", (long long)ts->seconds * 1000000 + ts->nanos / 1000);
+}
+
+static const char *const status_names[] = {
+    [ONCEIOT__SIMS__V1__SIM_STATUS__SIM_STATUS_ENABLED] = "Enabled",
+    [ONCEIOT__SIMS__V1__SIM_STATUS__SIM_STATUS_DISABLED] = "Disabled",
+    [ONCEIOT__SIMS__V1__SIM_STATUS__SIM_STATUS_SUSPENDED] = "Suspended",
+    [ONCEIOT__SIMS__V1__SIM_STATUS__SIM_STATUS_EXPIRED] = "Expired",
+    [ONCEIOT__SIMS__V1__SIM_STATUS__SIM_STATUS_TERMINATED] = "Terminated",
+};
+
+const char *sims_status_name(Onceiot__Sims__V1__SimStatus st)
+{
+    if ((int)st <= 0 || (size_t)st >= sizeof(status_names) / sizeof(status_names[0]))
+        return NULL;
+    return status_names[st];
+}
+
+Onceiot__Sims__V1__SimStatus sims_status_enum(const char *name)
+{
+    for (size_t i = 1; name && i < sizeof(status_names) / sizeof(status_names[0]); i++)
+        if (strcmp(status_names[i], name) == 0)
+            return (Onceiot__Sims__V1__SimStatus)i;
+    return ONCEIOT__SIMS__V1__SIM_STATUS__SIM_STATUS_UNSPECIFIED;
+}
+
+const char *sims_quota_type_name(Onceiot__Sims__V1__QuotaType t)
+{
+    switch (t) {
+    case ONCEIOT__SIMS__V1__QUOTA_TYPE__QUOTA_TYPE_DATA:
+        return "data";
+    case ONCEIOT__SIMS__V1__QUOTA_TYPE__QUOTA_TYPE_SMS:
+        return "sms";
+    default:
+        return NULL;
+    }
+}
+
+static char *sims__str(arena_t *a, const PGresult *res, int row, const char *col)
+{
+    const char *v = db_get(res, row, col);
+    return arena_strdup(a, v ? v : "");
+}
+
+static Onceiot__Sims__V1__QuotaSummary *sims__summary(arena_t *a, const PGresult *res, int row,
+                                                      const char *prefix)
+{
+    char col[64];
+    snprintf(col, sizeof(col), "%s_volume", prefix);
+    if (!db_get(res, row, col))
+        return NULL;
+    Onceiot__Sims__V1__QuotaSummary *q = arena_alloc(a, sizeof(*q));
+    onceiot__sims__v1__quota_summary__init(q);
+    q->volume = db_get_int(res, row, col, 0);
+    snprintf(col, sizeof(col), "%s_used", prefix);
+    q->used_volume = db_get_int(res, row, col, 0);
+    snprintf(col, sizeof(col), "%s_remaining", prefix);
+    q->remaining_volume = db_get_int(res, row, col, 0);
+    snprintf(col, sizeof(col), "%s_threshold_reached", prefix);
+    q->threshold_reached = db_get_bool(res, row, col);
+    return q;
+}
+
+sims_sim_t *sims_sim_from_row(arena_t *a, const PGresult *res, int row)
+{
+    sims_sim_t *s = arena_alloc(a, sizeof(*s));
+    onceiot__sims__v1__sim__init(s);
+    s->iccid = sims__str(a, res, row, "iccid");
+    s->imsi = sims__str(a, res, row, "imsi");
+    s->msisdn = sims__str(a, res, row, "msisdn");
+    s->imei = sims__str(a, res, row, "imei");
+    s->imei_lock = db_get_bool(res, row, "imei_lock");
+    s->status = sims_status_enum(db_get(res, row, "status"));
+    s->label = sims__str(a, res, row, "label");
+    s->ip_address = sims__str(a, res, row, "ip");
+    s->organization_id = db_get_int(res, row, "organization_id", 0);
+    s->customer_org_id = db_get_int(res, row, "customer_org_id", 0);
+    const char *csv = db_get(res, row, "tags_csv");
+    if (csv && *csv) {
+        size_t n = 1;
+        for (const char *p = csv; *p; p++)
+            n += *p == ',';
+        s->tags = arena_alloc(a, n * sizeof(char *));
+        const char *start = csv;
+        for (const char *p = csv;; p++) {
+            if (*p == ',' || !*p) {
+                s->tags[s->n_tags++] = arena_strndup(a, start, (size_t)(p - start));
+                if (!*p)
+                    break;
+                start = p + 1;
+            }
+        }
+    }
+    s->metadata_json = sims__str(a, res, row, "metadata_json");
+    s->activation_date = sims_ts(a, db_get(res, row, "activation_us"));
+    s->suspension_date = sims_ts(a, db_get(res, row, "suspension_us"));
+    s->termination_date = sims_ts(a, db_get(res, row, "termination_us"));
+    s->expiry_date = sims_ts(a, db_get(res, row, "expiry_us"));
+    s->created_at = sims_ts(a, db_get(res, row, "created_us"));
+    s->updated_at = sims_ts(a, db_get(res, row, "updated_us"));
+    s->data_quota = sims__summary(a, res, row, "data");
+    s->sms_quota = sims__summary(a, res, row, "sms");
+    return s;
+}
+
+static const db_stmt_t get_sim = {
+    "sims_get_sim",
+    "SELECT " SIMS_SIM_COLUMNS
+    " FROM sim_summaries s WHERE s.iccid = $1 AND " SIMS_ORG_FILTER("s.organization_id", "$2"),
+    2};
+
+int sims_load_sim_or_status(sims_ctx_t *cx, const char *iccid, sims_sim_t **out)
+{
+    PGresult *res = NULL;
+    const char *params[] = {iccid, cx->org};
+    int rc = sims_exec(cx, &get_sim, params, &res);
+    if (rc < 0)
+        goto out;
+    if (rc == 0) {
+        rc = rpc_fail(cx->call, ERR_NOT_FOUND, "no SIM %s", iccid);
+        goto out;
+    }
+    *out = sims_sim_from_row(cx->a, res, 0);
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+static const db_stmt_t lock_sim = {
+    "sims_lock_sim",
+    "SELECT id, organization_id, status FROM sims WHERE iccid = $1 AND " SIMS_ORG_FILTER(
+        "organization_id", "$2") " FOR UPDATE",
+    2};
+
+int sims_lock_sim_or_status(sims_ctx_t *cx, const char *iccid, const char **id, const char **org,
+                            const char **status)
+{
+    PGresult *res = NULL;
+    const char *params[] = {iccid, cx->org};
+    int rc = sims_exec(cx, &lock_sim, params, &res);
+    if (rc < 0)
+        goto out;
+    if (rc == 0) {
+        rc = rpc_fail(cx->call, ERR_NOT_FOUND, "no SIM %s", iccid);
+        goto out;
+    }
+    *id = arena_strdup(cx->a, db_get(res, 0, "id"));
+    *org = arena_strdup(cx->a, db_get(res, 0, "organization_id"));
+    if (status)
+        *status = arena_strdup(cx->a, db_get(res, 0, "status"));
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+static const db_stmt_t insert_event = {
+    "sims_insert_event",
+    "INSERT INTO sim_events (sim_id, organization_id, iccid, event_type, event_category, "
+    "severity, description, event_data, triggered_by, occurred_at) "
+    "VALUES ($1, $2, $3, $4, $5, coalesce($6, 'info'), coalesce($7, ''), "
+    "coalesce($8, '{}')::jsonb, $9, "
+    "coalesce('epoch'::timestamptz + $10::bigint * interval '1 microsecond', now()))",
+    10};
+
+int sims_record_event(sims_ctx_t *cx, const sims_event_in_t *ev)
+{
+    const char *params[] = {ev->sim_id,   ev->org,        ev->iccid,       ev->type,
+                            ev->category, ev->severity,   ev->description, ev->data_json,
+                            cx->actor,    ev->occurred_us};
+    int rc = sims_exec(cx, &insert_event, params, NULL);
+    return rc < 0 ? rc : 0;
+}
+
+sims_event_t *sims_event_from_row(arena_t *a, const PGresult *res, int row)
+{
+    sims_event_t *e = arena_alloc(a, sizeof(*e));
+    onceiot__sims__v1__sim_event__init(e);
+    e->id = db_get_int(res, row, "id", 0);
+    e->iccid = sims__str(a, res, row, "iccid");
+    e->event_type = sims__str(a, res, row, "event_type");
+    e->event_category = sims__str(a, res, row, "event_category");
+    e->severity = sims__str(a, res, row, "severity");
+    e->description = sims__str(a, res, row, "description");
+    e->data_json = sims__str(a, res, row, "data_json");
+    e->triggered_by = sims__str(a, res, row, "triggered_by");
+    e->organization_id = db_get_int(res, row, "organization_id", 0);
+    e->occurred_at = sims_ts(a, db_get(res, row, "occurred_us"));
+    return e;
+}
+
+/* The row lock taken by the UPDATE serializes concurrent consumers of one
+ * quota, so no increment is lost; the previous state is derived from the
+ * new one (volume does not change here). */
+static const db_stmt_t consume = {
+    "sims_consume",
+    "UPDATE sim_quotas SET used_volume = used_volume + $3::bigint "
+    "WHERE sim_id = $1 AND quota_type = $2 AND ($4::bool IS NOT TRUE OR remaining_volume >= $3) "
+    "RETURNING volume, used_volume, remaining_volume, threshold_volume, threshold_reached, "
+    "auto_reload, auto_reload_amount",
+    4};
+
+static const db_stmt_t quota_exists = {
+    "sims_quota_exists",
+    "SELECT remaining_volume FROM sim_quotas WHERE sim_id = $1 AND quota_type = $2", 2};
+
+static const db_stmt_t auto_reload = {
+    "sims_auto_reload",
+    "UPDATE sim_quotas SET volume = volume + auto_reload_amount, "
+    "last_volume_added = auto_reload_amount WHERE sim_id = $1 AND quota_type = $2 "
+    "RETURNING remaining_volume",
+    2};
+
+int sims_consume_quota(sims_ctx_t *cx, const char *sim_id, const char *org, const char *iccid,
+                       const char *quota_type, int64_t n, bool require_remaining,
+                       int64_t *remaining, const char **events, size_t *n_events)
+{
+    PGresult *res = NULL;
+    *n_events = 0;
+    *remaining = -1;
+    const char *params[] = {sim_id, quota_type, sims_i64(cx, n), require_remaining ? "t" : "f"};
+    int rc = sims_exec(cx, &consume, params, &res);
+    if (rc < 0)
+        goto out;
+    if (rc == 0) {
+        PQclear(res);
+        res = NULL;
+        rc = sims_exec(cx, &quota_exists, params, &res);
+        if (rc < 0)
+            goto out;
+        if (rc > 0 || require_remaining) {
+            rc = rpc_fail(cx->call, ERR_FAILED_PRECONDITION,
+                          "SIM %s has not enough %s quota left (%lld needed)", iccid, quota_type,
+                          (long long)n);
+            goto out;
+        }
+        rc = 0; /* no quota of this type: unmetered */
+        goto out;
+    }
+    int64_t volume = db_get_int(res, 0, "volume", 0);
+    int64_t used = db_get_int(res, 0, "used_volume", 0);
+    int64_t threshold = db_get_int(res, 0, "threshold_volume", 0);
+    int64_t prev_used = used - n;
+    *remaining = db_get_int(res, 0, "remaining_volume", 0);
+    bool was_reached = volume > 0 && prev_used >= threshold;
+    bool was_depleted = volume - prev_used <= 0;
+    bool reload = db_get_bool(res, 0, "auto_reload");
+    sims_event_in_t ev = {.sim_id = sim_id, .org = org, .iccid = iccid, .category = "quota"};
+    const char *data =
+        arena_printf(cx->a, "{\"quota_type\": \"%s\", \"volume\": %lld, \"used\": %lld}",
+                     quota_type, (long long)volume, (long long)used);
+    ev.data_json = data;
+    if (db_get_bool(res, 0, "threshold_reached") && !was_reached) {
+        ev.type = events[(*n_events)++] = "quota_threshold_reached";
+        ev.severity = "warning";
+        ev.description = arena_printf(cx->a, "%s quota threshold reached", quota_type);
+        if ((rc = sims_record_event(cx, &ev)) < 0)
+            goto out;
+    }
+    if (*remaining == 0 && !was_depleted) {
+        ev.type = events[(*n_events)++] = "quota_depleted";
+        ev.severity = "warning";
+        ev.description = arena_printf(cx->a, "%s quota depleted", quota_type);
+        if ((rc = sims_record_event(cx, &ev)) < 0)
+            goto out;
+        if (reload) {
+            PQclear(res);
+            res = NULL;
+            if ((rc = sims_exec(cx, &auto_reload, params, &res)) < 0)
+                goto out;
+            *remaining = db_get_int(res, 0, "remaining_volume", 0);
+            ev.type = events[(*n_events)++] = "auto_topup_triggered";
+            ev.severity = "info";
+            ev.description = arena_printf(cx->a, "%s quota reloaded automatically", quota_type);
+            if ((rc = sims_record_event(cx, &ev)) < 0)
+                goto out;
+        }
+    }
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}

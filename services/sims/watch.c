@@ -1,0 +1,248 @@
+/* The event listener shared by every WatchEvents stream.
+ *
+ * One libpq connection (not from the pool) LISTENs on "sims_events"; one
+ * thread waits on its socket with poll, reads notifications and hands each
+ * (event id, occurrence time) to the subscribers of the event's organization.
+ * A subscriber's stream reads the row itself. Each subscriber has a bounded
+ * queue: one that falls too far behind is told so and its stream ends, rather
+ * than the listener buffering without limit.
+ *
+ * The same thread runs pg_partman's maintenance of the event table at start
+ * and every hour, so partitions exist ahead of time and expire after a year
+ * without a separate scheduler, and prunes old ApplyUsage batch ids. */
+#include "onceiot/log.h"
+#include "sims.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SUB_QUEUE        1024
+#define MAINTENANCE_SECS 3600
+
+typedef struct sims_notice {
+    int64_t id;
+    int64_t us;
+} sims_notice_t;
+
+struct sims_sub {
+    sims_sub_t *next;
+    bool all;    /* a superuser: every organization */
+    int64_t org; /* otherwise this one */
+    pthread_cond_t cv;
+    sims_notice_t q[SUB_QUEUE];
+    unsigned head, tail; /* tail - head notices are queued */
+    bool lost;           /* the queue overflowed */
+};
+
+struct sims_watch {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    sims_sub_t *subs;
+    int wake[2]; /* written to stop the thread */
+    char *url;
+    char *schema; /* the service's schema */
+    char *parent; /* "<schema>.sim_events" for partman */
+};
+
+static void sims__dispatch(sims_watch_t *w, const char *payload)
+{
+    sims_notice_t n;
+    long long id, org, us;
+    if (sscanf(payload, "%lld %lld %lld", &id, &org, &us) != 3)
+        return;
+    n.id = id;
+    n.us = us;
+    pthread_mutex_lock(&w->mu);
+    for (sims_sub_t *s = w->subs; s; s = s->next) {
+        if (!s->all && s->org != org)
+            continue;
+        if (s->tail - s->head >= SUB_QUEUE)
+            s->lost = true;
+        else
+            s->q[s->tail++ % SUB_QUEUE] = n;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Hourly upkeep on the listener's connection: partitions of the event log
+ * (create ahead, drop past retention) and ApplyUsage batch ids older than 30
+ * days (the usage service retries a batch within hours, never weeks). */
+static void sims__maintain(PGconn *c, const char *parent)
+{
+    const char *params[] = {parent};
+    PGresult *r =
+        PQexecParams(c, "SELECT partman.run_maintenance($1)", 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        log_msg(LOG_WARN, "partman_maintenance", "%s", PQerrorMessage(c));
+    PQclear(r);
+    r = PQexec(
+        c, "DELETE FROM processed_usage_batches WHERE processed_at < now() - interval '30 days'");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        log_msg(LOG_WARN, "prune_usage_batches", "%s", PQerrorMessage(c));
+    PQclear(r);
+}
+
+/* Connects with the service's schema on the search path and LISTENs. */
+static PGconn *sims__listen(const char *url, const char *schema)
+{
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        log_msg(LOG_WARN, "watch_connect", "%s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    const char *params[] = {schema};
+    PGresult *r = PQexecParams(c, "SELECT set_config('search_path', $1 || ', public', false)", 1,
+                               NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    if (ok) {
+        r = PQexec(c, "LISTEN sims_events");
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    if (!ok) {
+        log_msg(LOG_WARN, "watch_listen", "%s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void *sims__listener(void *arg)
+{
+    sims_watch_t *w = arg;
+    PGconn *c = NULL;
+    time_t last_maintenance = 0;
+    for (;;) {
+        if (!c && !(c = sims__listen(w->url, w->schema))) {
+            struct pollfd p = {w->wake[0], POLLIN, 0};
+            if (poll(&p, 1, 1000) > 0)
+                break;
+            continue;
+        }
+        if (time(NULL) - last_maintenance >= MAINTENANCE_SECS) {
+            sims__maintain(c, w->parent);
+            last_maintenance = time(NULL);
+        }
+        struct pollfd p[2] = {{PQsocket(c), POLLIN, 0}, {w->wake[0], POLLIN, 0}};
+        int n = poll(p, 2, 1000);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (p[1].revents)
+            break;
+        if (n <= 0)
+            continue;
+        if (!PQconsumeInput(c)) {
+            log_msg(LOG_WARN, "watch_lost", "%s", PQerrorMessage(c));
+            PQfinish(c);
+            c = NULL;
+            continue;
+        }
+        PGnotify *note;
+        while ((note = PQnotifies(c))) {
+            sims__dispatch(w, note->extra);
+            PQfreemem(note);
+        }
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+int sims_watch_start(const char *url, const char *schema, sims_watch_t **out)
+{
+    sims_watch_t *w = mem_calloc(1, sizeof(*w));
+    pthread_mutex_init(&w->mu, NULL);
+    w->url = mem_strdup(url);
+    w->schema = mem_strdup(schema);
+    w->parent = mem_printf("%s.sim_events", schema);
+    if (pipe(w->wake) != 0 || pthread_create(&w->thread, NULL, sims__listener, w) != 0) {
+        log_msg(LOG_ERROR, "watch_start", "cannot start the event listener: %s", strerror(errno));
+        pthread_mutex_destroy(&w->mu);
+        mem_free(w->url);
+        mem_free(w->schema);
+        mem_free(w->parent);
+        mem_free(w);
+        return ERR_INTERNAL;
+    }
+    *out = w;
+    return 0;
+}
+
+void sims_watch_stop(sims_watch_t *w)
+{
+    if (!w)
+        return;
+    ssize_t n = write(w->wake[1], "x", 1);
+    (void)n;
+    pthread_join(w->thread, NULL);
+    close(w->wake[0]);
+    close(w->wake[1]);
+    pthread_mutex_destroy(&w->mu);
+    mem_free(w->url);
+    mem_free(w->schema);
+    mem_free(w->parent);
+    mem_free(w);
+}
+
+sims_sub_t *sims_watch_subscribe(sims_watch_t *w, const char *org)
+{
+    sims_sub_t *s = mem_calloc(1, sizeof(*s));
+    s->all = org == NULL;
+    s->org = org ? strtoll(org, NULL, 10) : 0;
+    pthread_cond_init(&s->cv, NULL);
+    pthread_mutex_lock(&w->mu);
+    s->next = w->subs;
+    w->subs = s;
+    pthread_mutex_unlock(&w->mu);
+    return s;
+}
+
+void sims_watch_unsubscribe(sims_watch_t *w, sims_sub_t *s)
+{
+    pthread_mutex_lock(&w->mu);
+    for (sims_sub_t **p = &w->subs; *p; p = &(*p)->next)
+        if (*p == s) {
+            *p = s->next;
+            break;
+        }
+    pthread_mutex_unlock(&w->mu);
+    pthread_cond_destroy(&s->cv);
+    mem_free(s);
+}
+
+int sims_watch_next(sims_watch_t *w, sims_sub_t *s, int timeout_ms, arena_t *a, const char **id,
+                    const char **occurred_us)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&w->mu);
+    while (s->head == s->tail && !s->lost)
+        if (pthread_cond_timedwait(&s->cv, &w->mu, &until) == ETIMEDOUT)
+            break;
+    if (s->lost) {
+        rc = ERR_RESOURCE_EXHAUSTED;
+    } else if (s->head != s->tail) {
+        sims_notice_t n = s->q[s->head++ % SUB_QUEUE];
+        *id = arena_printf(a, "%" PRId64, n.id);
+        *occurred_us = arena_printf(a, "%" PRId64, n.us);
+        rc = 1;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}

@@ -1,0 +1,277 @@
+/* The event log against a real onceiot-sims: ListEvents, RecordEvents,
+ * WatchEvents; and the query plans of every ListSims filter and order. */
+#include "../../services/sims/sims_sql.h"
+#include "pg_harness.h"
+#include "sims_harness.h"
+
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+TestSuite(sims_events, .init = sims_h_start, .fini = sims_h_stop, .timeout = 180);
+
+#define EVENTS_D (&onceiot__sims__v1__list_events_response__descriptor)
+#define RECORD_D (&onceiot__sims__v1__record_events_response__descriptor)
+
+static int record(const principal_t *who, arena_t *a, const char *iccid, const char *type,
+                  const char *category, const char *data, rpc_status_t *st)
+{
+    Onceiot__Sims__V1__EventInput e = ONCEIOT__SIMS__V1__EVENT_INPUT__INIT;
+    e.iccid = (char *)iccid;
+    e.event_type = (char *)type;
+    e.event_category = (char *)category;
+    e.severity = "info";
+    if (data)
+        e.data_json = (char *)data;
+    Onceiot__Sims__V1__EventInput *items[] = {&e};
+    Onceiot__Sims__V1__RecordEventsRequest req = ONCEIOT__SIMS__V1__RECORD_EVENTS_REQUEST__INIT;
+    req.events = items;
+    req.n_events = 1;
+    ProtobufCMessage *resp;
+    return sims_h_call("RecordEvents", &req.base, RECORD_D, who, a, &resp, st);
+}
+
+Test(sims_events, recorded_events_are_listed_newest_first_with_filters_and_pages)
+{
+    principal_t svc = sims_h_root();
+    svc.credential = "service:usage";
+    principal_t u = sims_h_user(1);
+    const char *iccid = sims_h_iccid(1);
+    sims_h_create(&u, iccid);
+    rpc_status_t st;
+    for (int i = 0; i < 25; i++)
+        cr_assert_eq(record(&svc, NULL, iccid, i % 5 ? "pdp_context_created" : "attach",
+                            "connectivity", "{\"cell\": 42}", &st),
+                     0, "%s", st.message);
+    Onceiot__Sims__V1__ListEventsRequest req = ONCEIOT__SIMS__V1__LIST_EVENTS_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    req.event_category = "connectivity";
+    req.page_size = 4;
+    Onceiot__Sims__V1__ListEventsResponse *page;
+    int total = 0;
+    int64_t last_s = INT64_MAX, last_id = INT64_MAX;
+    do {
+        cr_assert_eq(sims_h_call("ListEvents", &req.base, EVENTS_D, &u, NULL,
+                                 (ProtobufCMessage **)&page, &st),
+                     0, "%s", st.message);
+        for (size_t i = 0; i < page->n_events; i++) {
+            Onceiot__Sims__V1__SimEvent *e = page->events[i];
+            int64_t t = e->occurred_at->seconds * 1000000 + e->occurred_at->nanos / 1000;
+            cr_assert(t < last_s || (t == last_s && e->id < last_id), "newest first");
+            last_s = t;
+            last_id = e->id;
+            cr_assert_str_eq(e->triggered_by, "service:usage");
+            total++;
+        }
+        req.page_token = page->next_page_token;
+    } while (*req.page_token);
+    cr_assert_eq(total, 25);
+    req.event_type = "attach";
+    req.page_size = 100;
+    cr_assert_eq(
+        sims_h_call("ListEvents", &req.base, EVENTS_D, &u, NULL, (ProtobufCMessage **)&page, &st),
+        0);
+    cr_assert_eq(page->n_events, 5);
+    cr_assert_str_eq(page->events[0]->data_json, "{\"cell\": 42}");
+    Google__Protobuf__Timestamp future = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    future.seconds = time(NULL) + 3600;
+    req.since = &future;
+    cr_assert_eq(
+        sims_h_call("ListEvents", &req.base, EVENTS_D, &u, NULL, (ProtobufCMessage **)&page, &st),
+        0);
+    cr_assert_eq(page->n_events, 0, "time range");
+}
+
+Test(sims_events, bad_events_are_refused_all_or_nothing)
+{
+    principal_t svc = sims_h_root();
+    principal_t u = sims_h_user(1);
+    const char *iccid = sims_h_iccid(2);
+    sims_h_create(&u, iccid);
+    rpc_status_t st;
+    cr_assert_eq(record(&svc, NULL, iccid, "Bad Type", "connectivity", NULL, &st),
+                 ERR_INVALID_ARGUMENT);
+    cr_assert_eq(record(&svc, NULL, iccid, "attach", "weather", NULL, &st), ERR_INVALID_ARGUMENT);
+    cr_assert_eq(record(&svc, NULL, iccid, "attach", "connectivity", "[]", &st),
+                 ERR_INVALID_ARGUMENT);
+    cr_assert_eq(record(&svc, NULL, sims_h_iccid(3), "attach", "connectivity", NULL, &st),
+                 ERR_NOT_FOUND);
+    principal_t other = sims_h_user(2);
+    cr_assert_eq(record(&other, NULL, iccid, "attach", "connectivity", NULL, &st), ERR_NOT_FOUND);
+    Onceiot__Sims__V1__ListEventsRequest req = ONCEIOT__SIMS__V1__LIST_EVENTS_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    req.event_category = "connectivity";
+    Onceiot__Sims__V1__ListEventsResponse *page;
+    cr_assert_eq(
+        sims_h_call("ListEvents", &req.base, EVENTS_D, &u, NULL, (ProtobufCMessage **)&page, &st),
+        0);
+    cr_assert_eq(page->n_events, 0);
+}
+
+Test(sims_events, events_land_in_daily_partitions_managed_by_pg_partman)
+{
+    PGresult *r = pgh_sql("SELECT count(*) AS n FROM pg_inherits "
+                          "WHERE inhparent = 'sims.sim_events'::regclass");
+    cr_assert_geq(atoi(PQgetvalue(r, 0, 0)), 8, "today and 7 days ahead");
+    PQclear(r);
+    r = pgh_sql("SELECT retention, retention_keep_table FROM partman.part_config "
+                "WHERE parent_table = 'sims.sim_events'");
+    cr_assert_eq(PQntuples(r), 1);
+    cr_assert_str_eq(PQgetvalue(r, 0, 0), "1 year");
+    cr_assert_str_eq(PQgetvalue(r, 0, 1), "f");
+    PQclear(r);
+}
+
+typedef struct writer {
+    const char *mine, *theirs;
+    volatile int stop;
+} writer_t;
+
+/* Writes an event for another organization, then one for the watcher's,
+ * every 100 ms until told to stop (the watcher may subscribe a little after
+ * its stream opens). */
+static void *write_events(void *arg)
+{
+    writer_t *w = arg;
+    principal_t svc = sims_h_root();
+    svc.credential = "service:usage";
+    arena_t *a = sims_h_thread_arena();
+    for (int i = 0; i < 100 && !w->stop; i++) {
+        rpc_status_t st;
+        cr_assert_eq(record(&svc, a, w->theirs, "attach", "connectivity", NULL, &st), 0);
+        cr_assert_eq(record(&svc, a, w->mine, "attach", "connectivity", NULL, &st), 0);
+        struct timespec ts = {0, 100 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+Test(sims_events, a_watcher_sees_events_written_by_another_caller_in_its_organization)
+{
+    principal_t u1 = sims_h_user(1), u2 = sims_h_user(2);
+    writer_t w = {sims_h_iccid(10), sims_h_iccid(11), 0};
+    sims_h_create(&u1, w.mine);
+    sims_h_create(&u2, w.theirs);
+    Onceiot__Sims__V1__WatchEventsRequest req = ONCEIOT__SIMS__V1__WATCH_EVENTS_REQUEST__INIT;
+    req.event_category = "connectivity";
+    const char *path = "/onceiot.sims.v1.SimService/WatchEvents";
+    rpc_md_t md[2];
+    principal_sign(&sims_h.key, &u1, path, sims_h.arena, md);
+    rpc_call_opts_t opts = {.timeout_ms = 20000, .metadata = md, .n_metadata = 2};
+    rpc_stream_t *s;
+    cr_assert_eq(rpc_stream_open(sims_h.ch, path, sims_h.arena, &opts, &s), 0);
+    cr_assert_eq(rpc_stream_send(s, &req.base), 0);
+    cr_assert_eq(rpc_stream_close_send(s), 0);
+    pthread_t th;
+    pthread_create(&th, NULL, write_events, &w);
+    for (int i = 0; i < 3; i++) {
+        ProtobufCMessage *m;
+        cr_assert_eq(rpc_stream_recv(s, &onceiot__sims__v1__sim_event__descriptor, &m), 1);
+        Onceiot__Sims__V1__SimEvent *e = (Onceiot__Sims__V1__SimEvent *)m;
+        cr_assert_str_eq(e->iccid, w.mine, "only the watcher's organization");
+        cr_assert_eq(e->organization_id, 1);
+        cr_assert_str_eq(e->event_type, "attach");
+        cr_assert_str_eq(e->triggered_by, "service:usage");
+    }
+    w.stop = 1;
+    pthread_join(th, NULL);
+    rpc_stream_cancel(s);
+    rpc_status_t st;
+    rpc_stream_finish(s, &st);
+    cr_assert_eq(st.code, GRPC_STATUS_CANCELLED);
+}
+
+/* ---- plans ---- */
+
+typedef struct plan_case {
+    char name[24];
+    char order;         /* 'i' iccid, 'a' activation date, 'l' label */
+    char params[9][40]; /* $2..$9 and $1 last; "" is NULL */
+} plan_case_t;
+
+ParameterizedTestParameters(sims_events, every_list_filter_and_order_uses_an_index)
+{
+    /* params: status, label, tag, imei, msisdn, ip, iccid prefix, customer org */
+    static plan_case_t c[] = {
+        {"no filter", 'i', {""}},
+        {"status", 'i', {"Suspended"}},
+        {"label substring", 'i', {"", "ice 0123"}},
+        {"tag", 'i', {"", "", "rare"}},
+        {"imei", 'i', {"", "", "", "350000000012345"}},
+        {"msisdn", 'i', {"", "", "", "", "4900012345"}},
+        {"ip address", 'i', {"", "", "", "", "", "10.0.48.57"}},
+        {"iccid prefix", 'i', {"", "", "", "", "", "", "898800000000001"}},
+        {"customer org", 'i', {"", "", "", "", "", "", "", "17"}},
+        {"order activation", 'a', {""}},
+        {"order label", 'l', {""}},
+        {"status by label", 'l', {"Suspended"}},
+    };
+    return cr_make_param_array(plan_case_t, c, sizeof(c) / sizeof(c[0]));
+}
+
+ParameterizedTest(plan_case_t *c, sims_events, every_list_filter_and_order_uses_an_index)
+{
+    /* 20 000 SIMs in 4 organizations; 1 in 50 suspended, 1 in 100 tagged
+     * "rare", 1 in 20 with a customer organization. */
+    PQclear(pgh_sql(
+        "INSERT INTO sims.sims (organization_id, iccid, status, label, imei, msisdn, ip_address, "
+        "customer_org_id, tags, activation_date) "
+        "SELECT 1 + g % 4, '8988' || lpad(g::text, 15, '0'), "
+        "CASE WHEN g % 50 = 0 THEN 'Suspended' ELSE 'Enabled' END, "
+        "'device ' || lpad(g::text, 5, '0'), '35' || lpad(g::text, 13, '0'), "
+        "'49' || lpad(g::text, 8, '0'), ('10.0.0.0'::inet + g), "
+        "CASE WHEN g % 20 = 0 THEN g % 40 END, "
+        "CASE WHEN g % 100 = 0 THEN ARRAY['rare', 'fleet'] ELSE ARRAY['fleet'] END, "
+        "now() - g * interval '1 minute' FROM generate_series(1, 20000) AS g;"
+        "INSERT INTO sims.sim_quotas (sim_id, quota_type, volume) "
+        "SELECT id, t, 1000000 FROM sims.sims, unnest(ARRAY['data', 'sms']) AS t;"
+        "ANALYZE sims.sims; ANALYZE sims.sim_quotas"));
+    PGconn *conn = PQconnectdb(pgh_url());
+    cr_assert(PQstatus(conn) == CONNECTION_OK);
+    const char *sql = c->order == 'a'   ? SIMS_LIST_BY_ACTIVATION
+                      : c->order == 'l' ? SIMS_LIST_BY_LABEL
+                                        : SIMS_LIST_BY_ICCID;
+    char *prep = mem_printf("PREPARE q(bigint, text, text, text, text, text, inet, text, bigint, "
+                            "bigint, text, text) AS %s",
+                            sql);
+    PGresult *r = PQexec(conn, "SET search_path = sims, public; "
+                               "SET plan_cache_mode = force_custom_plan");
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(conn));
+    PQclear(r);
+    r = PQexec(conn, prep);
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(conn));
+    PQclear(r);
+    mem_free(prep);
+    const char *params[12] = {"2"};
+    for (int i = 0; i < 8; i++)
+        params[i + 1] = *c->params[i] ? c->params[i] : NULL;
+    params[9] = "101";
+    /* EXPLAIN EXECUTE takes no bind parameters: the values go in as
+     * literals, which is what a custom plan sees anyway. */
+    char *call = mem_strdup("EXPLAIN EXECUTE q(");
+    for (int i = 0; i < 12; i++) {
+        char *lit = params[i] ? PQescapeLiteral(conn, params[i], strlen(params[i])) : NULL;
+        char *next = mem_printf("%s%s%s", call, lit ? lit : "NULL", i < 11 ? ", " : ")");
+        PQfreemem(lit);
+        mem_free(call);
+        call = next;
+    }
+    r = PQexec(conn, call);
+    mem_free(call);
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(conn));
+    char plan[8192] = "";
+    for (int i = 0; i < PQntuples(r); i++) {
+        strncat(plan, PQgetvalue(r, i, 0), sizeof(plan) - strlen(plan) - 2);
+        strcat(plan, "\n");
+    }
+    PQclear(r);
+    PQfinish(conn);
+    printf("-- ListSims %s (organization 2 of 4, 20000 SIMs)\n%s\n", c->name, plan);
+    fflush(stdout);
+    cr_assert(!strstr(plan, "Seq Scan on sims") && !strstr(plan, "Seq Scan on sim_quotas"),
+              "%s:\n%s", c->name, plan);
+    cr_assert(strstr(plan, "Index"), "%s:\n%s", c->name, plan);
+}

@@ -1,0 +1,556 @@
+/* The SIM registry against a real onceiot-sims and PostgreSQL: Get, List,
+ * Create, Import, Update, BulkUpdate; validation; pagination; tenancy. */
+#include "sims_harness.h"
+
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+TestSuite(sims_registry, .init = sims_h_start, .fini = sims_h_stop, .timeout = 120);
+
+#define SIM_D  (&onceiot__sims__v1__sim__descriptor)
+#define LIST_D (&onceiot__sims__v1__list_sims_response__descriptor)
+
+static int get_sim(const principal_t *who, const char *iccid, Onceiot__Sims__V1__Sim **out,
+                   rpc_status_t *st)
+{
+    Onceiot__Sims__V1__GetSimRequest req = ONCEIOT__SIMS__V1__GET_SIM_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    return sims_h_call("GetSim", &req.base, SIM_D, who, NULL, (ProtobufCMessage **)out, st);
+}
+
+static int list(const principal_t *who, Onceiot__Sims__V1__ListSimsRequest *req,
+                Onceiot__Sims__V1__ListSimsResponse **out, rpc_status_t *st)
+{
+    return sims_h_call("ListSims", &req->base, LIST_D, who, NULL, (ProtobufCMessage **)out, st);
+}
+
+static bool has_violation(rpc_status_t *st, const char *field)
+{
+    const char **fields, **descs;
+    size_t n = rpc_status_violations(st, sims_h.arena, &fields, &descs);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(fields[i], field) == 0)
+            return true;
+    return false;
+}
+
+Test(sims_registry, created_sim_is_disabled_and_carries_its_quota_summary)
+{
+    principal_t admin = sims_h_admin(1);
+    const char *iccid = sims_h_iccid(1);
+    Onceiot__Sims__V1__Sim *c = sims_h_create(&admin, iccid);
+    cr_assert_eq(c->status, ONCEIOT__SIMS__V1__SIM_STATUS__SIM_STATUS_DISABLED);
+    cr_assert_eq(c->organization_id, 1);
+    Onceiot__Sims__V1__Sim *s;
+    rpc_status_t st;
+    cr_assert_eq(get_sim(&admin, iccid, &s, &st), 0, "%s", st.message);
+    cr_assert_str_eq(s->iccid, iccid);
+    cr_assert(s->data_quota && s->sms_quota);
+    cr_assert_eq(s->data_quota->volume, 1000);
+    cr_assert_eq(s->data_quota->remaining_volume, 1000);
+    cr_assert_eq(s->sms_quota->volume, 10);
+    cr_assert(s->created_at && !s->activation_date);
+}
+
+Test(sims_registry, creating_a_known_iccid_is_already_exists_naming_it)
+{
+    principal_t admin = sims_h_admin(1);
+    const char *iccid = sims_h_iccid(2);
+    sims_h_create(&admin, iccid);
+    Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
+    in.iccid = (char *)iccid;
+    Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
+    req.sim = &in;
+    ProtobufCMessage *resp;
+    rpc_status_t st;
+    principal_t other = sims_h_admin(2);
+    cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &other, NULL, &resp, &st),
+                 ERR_ALREADY_EXISTS);
+    char want[64];
+    snprintf(want, sizeof(want), "SIM %s already exists", iccid);
+    cr_assert_str_eq(st.message, want);
+}
+
+typedef struct iccid {
+    char s[32];
+} iccid_t;
+
+ParameterizedTestParameters(sims_registry, malformed_iccid_is_a_field_violation)
+{
+    /* Parameters are copied into the test's own process: no pointers. */
+    static iccid_t bad[] = {{""},
+                            {"123"},
+                            {"898800000000000000"},
+                            {"898800000000000000012"},
+                            {"89880000000000000a1"},
+                            {" 8988000000000000001"}};
+    return cr_make_param_array(iccid_t, bad, sizeof(bad) / sizeof(bad[0]));
+}
+
+ParameterizedTest(iccid_t *iccid, sims_registry, malformed_iccid_is_a_field_violation)
+{
+    principal_t admin = sims_h_admin(1);
+    Onceiot__Sims__V1__Sim *s;
+    rpc_status_t st;
+    cr_assert_eq(get_sim(&admin, iccid->s, &s, &st), ERR_INVALID_ARGUMENT);
+    cr_assert(has_violation(&st, "iccid"), "%s", st.message);
+}
+
+typedef struct bad_input {
+    char field[24];
+    char imei[24], msisdn[24], metadata[16], ip[16], tag[16];
+    bool label; /* a label of 256 characters */
+} bad_input_t;
+
+ParameterizedTestParameters(sims_registry, bad_sim_fields_are_refused_and_nothing_is_stored)
+{
+    static bad_input_t bad[] = {
+        {"sim.imei", .imei = "35000000000000"},
+        {"sim.imei", .imei = "3500000000000001"},
+        {"sim.msisdn", .msisdn = "1234567890123456"},
+        {"sim.msisdn", .msisdn = "+4912345"},
+        {"sim.metadata_json", .metadata = "[1, 2]"},
+        {"sim.metadata_json", .metadata = "\"text\""},
+        {"sim.ip_address", .ip = "10.0.0.300"},
+        {"sim.tags", .tag = "has space"},
+        {"sim.label", .label = true},
+    };
+    return cr_make_param_array(bad_input_t, bad, sizeof(bad) / sizeof(bad[0]));
+}
+
+ParameterizedTest(bad_input_t *b, sims_registry, bad_sim_fields_are_refused_and_nothing_is_stored)
+{
+    principal_t admin = sims_h_admin(1);
+    Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
+    in.iccid = (char *)sims_h_iccid(3);
+    char label[300];
+    if (b->label) {
+        memset(label, 'L', 256);
+        label[256] = 0;
+        in.label = label;
+    }
+    if (*b->imei)
+        in.imei = (char *)b->imei;
+    if (*b->msisdn)
+        in.msisdn = (char *)b->msisdn;
+    if (*b->metadata)
+        in.metadata_json = (char *)b->metadata;
+    if (*b->ip)
+        in.ip_address = (char *)b->ip;
+    char *tags[] = {b->tag};
+    if (*b->tag) {
+        in.tags = tags;
+        in.n_tags = 1;
+    }
+    Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
+    req.sim = &in;
+    ProtobufCMessage *resp;
+    rpc_status_t st;
+    cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &admin, NULL, &resp, &st),
+                 ERR_INVALID_ARGUMENT);
+    cr_assert(has_violation(&st, b->field), "expected %s in: %s", b->field, st.message);
+    Onceiot__Sims__V1__Sim *s;
+    cr_assert_eq(get_sim(&admin, in.iccid, &s, &st), ERR_NOT_FOUND);
+}
+
+Test(sims_registry, invalid_json_metadata_is_invalid_argument)
+{
+    principal_t admin = sims_h_admin(1);
+    Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
+    in.iccid = (char *)sims_h_iccid(4);
+    in.metadata_json = "{not json}";
+    Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
+    req.sim = &in;
+    ProtobufCMessage *resp;
+    rpc_status_t st;
+    cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &admin, NULL, &resp, &st),
+                 ERR_INVALID_ARGUMENT, "%s", st.message);
+}
+
+/* Imports n SIMs numbered from first; returns the call's result. */
+static int import(const principal_t *who, long long first, int n, rpc_status_t *st,
+                  int32_t *imported)
+{
+    Onceiot__Sims__V1__ImportSimsRequest req = ONCEIOT__SIMS__V1__IMPORT_SIMS_REQUEST__INIT;
+    req.sims = arena_alloc(sims_h.arena, (size_t)n * sizeof(*req.sims));
+    static char *tags[] = {"fleet-a", "eu"};
+    for (int i = 0; i < n; i++) {
+        Onceiot__Sims__V1__SimInput *in = arena_alloc(sims_h.arena, sizeof(*in));
+        onceiot__sims__v1__sim_input__init(in);
+        in->iccid = (char *)sims_h_iccid(first + i);
+        in->label = arena_printf(sims_h.arena, "tracker %05lld", first + i);
+        in->imei = arena_printf(sims_h.arena, "35%013lld", first + i);
+        in->msisdn = arena_printf(sims_h.arena, "49%010lld", first + i);
+        in->ip_address = arena_printf(sims_h.arena, "10.%lld.%lld.%lld", ((first + i) >> 16) & 255,
+                                      ((first + i) >> 8) & 255, (first + i) & 255);
+        in->customer_org_id = (first + i) % 3 + 1;
+        in->tags = tags;
+        in->n_tags = (first + i) % 2 ? 2 : 1;
+        in->data_volume = 1 << 20;
+        req.sims[req.n_sims++] = in;
+    }
+    ProtobufCMessage *resp;
+    int rc =
+        sims_h_call("ImportSims", &req.base, &onceiot__sims__v1__import_sims_response__descriptor,
+                    who, NULL, &resp, st);
+    if (rc == 0 && imported)
+        *imported = ((Onceiot__Sims__V1__ImportSimsResponse *)resp)->imported;
+    return rc;
+}
+
+static size_t count_all(const principal_t *who, Onceiot__Sims__V1__ListSimsRequest *req)
+{
+    size_t total = 0;
+    Onceiot__Sims__V1__ListSimsResponse *page;
+    rpc_status_t st;
+    req->page_token = "";
+    do {
+        cr_assert_eq(list(who, req, &page, &st), 0, "%s", st.message);
+        total += page->n_sims;
+        req->page_token = page->next_page_token;
+    } while (*req->page_token);
+    return total;
+}
+
+Test(sims_registry, import_is_all_or_nothing_and_names_the_duplicate)
+{
+    principal_t admin = sims_h_admin(1);
+    rpc_status_t st;
+    int32_t n = 0;
+    cr_assert_eq(import(&admin, 100, 2000, &st, &n), 0, "%s", st.message);
+    cr_assert_eq(n, 2000);
+    /* 1500..2499 overlaps 1500..2099: nothing of it may land. */
+    cr_assert_eq(import(&admin, 1500, 1000, &st, NULL), ERR_ALREADY_EXISTS);
+    cr_assert(strstr(st.message, sims_h_iccid(1500)), "%s", st.message);
+    Onceiot__Sims__V1__ListSimsRequest req = ONCEIOT__SIMS__V1__LIST_SIMS_REQUEST__INIT;
+    req.page_size = 1000;
+    cr_assert_eq(count_all(&admin, &req), 2000);
+}
+
+Test(sims_registry, import_of_a_bad_item_names_its_index)
+{
+    principal_t admin = sims_h_admin(1);
+    Onceiot__Sims__V1__SimInput a = ONCEIOT__SIMS__V1__SIM_INPUT__INIT, b = a;
+    a.iccid = (char *)sims_h_iccid(7);
+    b.iccid = "12";
+    Onceiot__Sims__V1__SimInput *items[] = {&a, &b};
+    Onceiot__Sims__V1__ImportSimsRequest req = ONCEIOT__SIMS__V1__IMPORT_SIMS_REQUEST__INIT;
+    req.sims = items;
+    req.n_sims = 2;
+    ProtobufCMessage *resp;
+    rpc_status_t st;
+    cr_assert_eq(sims_h_call("ImportSims", &req.base,
+                             &onceiot__sims__v1__import_sims_response__descriptor, &admin, NULL,
+                             &resp, &st),
+                 ERR_INVALID_ARGUMENT);
+    cr_assert(has_violation(&st, "sims[1].iccid"), "%s", st.message);
+    req.n_sims = 0;
+    cr_assert_eq(sims_h_call("ImportSims", &req.base,
+                             &onceiot__sims__v1__import_sims_response__descriptor, &admin, NULL,
+                             &resp, &st),
+                 ERR_INVALID_ARGUMENT);
+}
+
+Test(sims_registry, every_filter_and_order_returns_the_matching_sims)
+{
+    principal_t admin = sims_h_admin(1);
+    rpc_status_t st;
+    cr_assert_eq(import(&admin, 1, 300, &st, NULL), 0, "%s", st.message);
+    sims_h_act(&admin, "ActivateSim", sims_h_iccid(42));
+    sims_h_act(&admin, "ActivateSim", sims_h_iccid(7));
+    Onceiot__Sims__V1__ListSimsRequest req = ONCEIOT__SIMS__V1__LIST_SIMS_REQUEST__INIT;
+    req.page_size = 1000;
+    Onceiot__Sims__V1__ListSimsResponse *page;
+
+    req.status = ONCEIOT__SIMS__V1__SIM_STATUS__SIM_STATUS_ENABLED;
+    cr_assert_eq(list(&admin, &req, &page, &st), 0, "%s", st.message);
+    cr_assert_eq(page->n_sims, 2);
+    req.status = 0;
+
+    req.label_contains = "r 0004";
+    cr_assert_eq(count_all(&admin, &req), 10, "tracker 00040..00049");
+    req.label_contains = "";
+
+    req.tag = "eu";
+    cr_assert_eq(count_all(&admin, &req), 150);
+    req.tag = "";
+
+    req.imei = (char *)arena_printf(sims_h.arena, "35%013d", 17);
+    cr_assert_eq(list(&admin, &req, &page, &st), 0, "%s", st.message);
+    cr_assert_eq(page->n_sims, 1);
+    cr_assert_str_eq(page->sims[0]->iccid, sims_h_iccid(17));
+    req.imei = "";
+
+    req.msisdn = (char *)arena_printf(sims_h.arena, "49%010d", 18);
+    cr_assert_eq(count_all(&admin, &req), 1);
+    req.msisdn = "";
+
+    req.ip_address = "10.0.1.4"; /* SIM 260 */
+    cr_assert_eq(list(&admin, &req, &page, &st), 0, "%s", st.message);
+    cr_assert_eq(page->n_sims, 1);
+    cr_assert_str_eq(page->sims[0]->iccid, sims_h_iccid(260));
+    req.ip_address = "";
+
+    req.iccid_prefix = (char *)arena_printf(sims_h.arena, "8988%013d", 1);
+    cr_assert_eq(count_all(&admin, &req), 100, "SIMs 100..199");
+    req.iccid_prefix = "";
+
+    req.customer_org_id = 2;
+    cr_assert_eq(count_all(&admin, &req), 100);
+    req.customer_org_id = 0;
+
+    req.order_by = ONCEIOT__SIMS__V1__SIM_ORDER_BY__SIM_ORDER_BY_ACTIVATION_DATE;
+    req.page_size = 2;
+    cr_assert_eq(list(&admin, &req, &page, &st), 0, "%s", st.message);
+    cr_assert_str_eq(page->sims[0]->iccid, sims_h_iccid(42), "activated first comes first");
+    cr_assert_str_eq(page->sims[1]->iccid, sims_h_iccid(7));
+    req.page_size = 7;
+    cr_assert_eq(count_all(&admin, &req), 300);
+
+    req.order_by = ONCEIOT__SIMS__V1__SIM_ORDER_BY__SIM_ORDER_BY_LABEL;
+    req.page_size = 1;
+    req.page_token = "";
+    cr_assert_eq(list(&admin, &req, &page, &st), 0, "%s", st.message);
+    cr_assert_str_eq(page->sims[0]->label, "tracker 00001");
+    req.page_size = 13;
+    cr_assert_eq(count_all(&admin, &req), 300);
+}
+
+Test(sims_registry, page_size_and_filters_are_validated)
+{
+    principal_t admin = sims_h_admin(1);
+    Onceiot__Sims__V1__ListSimsRequest req = ONCEIOT__SIMS__V1__LIST_SIMS_REQUEST__INIT;
+    Onceiot__Sims__V1__ListSimsResponse *page;
+    rpc_status_t st;
+    req.page_size = 1001;
+    cr_assert_eq(list(&admin, &req, &page, &st), ERR_INVALID_ARGUMENT);
+    cr_assert(has_violation(&st, "page_size"));
+    req.page_size = 10;
+    req.iccid_prefix = "89a";
+    req.imei = "12";
+    req.ip_address = "nope";
+    cr_assert_eq(list(&admin, &req, &page, &st), ERR_INVALID_ARGUMENT);
+    cr_assert(has_violation(&st, "iccid_prefix") && has_violation(&st, "imei") &&
+                  has_violation(&st, "ip_address"),
+              "%s", st.message);
+}
+
+Test(sims_registry, a_page_token_used_with_other_filters_is_invalid)
+{
+    principal_t admin = sims_h_admin(1);
+    rpc_status_t st;
+    cr_assert_eq(import(&admin, 1, 30, &st, NULL), 0, "%s", st.message);
+    Onceiot__Sims__V1__ListSimsRequest req = ONCEIOT__SIMS__V1__LIST_SIMS_REQUEST__INIT;
+    req.page_size = 10;
+    Onceiot__Sims__V1__ListSimsResponse *page;
+    cr_assert_eq(list(&admin, &req, &page, &st), 0);
+    cr_assert(*page->next_page_token);
+    req.page_token = page->next_page_token;
+    req.tag = "eu";
+    cr_assert_eq(list(&admin, &req, &page, &st), ERR_INVALID_ARGUMENT);
+    cr_assert(has_violation(&st, "page_token"));
+    req.tag = "";
+    req.page_token = "garbage!";
+    cr_assert_eq(list(&admin, &req, &page, &st), ERR_INVALID_ARGUMENT);
+}
+
+static volatile int inserting;
+
+static void *insert_while_paging(void *arg)
+{
+    (void)arg;
+    principal_t admin = sims_h_admin(1);
+    arena_t *a = sims_h_thread_arena();
+    /* New SIMs land before, between and after the existing ones. */
+    for (long long i = 0; i < 60 && inserting; i++) {
+        Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
+        in.iccid = arena_printf(a, "8988%015lld", i * 50 + 25);
+        Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
+        req.sim = &in;
+        ProtobufCMessage *resp;
+        rpc_status_t st;
+        cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &admin, a, &resp, &st), 0, "%s",
+                     st.message);
+    }
+    return NULL;
+}
+
+Test(sims_registry, pages_stay_correct_while_sims_are_inserted)
+{
+    principal_t admin = sims_h_admin(1);
+    rpc_status_t st;
+    /* Existing SIMs: every 50th number from 50 (none ends in 25). */
+    Onceiot__Sims__V1__ImportSimsRequest imp = ONCEIOT__SIMS__V1__IMPORT_SIMS_REQUEST__INIT;
+    imp.sims = arena_alloc(sims_h.arena, 1000 * sizeof(*imp.sims));
+    for (int i = 1; i <= 1000; i++) {
+        Onceiot__Sims__V1__SimInput *in = arena_alloc(sims_h.arena, sizeof(*in));
+        onceiot__sims__v1__sim_input__init(in);
+        in->iccid = (char *)sims_h_iccid((long long)i * 50);
+        imp.sims[imp.n_sims++] = in;
+    }
+    ProtobufCMessage *resp;
+    cr_assert_eq(sims_h_call("ImportSims", &imp.base,
+                             &onceiot__sims__v1__import_sims_response__descriptor, &admin, NULL,
+                             &resp, &st),
+                 0, "%s", st.message);
+    inserting = 1;
+    pthread_t th;
+    pthread_create(&th, NULL, insert_while_paging, NULL);
+    Onceiot__Sims__V1__ListSimsRequest req = ONCEIOT__SIMS__V1__LIST_SIMS_REQUEST__INIT;
+    req.page_size = 25;
+    static char seen[1001];
+    const char *prev = "";
+    Onceiot__Sims__V1__ListSimsResponse *page;
+    do {
+        cr_assert_eq(list(&admin, &req, &page, &st), 0, "%s", st.message);
+        for (size_t i = 0; i < page->n_sims; i++) {
+            const char *iccid = page->sims[i]->iccid;
+            cr_assert_gt(strcmp(iccid, prev), 0, "order broken or duplicate at %s", iccid);
+            prev = iccid;
+            long long n = atoll(iccid + 4);
+            if (n % 50 == 0)
+                seen[n / 50]++;
+        }
+        req.page_token = page->next_page_token;
+    } while (*req.page_token);
+    inserting = 0;
+    pthread_join(th, NULL);
+    for (int i = 1; i <= 1000; i++)
+        cr_assert_eq(seen[i], 1, "pre-existing SIM %d seen %d times", i * 50, seen[i]);
+}
+
+Test(sims_registry, update_changes_only_the_masked_fields)
+{
+    principal_t user = sims_h_user(1), admin = sims_h_admin(1);
+    const char *iccid = sims_h_iccid(9);
+    sims_h_create(&admin, iccid);
+    Onceiot__Sims__V1__SimChanges ch = ONCEIOT__SIMS__V1__SIM_CHANGES__INIT;
+    ch.label = "pump 7";
+    ch.imei = "350000000000007";
+    ch.imei_lock = true;
+    char *tags[] = {"pumps", "site:berlin"};
+    ch.tags = tags;
+    ch.n_tags = 2;
+    ch.metadata_json = "{\"floor\": 3}";
+    ch.customer_org_id = 77;
+    char *paths[] = {"label", "imei", "imei_lock", "tags", "metadata_json"};
+    Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+    mask.paths = paths;
+    mask.n_paths = 5;
+    Onceiot__Sims__V1__UpdateSimRequest req = ONCEIOT__SIMS__V1__UPDATE_SIM_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    req.changes = &ch;
+    req.update_mask = &mask;
+    Onceiot__Sims__V1__Sim *s;
+    rpc_status_t st;
+    cr_assert_eq(
+        sims_h_call("UpdateSim", &req.base, SIM_D, &user, NULL, (ProtobufCMessage **)&s, &st), 0,
+        "%s", st.message);
+    cr_assert_str_eq(s->label, "pump 7");
+    cr_assert_str_eq(s->imei, "350000000000007");
+    cr_assert(s->imei_lock);
+    cr_assert_eq(s->n_tags, 2);
+    cr_assert_str_eq(s->tags[1], "site:berlin");
+    cr_assert_str_eq(s->metadata_json, "{\"floor\": 3}");
+    cr_assert_eq(s->customer_org_id, 0, "not in the mask");
+
+    char *bad[] = {"status"};
+    mask.paths = bad;
+    mask.n_paths = 1;
+    cr_assert_eq(
+        sims_h_call("UpdateSim", &req.base, SIM_D, &user, NULL, (ProtobufCMessage **)&s, &st),
+        ERR_INVALID_ARGUMENT);
+    cr_assert(has_violation(&st, "update_mask"));
+    mask.n_paths = 0;
+    cr_assert_eq(
+        sims_h_call("UpdateSim", &req.base, SIM_D, &user, NULL, (ProtobufCMessage **)&s, &st),
+        ERR_INVALID_ARGUMENT);
+}
+
+Test(sims_registry, bulk_update_reports_each_iccid)
+{
+    principal_t user = sims_h_user(1), admin = sims_h_admin(1), other = sims_h_admin(2);
+    sims_h_create(&admin, sims_h_iccid(1));
+    sims_h_create(&admin, sims_h_iccid(2));
+    sims_h_create(&other, sims_h_iccid(3));
+    char *ids[] = {(char *)sims_h_iccid(1), (char *)sims_h_iccid(3), "42", (char *)sims_h_iccid(2)};
+    Onceiot__Sims__V1__SimChanges ch = ONCEIOT__SIMS__V1__SIM_CHANGES__INIT;
+    ch.label = "bulk";
+    char *paths[] = {"label"};
+    Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+    mask.paths = paths;
+    mask.n_paths = 1;
+    Onceiot__Sims__V1__BulkUpdateSimsRequest req =
+        ONCEIOT__SIMS__V1__BULK_UPDATE_SIMS_REQUEST__INIT;
+    req.iccids = ids;
+    req.n_iccids = 4;
+    req.changes = &ch;
+    req.update_mask = &mask;
+    Onceiot__Sims__V1__BulkUpdateSimsResponse *out;
+    rpc_status_t st;
+    cr_assert_eq(sims_h_call("BulkUpdateSims", &req.base,
+                             &onceiot__sims__v1__bulk_update_sims_response__descriptor, &user, NULL,
+                             (ProtobufCMessage **)&out, &st),
+                 0, "%s", st.message);
+    cr_assert_eq(out->updated, 2);
+    cr_assert_eq(out->n_results, 4);
+    cr_assert_eq(out->results[0]->code, 0);
+    cr_assert_eq(out->results[1]->code, GRPC_STATUS_NOT_FOUND, "another tenant's SIM");
+    cr_assert_eq(out->results[2]->code, GRPC_STATUS_INVALID_ARGUMENT);
+    cr_assert_eq(out->results[3]->code, 0);
+    Onceiot__Sims__V1__Sim *s;
+    cr_assert_eq(get_sim(&other, sims_h_iccid(3), &s, &st), 0);
+    cr_assert_str_eq(s->label, "", "the other tenant's SIM is unchanged");
+}
+
+Test(sims_registry, another_organization_sees_nothing_and_a_superuser_everything)
+{
+    principal_t a = sims_h_admin(1), b = sims_h_admin(2), root = sims_h_root();
+    const char *iccid = sims_h_iccid(5);
+    sims_h_create(&a, iccid);
+    Onceiot__Sims__V1__Sim *s;
+    rpc_status_t st;
+    cr_assert_eq(get_sim(&b, iccid, &s, &st), ERR_NOT_FOUND);
+    cr_assert_eq(get_sim(&root, iccid, &s, &st), 0);
+    Onceiot__Sims__V1__ListSimsRequest req = ONCEIOT__SIMS__V1__LIST_SIMS_REQUEST__INIT;
+    Onceiot__Sims__V1__ListSimsResponse *page;
+    cr_assert_eq(list(&b, &req, &page, &st), 0);
+    cr_assert_eq(page->n_sims, 0);
+    cr_assert_eq(list(&root, &req, &page, &st), 0);
+    cr_assert_eq(page->n_sims, 1);
+
+    Onceiot__Sims__V1__SimChanges ch = ONCEIOT__SIMS__V1__SIM_CHANGES__INIT;
+    char *paths[] = {"label"};
+    Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+    mask.paths = paths;
+    mask.n_paths = 1;
+    Onceiot__Sims__V1__UpdateSimRequest up = ONCEIOT__SIMS__V1__UPDATE_SIM_REQUEST__INIT;
+    up.iccid = (char *)iccid;
+    up.changes = &ch;
+    up.update_mask = &mask;
+    cr_assert_eq(sims_h_call("UpdateSim", &up.base, SIM_D, &b, NULL, (ProtobufCMessage **)&s, &st),
+                 ERR_NOT_FOUND);
+}
+
+Test(sims_registry, calls_without_a_valid_principal_are_unauthenticated)
+{
+    Onceiot__Sims__V1__GetSimRequest req = ONCEIOT__SIMS__V1__GET_SIM_REQUEST__INIT;
+    req.iccid = (char *)sims_h_iccid(1);
+    ProtobufCMessage *resp;
+    rpc_status_t st;
+    cr_assert_eq(rpc_unary(sims_h.ch, "/onceiot.sims.v1.SimService/GetSim", &req.base, SIM_D,
+                           sims_h.arena, NULL, &resp, &st),
+                 ERR_UNAUTHENTICATED);
+    principal_key_t wrong = sims_h.key;
+    wrong.bytes[0] ^= 1;
+    principal_t p = sims_h_admin(1);
+    rpc_md_t md[2];
+    principal_sign(&wrong, &p, "/onceiot.sims.v1.SimService/GetSim", sims_h.arena, md);
+    rpc_call_opts_t opts = {.metadata = md, .n_metadata = 2};
+    cr_assert_eq(rpc_unary(sims_h.ch, "/onceiot.sims.v1.SimService/GetSim", &req.base, SIM_D,
+                           sims_h.arena, &opts, &resp, &st),
+                 ERR_UNAUTHENTICATED);
+}

@@ -1,0 +1,156 @@
+/* The sims test harness (see sims_harness.h). */
+#include "sims_harness.h"
+#include "pg_harness.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+sims_h_t sims_h;
+
+static pthread_mutex_t arenas_mu = PTHREAD_MUTEX_INITIALIZER;
+static arena_t *arenas[64];
+static size_t n_arenas;
+
+arena_t *sims_h_thread_arena(void)
+{
+    pthread_mutex_lock(&arenas_mu);
+    cr_assert_lt(n_arenas, 64);
+    arena_t *a = arenas[n_arenas++] = arena_new();
+    pthread_mutex_unlock(&arenas_mu);
+    return a;
+}
+
+static const char key_hex[] = "5ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea1";
+
+void sims_h_start(void)
+{
+    const char *url = pgh_url();
+    PQclear(pgh_sql("SET client_min_messages = warning;"
+                    "CREATE SCHEMA IF NOT EXISTS partman;"
+                    "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;"
+                    "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;"
+                    "DROP SCHEMA IF EXISTS sims CASCADE"));
+    cr_assert(principal_key_parse(key_hex, &sims_h.key) == 0);
+    char *db = mem_printf("ONCEIOT_DATABASE_URL=%s", url);
+    char *key = mem_printf("ONCEIOT_PRINCIPAL_KEY=%s", key_hex);
+    char *dir_path = ph_source_path("schema");
+    char *dir = mem_printf("ONCEIOT_SCHEMA_DIR=%s/sims", dir_path);
+    const char *env[] = {db,
+                         key,
+                         dir,
+                         "ONCEIOT_HEALTH_INTERVAL_MS=100",
+                         "ONCEIOT_GRACE_MS=3000",
+                         "ONCEIOT_LOG_LEVEL=warn",
+                         NULL};
+    char *bin = ph_build_path("services/onceiot-sims");
+    ph_start(&sims_h.proc, bin, env);
+    mem_free(bin);
+    mem_free(db);
+    mem_free(key);
+    mem_free(dir);
+    mem_free(dir_path);
+    sims_h.target = sims_h.proc.addr;
+    cr_assert(rpc_channel_new(sims_h.target, 16 << 20, &sims_h.ch) == 0);
+    sims_h.arena = arena_new();
+}
+
+void sims_h_stop(void)
+{
+    rpc_channel_free(sims_h.ch);
+    sims_h.ch = NULL;
+    arena_free(sims_h.arena);
+    sims_h.arena = NULL;
+    for (size_t i = 0; i < n_arenas; i++)
+        arena_free(arenas[i]);
+    n_arenas = 0;
+    if (sims_h.proc.pid) {
+        int code = ph_stop(&sims_h.proc, SIGTERM, 20000);
+        cr_expect_eq(code, 0, "sims exited with %d (log %s)", code, sims_h.proc.log);
+    }
+    cr_expect(!ph_log_has_sanitizer_report(&sims_h.proc), "sanitizer report in %s",
+              sims_h.proc.log);
+}
+
+static principal_t sims_h__principal(int64_t org, Onceiot__Common__V1__Role role, bool root)
+{
+    static char *scopes[] = {"sims:read", "sims:write"};
+    principal_t p = ONCEIOT__COMMON__V1__PRINCIPAL__INIT;
+    p.user_id = 1000 + org;
+    p.username = "tester";
+    p.organization_id = org;
+    p.role = role;
+    p.is_superuser = root;
+    p.scopes = scopes;
+    p.n_scopes = 2;
+    p.credential = "token";
+    return p;
+}
+
+principal_t sims_h_user(int64_t org)
+{
+    return sims_h__principal(org, ONCEIOT__COMMON__V1__ROLE__ROLE_USER, false);
+}
+
+principal_t sims_h_admin(int64_t org)
+{
+    return sims_h__principal(org, ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN, false);
+}
+
+principal_t sims_h_root(void)
+{
+    return sims_h__principal(1, ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN, true);
+}
+
+int sims_h_call(const char *method, const ProtobufCMessage *req,
+                const ProtobufCMessageDescriptor *resp_desc, const principal_t *who, arena_t *arena,
+                ProtobufCMessage **resp, rpc_status_t *st)
+{
+    arena_t *a = arena ? arena : sims_h.arena;
+    const char *path = arena_printf(a, "/onceiot.sims.v1.SimService/%s", method);
+    rpc_md_t md[2];
+    rpc_call_opts_t opts = {.timeout_ms = 30000, .metadata = md, .n_metadata = 2};
+    if (sims_h.authorization) {
+        md[0] = (rpc_md_t){"authorization", arena_printf(a, "Bearer %s", sims_h.authorization), 0};
+        opts.n_metadata = 1;
+    } else {
+        principal_t p = *who;
+        principal_sign(&sims_h.key, &p, path, a, md);
+    }
+    return rpc_unary(sims_h.ch, path, req, resp_desc, a, &opts, resp, st);
+}
+
+const char *sims_h_iccid(long long n)
+{
+    return arena_printf(sims_h.arena, "8988%015lld", n);
+}
+
+Onceiot__Sims__V1__Sim *sims_h_create(const principal_t *who, const char *iccid)
+{
+    Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
+    in.iccid = (char *)iccid;
+    in.data_volume = 1000;
+    in.sms_volume = 10;
+    Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
+    req.sim = &in;
+    ProtobufCMessage *resp;
+    rpc_status_t st;
+    int rc = sims_h_call("CreateSim", &req.base, &onceiot__sims__v1__sim__descriptor, who, NULL,
+                         &resp, &st);
+    cr_assert_eq(rc, 0, "CreateSim %s: %s", iccid, st.message);
+    return (Onceiot__Sims__V1__Sim *)resp;
+}
+
+Onceiot__Sims__V1__Sim *sims_h_act(const principal_t *who, const char *method, const char *iccid)
+{
+    Onceiot__Sims__V1__SimActionRequest req = ONCEIOT__SIMS__V1__SIM_ACTION_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    ProtobufCMessage *resp;
+    rpc_status_t st;
+    int rc =
+        sims_h_call(method, &req.base, &onceiot__sims__v1__sim__descriptor, who, NULL, &resp, &st);
+    cr_assert_eq(rc, 0, "%s %s: %s", method, iccid, st.message);
+    return (Onceiot__Sims__V1__Sim *)resp;
+}

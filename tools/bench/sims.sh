@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Benchmark of the sims service (printed, never asserted).
+#
+# In one run, against a throwaway database holding 1 million generated SIMs
+# (tools/gen_sims) and onceiot-sims called directly (this script plays the
+# gateway: it signs principals with the service's key):
+#   1. GetSim calls per second (h2load, real gRPC frames over h2c) next to
+#      pgbench running the same SELECT (prepared, same client count);
+#   2. ListSims, a page of 100 with a filter (tag "rare"), p50/p99 latency
+#      of sequential calls (h2load --log-file);
+#   3. ImportSims rows per second (10000 SIMs per call) next to COPY of the
+#      same rows into the same table.
+#
+# usage: BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/postgres tools/bench/sims.sh
+# (a superuser URL; ONCEIOT_TEST_PG_URL is used when BENCH_PG_URL is unset).
+# Tunables: BENCH_SIMS (1000000), BENCH_SECONDS (10 per GetSim run, < 60: a
+# principal lives 60 s), BENCH_CLIENTS (8), BENCH_STREAMS (16),
+# ONCEIOT_BUILD_DIR (build/ of this checkout). Needs h2load, pgbench, python3.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BUILD_DIR="${ONCEIOT_BUILD_DIR:-$ROOT/build}"
+SIMS_BIN="$BUILD_DIR/services/onceiot-sims"
+PG_URL="${BENCH_PG_URL:-${ONCEIOT_TEST_PG_URL:?set BENCH_PG_URL to a superuser URL}}"
+N_SIMS="${BENCH_SIMS:-1000000}"
+SECONDS_RUN="${BENCH_SECONDS:-10}"
+CLIENTS="${BENCH_CLIENTS:-8}"
+STREAMS="${BENCH_STREAMS:-16}"
+DB=onceiot_sims_bench
+KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/sims-bench.XXXXXX")"
+SIMS_PID=""
+
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+cleanup() {
+    if [[ -n "$SIMS_PID" ]]; then
+        kill -TERM "$SIMS_PID" 2>/dev/null || true
+        wait "$SIMS_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in h2load pgbench python3 psql; do
+    command -v "$tool" >/dev/null || die "$tool is missing"
+done
+[[ -x "$SIMS_BIN" ]] || die "$SIMS_BIN is missing: build first"
+
+# The bench database's URL: the superuser URL with its database replaced.
+BENCH_URL="$(python3 - "$PG_URL" "$DB" <<'PY'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))
+PY
+)"
+
+if [[ "${BENCH_REUSE:-0}" == 1 ]] && psql -tA "$BENCH_URL" -c "SELECT 1 FROM sims.sims LIMIT 1" \
+    >/dev/null 2>&1; then
+    echo "== reusing $DB (BENCH_REUSE=1)"
+else
+    echo "== setting up $DB with $N_SIMS SIMs"
+    psql -q -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+    psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<'SQL'
+CREATE SCHEMA partman;
+CREATE EXTENSION pg_partman SCHEMA partman;
+CREATE EXTENSION pg_trgm SCHEMA public;
+SQL
+    ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
+        "$SIMS_BIN" migrate
+    "$ROOT/tools/gen_sims" "$BENCH_URL" "$N_SIMS" 10
+fi
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$PORT" \
+    ONCEIOT_LOG_LEVEL=warn ONCEIOT_WORKERS=8 ONCEIOT_DB_POOL_SIZE=8 \
+    "$SIMS_BIN" >"$WORK/sims.log" 2>&1 &
+SIMS_PID=$!
+for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+    sleep 0.1
+done
+
+# Messages and signed principals, encoded by hand (protobuf wire format;
+# crypto_auth is HMAC-SHA-512-256): writes a framed request to a file and
+# prints "-H key: value" lines for h2load.
+gen() {
+    python3 - "$KEY" "$@" <<'PY'
+import base64, hashlib, hmac, struct, sys, time
+key = bytes.fromhex(sys.argv[1]); kind, out = sys.argv[2], sys.argv[3]; args = sys.argv[4:]
+def varint(n):
+    b = bytearray()
+    while True:
+        x = n & 0x7F; n >>= 7
+        b.append(x | (0x80 if n else 0))
+        if not n: return bytes(b)
+def field(num, v):
+    if isinstance(v, int): return varint(num << 3) + varint(v)
+    if isinstance(v, str): v = v.encode()
+    return varint(num << 3 | 2) + varint(len(v)) + v
+svc = "/onceiot.sims.v1.SimService/"
+if kind == "get":
+    method, org, msg = "GetSim", int(args[1]), field(1, args[0])
+elif kind == "list":
+    method, org = "ListSims", int(args[0])
+    msg = field(1, 100) + field(5, "rare")
+elif kind == "import":
+    method, org, first, n = "ImportSims", 1, int(args[0]), int(args[1])
+    msg = b"".join(field(1, field(1, "8988%015d" % i) + field(6, "device %d" % i)
+                          + field(4, "35%013d" % i)) for i in range(first, first + n))
+p = (field(1, 1) + field(2, "bench") + field(3, org) + field(4, 3) + field(6, "sims:read")
+     + field(6, "sims:write") + field(8, "token") + field(9, svc + method)
+     + field(10, int(time.time() * 1000)))
+sig = hmac.new(key, p, hashlib.sha512).digest()[:32]
+open(out, "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
+print(svc + method)
+print("x-onceiot-principal-bin: " + base64.b64encode(p).decode())
+print("x-onceiot-principal-sig-bin: " + base64.b64encode(sig).decode())
+PY
+}
+
+# h2load against one method with the body in $2 and headers from gen.
+h2() {
+    local meta="$1" body="$2"
+    shift 2
+    local path
+    path="$(sed -n 1p "$meta")"
+    h2load "http://127.0.0.1:$PORT$path" -d "$body" -H 'content-type: application/grpc' \
+        -H 'te: trailers' -H "$(sed -n 2p "$meta")" -H "$(sed -n 3p "$meta")" "$@"
+}
+
+# One call with curl: dies unless its grpc-status is 0 (h2load counts HTTP
+# statuses only, and gRPC errors travel with HTTP 200).
+check() {
+    local meta="$1" body="$2" status
+    status=$(curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
+        -H "$(sed -n 2p "$meta")" -H "$(sed -n 3p "$meta")" --data-binary "@$body" -D - \
+        -o /dev/null "http://127.0.0.1:$PORT$(sed -n 1p "$meta")" | tr -d '\r' |
+        awk -F': ' '$1 == "grpc-status" { print $2 }')
+    [[ "$status" == 0 ]] || die "$(sed -n 1p "$meta") answered grpc-status ${status:-none}"
+}
+
+# The SIM the GetSim runs read, and its organization.
+N=123457
+ICCID=$(printf '8988%015d' $N)
+ORG=$((1 + N % 10))
+
+echo "== GetSim: onceiot-sims (h2load, $CLIENTS connections x $STREAMS streams) vs pgbench ($CLIENTS clients), ${SECONDS_RUN}s each"
+cat >"$WORK/getsim.sql" <<SQL
+SELECT s.id, s.iccid, s.imsi, s.msisdn, s.imei, s.imei_lock, s.status, s.label,
+       host(s.ip_address) AS ip, s.organization_id, s.customer_org_id,
+       array_to_string(s.tags, ',') AS tags_csv, s.metadata::text AS metadata_json,
+       (extract(epoch FROM s.activation_date) * 1000000)::bigint AS activation_us,
+       (extract(epoch FROM s.suspension_date) * 1000000)::bigint AS suspension_us,
+       (extract(epoch FROM s.termination_date) * 1000000)::bigint AS termination_us,
+       (extract(epoch FROM s.expiry_date) * 1000000)::bigint AS expiry_us,
+       (extract(epoch FROM s.created_at) * 1000000)::bigint AS created_us,
+       (extract(epoch FROM s.updated_at) * 1000000)::bigint AS updated_us,
+       s.data_volume, s.data_used, s.data_remaining, s.data_threshold_reached,
+       s.sms_volume, s.sms_used, s.sms_remaining, s.sms_threshold_reached
+  FROM sims.sim_summaries s
+ WHERE s.iccid = '$ICCID' AND ($ORG::bigint IS NULL OR s.organization_id = $ORG::bigint);
+SQL
+gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
+check "$WORK/get.meta" "$WORK/get.bin"
+h2 "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 2 -m 4 >/dev/null # warm-up
+gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
+h2 "$WORK/get.meta" "$WORK/get.bin" -D "$SECONDS_RUN" -c "$CLIENTS" -m "$STREAMS" >"$WORK/get.out"
+grpc_rps=$(awk '/^finished in/ {gsub(",", ""); print $4}' "$WORK/get.out")
+grpc_ok=$(awk '/^status codes:/ {gsub(",", ""); print $3}' "$WORK/get.out")
+pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "$SECONDS_RUN" -f "$WORK/getsim.sql" "$BENCH_URL" \
+    >"$WORK/pgbench.out" 2>&1
+pg_tps=$(awk '/^tps =/ {print $3}' "$WORK/pgbench.out")
+printf 'GetSim via onceiot-sims: %s calls/s (%s HTTP 2xx)\n' "$grpc_rps" "$grpc_ok"
+printf 'same SELECT via pgbench: %s tps\n' "$pg_tps"
+awk -v a="$grpc_rps" -v b="$pg_tps" 'BEGIN { printf "ratio: %.2f (target >= 0.5)\n", a / b }'
+
+echo "== ListSims: page of 100 with tag filter \"rare\" (organization 1 holds them), 500 sequential calls"
+gen list "$WORK/list.bin" 1 >"$WORK/list.meta"
+check "$WORK/list.meta" "$WORK/list.bin"
+h2 "$WORK/list.meta" "$WORK/list.bin" -n 500 -c 1 -m 1 --log-file="$WORK/list.log" >/dev/null
+awk '$2 != 200 { bad++ } END { if (bad) { print "error: " bad " failed ListSims calls"; exit 1 } }' \
+    "$WORK/list.log"
+sort -n -k3 "$WORK/list.log" | awk '{ v[NR] = $3 } END {
+    printf "ListSims p50 %.2f ms, p99 %.2f ms (n=%d)\n", v[int(NR * 0.5)] / 1000, v[int(NR * 0.99)] / 1000, NR }'
+
+echo "== ImportSims (5 calls of 10000 SIMs) vs COPY of the same rows"
+first=$(psql -tA "$BENCH_URL" -c "SELECT coalesce(max(substr(iccid, 5)::bigint), 0) + 1000 FROM sims.sims")
+for i in 0 1 2 3 4; do # bodies made before the clock starts
+    gen import "$WORK/imp$i.bin" $((first + i * 10000)) 10000 >"$WORK/imp$i.meta"
+done
+start=$(date +%s.%N)
+for i in 0 1 2 3 4; do
+    h2 "$WORK/imp$i.meta" "$WORK/imp$i.bin" -n 1 -c 1 >/dev/null
+done
+end=$(date +%s.%N)
+imported=$(psql -tA "$BENCH_URL" -c "SELECT count(*) FROM sims.sims WHERE iccid >= '8988' || lpad('$first', 15, '0')")
+[[ "$imported" == 50000 ]] || die "ImportSims stored $imported of 50000 SIMs"
+copy_first=$((first + 100000))
+start_copy=$(date +%s.%N)
+awk -v f="$copy_first" 'BEGIN { for (i = f; i < f + 50000; i++)
+    printf "%d\t8988%015d\tdevice %d\t35%013d\n", 1, i, i, i }' |
+    psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" \
+        -c "COPY sims.sims (organization_id, iccid, label, imei) FROM STDIN"
+end_copy=$(date +%s.%N)
+awk -v n="$imported" -v a="$start" -v b="$end" -v c="$start_copy" -v d="$end_copy" 'BEGIN {
+    api = n / (b - a); copy = 50000 / (d - c)
+    printf "ImportSims: %d rows in %.2f s = %.0f rows/s (each with its sim_created event)\n", n, b - a, api
+    printf "COPY:       50000 rows in %.2f s = %.0f rows/s\n", d - c, copy
+    printf "ratio: %.2f (target >= 0.3)\n", api / copy }'
