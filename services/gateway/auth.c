@@ -356,6 +356,8 @@ static void auth__lookup_free(auth_lookup_t *l)
     grpc_metadata_array_destroy(&l->init_md);
     grpc_metadata_array_destroy(&l->trailers);
     grpc_slice_unref(l->details);
+    for (int i = 0; i < 3; i++)
+        grpc_slice_unref(l->send_md[i].value);
     arena_free(l->own);
     mem_free(l);
 }
@@ -439,10 +441,12 @@ void gw_auth_key_lookup(gw_auth_t *a, grpc_completion_queue *cq, const char *sec
     auth__service_md(a, AUTH_METHOD, l->own, md);
     for (int i = 0; i < 2; i++) {
         l->send_md[i].key = grpc_slice_from_static_string(md[i].key);
-        l->send_md[i].value = grpc_slice_from_static_buffer(md[i].value, md[i].len);
+        l->send_md[i].value = grpc_slice_from_copied_buffer(md[i].value, md[i].len);
     }
+    /* Values are copied: core's header compression may hold them after the
+     * call, longer than l->own. */
     l->send_md[2].key = grpc_slice_from_static_string("x-request-id");
-    l->send_md[2].value = grpc_slice_from_static_string(arena_strdup(l->own, request_id));
+    l->send_md[2].value = grpc_slice_from_copied_string(request_id);
 
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                          gpr_time_from_millis(a->o.auth_timeout_ms, GPR_TIMESPAN));

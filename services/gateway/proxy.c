@@ -65,6 +65,7 @@ struct gw_call {
     bool down_closed; /* the downstream call has ended */
     grpc_metadata *up_md;
     size_t n_up_md;
+    size_t first_own_md;            /* up_md[first_own_md..] hold our own copied values */
     grpc_metadata_array up_init_md; /* upstream's initial metadata, relayed as is */
     grpc_metadata_array up_trailers;
     grpc_status_code up_status;
@@ -128,6 +129,8 @@ static void gw__unref(gw_call_t *c)
     if (c->up)
         grpc_call_unref(c->up);
     grpc_call_unref(c->down);
+    for (size_t i = c->first_own_md; c->up_md && i < c->n_up_md; i++)
+        grpc_slice_unref(c->up_md[i].value);
     grpc_call_details_destroy(&c->details);
     grpc_metadata_array_destroy(&c->md);
     grpc_metadata_array_destroy(&c->up_init_md);
@@ -510,15 +513,18 @@ static void gw__connect(gw_call_t *c, principal_t *p)
     for (size_t i = 0; i < c->md.count; i++)
         if (!gw__hop_header(c->md.metadata[i].key))
             c->up_md[c->n_up_md++] = c->md.metadata[i];
+    /* Our own values are copied: core's header compression may hold them
+     * after the call, longer than the arena. gw__unref drops them. */
+    c->first_own_md = c->n_up_md;
     c->up_md[c->n_up_md].key = grpc_slice_from_static_string("x-request-id");
-    c->up_md[c->n_up_md++].value = grpc_slice_from_static_string(c->request_id);
+    c->up_md[c->n_up_md++].value = grpc_slice_from_copied_string(c->request_id);
     if (p) {
         rpc_md_t signed_md[2];
         principal_sign(gw->key, p, c->method, c->arena, signed_md);
         for (int i = 0; i < 2; i++) {
             c->up_md[c->n_up_md].key = grpc_slice_from_static_string(signed_md[i].key);
             c->up_md[c->n_up_md++].value =
-                grpc_slice_from_static_buffer(signed_md[i].value, signed_md[i].len);
+                grpc_slice_from_copied_buffer(signed_md[i].value, signed_md[i].len);
         }
     }
 

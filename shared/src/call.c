@@ -163,6 +163,8 @@ void srv__call_unref(rpc_call_t *c)
     if (c->has_trailer)
         grpc_slice_unref(c->trailer.value);
     grpc_slice_unref(c->finish_details);
+    if (c->initial_md_sent)
+        grpc_slice_unref(c->initial_md.value);
     if (c->peer)
         gpr_free(c->peer);
     pthread_mutex_destroy(&c->sync_mu);
@@ -217,7 +219,8 @@ static void call__initial_md_op(rpc_call_t *c, grpc_op *op)
     if (!c->request_id[0])
         call__take_request_id(c);
     c->initial_md.key = grpc_slice_from_static_string("x-request-id");
-    c->initial_md.value = grpc_slice_from_static_buffer(c->request_id, strlen(c->request_id));
+    /* Copied: core's header compression may keep the value after the call. */
+    c->initial_md.value = grpc_slice_from_copied_string(c->request_id);
     op->op = GRPC_OP_SEND_INITIAL_METADATA;
     op->data.send_initial_metadata.count = 1;
     op->data.send_initial_metadata.metadata = &c->initial_md;

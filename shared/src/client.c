@@ -86,8 +86,10 @@ static grpc_call *client__create(rpc_channel_t *ch, grpc_completion_queue *cq, c
                                     client__deadline(opts), NULL);
 }
 
-/* Builds the metadata array of opts in the arena (slices refer to the caller's
- * strings, which outlive the batch that sends them). */
+/* Builds the metadata array of opts in the arena. Keys and values are copied
+ * into slices of their own: core's header compression may keep them after
+ * the call, longer than the caller's strings. client__metadata_free drops
+ * our references once the call is over. */
 static grpc_metadata *client__metadata(const rpc_call_opts_t *opts, arena_t *a, size_t *n)
 {
     *n = opts ? opts->n_metadata : 0;
@@ -96,10 +98,18 @@ static grpc_metadata *client__metadata(const rpc_call_opts_t *opts, arena_t *a, 
     grpc_metadata *md = arena_calloc(a, *n, sizeof(*md));
     for (size_t i = 0; i < *n; i++) {
         const rpc_md_t *m = &opts->metadata[i];
-        md[i].key = grpc_slice_from_static_string(m->key);
-        md[i].value = grpc_slice_from_static_buffer(m->value, m->len ? m->len : strlen(m->value));
+        md[i].key = grpc_slice_from_copied_string(m->key);
+        md[i].value = grpc_slice_from_copied_buffer(m->value, m->len ? m->len : strlen(m->value));
     }
     return md;
+}
+
+static void client__metadata_free(grpc_metadata *md, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        grpc_slice_unref(md[i].key);
+        grpc_slice_unref(md[i].value);
+    }
 }
 
 static bool client__run(grpc_completion_queue *cq, grpc_call *call, grpc_op *ops, size_t n)
@@ -217,6 +227,7 @@ int rpc_unary_raw(rpc_channel_t *ch, const char *method, const uint8_t *req, siz
     grpc_metadata_array_destroy(&initial);
     grpc_metadata_array_destroy(&trailing);
     grpc_call_unref(call);
+    client__metadata_free(md, n_md);
     client__cq_destroy(cq);
     return rc;
 }
@@ -376,6 +387,7 @@ int rpc_stream_finish(rpc_stream_t *s, rpc_status_t *st)
     grpc_metadata_array_destroy(&trailing);
     grpc_metadata_array_destroy(&s->initial_md);
     grpc_call_unref(s->call);
+    client__metadata_free(s->send_md, s->n_send_md);
     client__cq_destroy(s->cq);
     mem_free(s);
     return rc;
