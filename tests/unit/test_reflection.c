@@ -5,20 +5,15 @@
  * descriptor.proto). Each answer is packed and parsed again, so what is
  * checked is what a client would receive. */
 #include "../../shared/src/reflection.h"
+#include "descset_fixture.h"
 #include "google/protobuf/descriptor.pb-c.h"
 #include "onceiot/descset.h"
 #include "onceiot/mem.h"
 
 #include <criterion/criterion.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-extern char **environ;
 
 typedef Grpc__Reflection__V1__ServerReflectionRequest req_t;
 typedef Grpc__Reflection__V1__ServerReflectionResponse resp_t;
@@ -40,90 +35,15 @@ static const char base_proto[] = "syntax = \"proto3\";\n"
                                  "import \"google/protobuf/descriptor.proto\";\n"
                                  "extend google.protobuf.MethodOptions { string rule = 50001; }\n";
 
-static char tmpdir[64];
 static uint8_t *set_bytes;
 static size_t set_len;
 static descset_t *ds;
 static arena_t *arena;
 
-static void write_text(const char *dir, const char *name, const char *text)
-{
-    char *path = mem_printf("%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-    mem_free(path);
-}
-
-/* Runs protoc the way onceiot_embed_descset does, with the fixture's protos
- * added, and reads the set it wrote. */
-static void build_set(void)
-{
-    const char *src = getenv("ONCEIOT_SOURCE_DIR");
-    cr_assert_not_null(src, "ONCEIOT_SOURCE_DIR is not set (run through ctest)");
-    char *inc_proto = mem_printf("-I%s/proto", src);
-    char *inc_tests = mem_printf("-I%s/tests/proto", src);
-    char *inc_tmp = mem_printf("-I%s", tmpdir);
-    char *out = mem_printf("--descriptor_set_out=%s/set.pb", tmpdir);
-    char *argv[] = {"protoc",
-                    inc_proto,
-                    inc_tests,
-                    "-I/usr/share/grpc-proto",
-                    "-I/usr/include",
-                    inc_tmp,
-                    "--include_imports",
-                    out,
-                    "test/v1/test.proto",
-                    "opt/v1/opt.proto",
-                    "grpc/health/v1/health.proto",
-                    "grpc/reflection/v1/reflection.proto",
-                    "grpc/reflection/v1alpha/reflection.proto",
-                    NULL};
-    pid_t pid;
-    int status = -1;
-    cr_assert_eq(posix_spawnp(&pid, "protoc", NULL, NULL, argv, environ), 0);
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "protoc failed");
-
-    char *path = out + strlen("--descriptor_set_out=");
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f);
-    fseek(f, 0, SEEK_END);
-    set_len = (size_t)ftell(f);
-    rewind(f);
-    set_bytes = mem_alloc(set_len);
-    cr_assert_eq(fread(set_bytes, 1, set_len, f), set_len);
-    fclose(f);
-    unlink(path);
-    mem_free(inc_proto);
-    mem_free(inc_tests);
-    mem_free(inc_tmp);
-    mem_free(out);
-}
-
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/onceiot-reflection-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    char *opt = mem_printf("%s/opt", tmpdir);
-    char *dir = mem_printf("%s/opt/v1", tmpdir);
-    mkdir(opt, 0700);
-    mkdir(dir, 0700);
-    write_text(dir, "opt.proto", opt_proto);
-    write_text(dir, "base.proto", base_proto);
-    build_set();
-    char *p = mem_printf("%s/opt.proto", dir);
-    unlink(p);
-    mem_free(p);
-    p = mem_printf("%s/base.proto", dir);
-    unlink(p);
-    mem_free(p);
-    rmdir(dir);
-    rmdir(opt);
-    rmdir(tmpdir);
-    mem_free(dir);
-    mem_free(opt);
+    const dsf_file_t extra[] = {{"opt/v1/opt.proto", opt_proto}, {"opt/v1/base.proto", base_proto}};
+    set_bytes = dsf_build(extra, 2, &set_len);
     cr_assert_eq(descset_load(set_bytes, set_len, &ds), 0);
     arena = arena_new();
 }
