@@ -70,7 +70,7 @@ void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env)
     char down[96];
     snprintf(down, sizeof(down), "127.0.0.1:%d", ph_free_port());
     char sims[128], usage[128], commerce[128], support[128];
-    snprintf(sims, sizeof(sims), "ONCEIOT_SIMS_ADDR=%s", down);
+    snprintf(sims, sizeof(sims), "ONCEIOT_SIMS_ADDR=%s", s->sims.pid ? s->sims.addr : down);
     snprintf(usage, sizeof(usage), "ONCEIOT_USAGE_ADDR=%s", down);
     snprintf(commerce, sizeof(commerce), "ONCEIOT_COMMERCE_ADDR=%s", down);
     snprintf(support, sizeof(support), "ONCEIOT_SUPPORT_ADDR=%s", down);
@@ -82,7 +82,32 @@ void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env)
     mem_free(env);
 }
 
-void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const *gateway_env)
+/* Starts onceiot-sims on a fresh "sims" schema with the stack's key. */
+static void sh__start_sims(sh_stack_t *s)
+{
+    sh__sql("SET client_min_messages = warning;"
+            "CREATE SCHEMA IF NOT EXISTS partman;"
+            "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;"
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;"
+            "DROP SCHEMA IF EXISTS sims CASCADE");
+    char *key = mem_printf("ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
+    char *db = mem_printf("ONCEIOT_DATABASE_URL=%s", getenv("ONCEIOT_TEST_PG_URL"));
+    char *schema = ph_source_path("schema");
+    char *dir = mem_printf("ONCEIOT_SCHEMA_DIR=%s/sims", schema);
+    const char *env[] = {key, db, dir, "ONCEIOT_HEALTH_INTERVAL_MS=100", "ONCEIOT_GRACE_MS=3000",
+                         NULL};
+    char *bin = ph_build_path("services/onceiot-sims");
+    ph_start(&s->sims, bin, env);
+    mem_free(bin);
+    mem_free(dir);
+    mem_free(schema);
+    mem_free(db);
+    mem_free(key);
+}
+
+/* sh_start, with sims behind the gateway when with_sims. */
+static void sh__start(sh_stack_t *s, bool with_sims, const char *const *identity_env,
+                      const char *const *gateway_env)
 {
     memset(s, 0, sizeof(*s));
     cr_assert(sodium_init() >= 0);
@@ -111,12 +136,25 @@ void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const 
               "identity wrote no bootstrap key to %s (log %s)", s->key_file, s->identity.log);
 
     ph_start_testsvc(&s->testsvc, (const char *const[]){key, NULL});
+    if (with_sims)
+        sh__start_sims(s);
     sh_start_gateway(s, gateway_env);
     /* Login tokens verify only once the gateway has identity's keys. */
     for (int i = 0; i < 100 && !ph_log_contains(&s->gateway, "verification_keys_loaded"); i++)
         usleep(50000);
     cr_assert(ph_log_contains(&s->gateway, "verification_keys_loaded"),
               "the gateway never loaded identity's verification keys (log %s)", s->gateway.log);
+}
+
+void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const *gateway_env)
+{
+    sh__start(s, false, identity_env, gateway_env);
+}
+
+void sh_start_with_sims(sh_stack_t *s, const char *const *identity_env,
+                        const char *const *gateway_env)
+{
+    sh__start(s, true, identity_env, gateway_env);
 }
 
 static void sh__stop_one(ph_proc_t *p)
@@ -131,6 +169,8 @@ static void sh__stop_one(ph_proc_t *p)
 void sh_stop(sh_stack_t *s)
 {
     sh__stop_one(&s->gateway);
+    if (s->sims.pid)
+        sh__stop_one(&s->sims);
     sh__stop_one(&s->testsvc);
     sh__stop_one(&s->identity);
     unlink(s->key_file);

@@ -1,6 +1,7 @@
 /* A small onceiot stack for gateway tests: identity (with a bootstrap admin
  * and its API key), the test service and onceiot-gateway-test, all real
- * processes on free ports, against the test PostgreSQL. */
+ * processes on free ports, against the test PostgreSQL; optionally
+ * onceiot-sims behind the gateway too (sh_start_with_sims). */
 #ifndef ONCEIOT_TEST_STACK_HARNESS_H
 #define ONCEIOT_TEST_STACK_HARNESS_H
 
@@ -13,6 +14,7 @@ typedef struct sh_stack {
     ph_proc_t identity;
     ph_proc_t testsvc;
     ph_proc_t gateway;
+    ph_proc_t sims;         /* pid 0 unless started by sh_start_with_sims */
     char principal_key[65]; /* hex, shared by the three */
     char admin_key[128];    /* the bootstrap admin's API key (superuser, scope "admin") */
     char key_file[256];
@@ -24,6 +26,12 @@ typedef struct sh_stack {
  * added, and waits until all are SERVING and the gateway has identity's
  * verification keys. Fails the test on any error. */
 void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const *gateway_env);
+/* sh_start plus onceiot-sims on a freshly dropped "sims" schema (the
+ * superuser first makes sure pg_partman, in schema partman, and pg_trgm
+ * exist), with the stack's principal key; the gateway routes
+ * onceiot.sims.v1 to it instead of to an unused port. */
+void sh_start_with_sims(sh_stack_t *s, const char *const *identity_env,
+                        const char *const *gateway_env);
 /* Starts (again) only the gateway, e.g. after sh_stop_gateway. */
 void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env);
 /* SIGTERM to every process still running; expects clean exits and no

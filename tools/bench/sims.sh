@@ -2,13 +2,17 @@
 # Benchmark of the sims service (printed, never asserted).
 #
 # In one run, against a throwaway database holding 1 million generated SIMs
-# (tools/gen_sims) and onceiot-sims called directly (this script plays the
-# gateway: it signs principals with the service's key):
-#   1. GetSim calls per second (h2load, real gRPC frames over h2c) next to
-#      pgbench running the same SELECT (prepared, same client count);
-#   2. ListSims, a page of 100 with a filter (tag "rare"), p50/p99 latency
+# (tools/gen_sims), with onceiot-identity (its own schema in that database)
+# and onceiot-gateway in front of onceiot-sims:
+#   1. GetSim calls per second (h2load, real gRPC frames over h2c) through the
+#      gateway with an API key of a user in the SIM's organization, next to
+#      pgbench running the same SELECT (prepared, same client count); the
+#      same calls made to onceiot-sims directly (this script then plays the
+#      gateway: it signs principals with the service's key) are printed as a
+#      reference;
+#   2. ListSims (direct), a page of 100 with a filter (tag "rare"), p50/p99 latency
 #      of sequential calls (h2load --log-file);
-#   3. ImportSims rows per second (10000 SIMs per call) next to COPY of the
+#   3. ImportSims (direct) rows per second (10000 SIMs per call) next to COPY of the
 #      same rows into the same table.
 #
 # usage: BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/postgres tools/bench/sims.sh
@@ -21,6 +25,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD_DIR="${ONCEIOT_BUILD_DIR:-$ROOT/build}"
 SIMS_BIN="$BUILD_DIR/services/onceiot-sims"
+IDENTITY_BIN="$BUILD_DIR/services/onceiot-identity"
+GATEWAY_BIN="$BUILD_DIR/services/onceiot-gateway"
 PG_URL="${BENCH_PG_URL:-${ONCEIOT_TEST_PG_URL:?set BENCH_PG_URL to a superuser URL}}"
 N_SIMS="${BENCH_SIMS:-1000000}"
 SECONDS_RUN="${BENCH_SECONDS:-10}"
@@ -30,24 +36,30 @@ DB=onceiot_sims_bench
 KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sims-bench.XXXXXX")"
 SIMS_PID=""
+IDENTITY_PID=""
+GATEWAY_PID=""
 
 die() {
     echo "error: $*" >&2
     exit 1
 }
 cleanup() {
-    if [[ -n "$SIMS_PID" ]]; then
-        kill -TERM "$SIMS_PID" 2>/dev/null || true
-        wait "$SIMS_PID" 2>/dev/null || true
-    fi
+    local pid
+    for pid in "$GATEWAY_PID" "$IDENTITY_PID" "$SIMS_PID"; do
+        [[ -n "$pid" ]] || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-for tool in h2load pgbench python3 psql; do
+for tool in h2load pgbench python3 psql curl; do
     command -v "$tool" >/dev/null || die "$tool is missing"
 done
-[[ -x "$SIMS_BIN" ]] || die "$SIMS_BIN is missing: build first"
+for bin in "$SIMS_BIN" "$IDENTITY_BIN" "$GATEWAY_BIN"; do
+    [[ -x "$bin" ]] || die "$bin is missing: build first"
+done
 
 # The bench database's URL: the superuser URL with its database replaced.
 BENCH_URL="$(python3 - "$PG_URL" "$DB" <<'PY'
@@ -73,15 +85,50 @@ SQL
     "$ROOT/tools/gen_sims" "$BENCH_URL" "$N_SIMS" 10
 fi
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# Waits until something listens on 127.0.0.1:$1 (10 s at most).
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "nothing listens on port $1"
+}
+hex32() {
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'
+}
+
+PORT=$(free_port)
 ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$PORT" \
     ONCEIOT_LOG_LEVEL=warn ONCEIOT_WORKERS=8 ONCEIOT_DB_POOL_SIZE=8 \
     "$SIMS_BIN" >"$WORK/sims.log" 2>&1 &
 SIMS_PID=$!
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-done
+wait_port "$PORT"
+
+# Identity on a fresh schema of the bench database (so its bootstrap admin
+# and API key are made again on a reused database), then the gateway.
+psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" -c "SET client_min_messages = warning" \
+    -c "DROP SCHEMA IF EXISTS identity CASCADE"
+ID_PORT=$(free_port)
+ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$ID_PORT" \
+    ONCEIOT_LOG_LEVEL=warn ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" ONCEIOT_API_KEY_PEPPER="$(hex32)" \
+    ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key" \
+    "$IDENTITY_BIN" >"$WORK/identity.log" 2>&1 &
+IDENTITY_PID=$!
+wait_port "$ID_PORT"
+GW_PORT=$(free_port)
+NOWHERE="127.0.0.1:$(free_port)"
+ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$GW_PORT" ONCEIOT_LOG_LEVEL=warn \
+    ONCEIOT_IDENTITY_ADDR="127.0.0.1:$ID_PORT" ONCEIOT_SIMS_ADDR="127.0.0.1:$PORT" \
+    ONCEIOT_USAGE_ADDR="$NOWHERE" ONCEIOT_COMMERCE_ADDR="$NOWHERE" ONCEIOT_SUPPORT_ADDR="$NOWHERE" \
+    ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000 \
+    "$GATEWAY_BIN" >"$WORK/gateway.log" 2>&1 &
+GATEWAY_PID=$!
+wait_port "$GW_PORT"
+ADMIN_KEY="$(head -n 1 "$WORK/admin.key")"
+[[ -n "$ADMIN_KEY" ]] || die "identity wrote no bootstrap API key"
 
 # Messages and signed principals, encoded by hand (protobuf wire format;
 # crypto_auth is HMAC-SHA-512-256): writes a framed request to a file and
@@ -121,6 +168,65 @@ print("x-onceiot-principal-sig-bin: " + base64.b64encode(sig).decode())
 PY
 }
 
+# A user in organization $1 (role user) and an API key of theirs with
+# sims:read, made through the gateway with the bootstrap admin's key; prints
+# the key's secret.
+make_key() {
+    python3 - "$GW_PORT" "$ADMIN_KEY" "$1" <<'PY'
+import struct, subprocess, sys, time
+port, admin, org = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def varint(n):
+    b = bytearray()
+    while True:
+        x = n & 0x7F; n >>= 7
+        b.append(x | (0x80 if n else 0))
+        if not n: return bytes(b)
+def field(num, v):
+    if isinstance(v, int): return varint(num << 3) + varint(v)
+    if isinstance(v, str): v = v.encode()
+    return varint(num << 3 | 2) + varint(len(v)) + v
+def fields(buf):
+    out, i = {}, 0
+    while i < len(buf):
+        key, shift = 0, 0
+        while True:
+            b = buf[i]; i += 1; key |= (b & 0x7F) << shift; shift += 7
+            if b < 0x80: break
+        num, wt = key >> 3, key & 7
+        val, shift = 0, 0
+        while True:
+            b = buf[i]; i += 1; val |= (b & 0x7F) << shift; shift += 7
+            if b < 0x80: break
+        if wt == 2:
+            val, i = buf[i:i + val], i + val
+        out.setdefault(num, val)
+    return out
+def call(method, msg):
+    r = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-H", "content-type: application/grpc",
+                        "-H", "te: trailers", "-H", "authorization: Bearer " + admin,
+                        "--data-binary", "@-", "-D", "/dev/stderr",
+                        "http://127.0.0.1:%s/onceiot.identity.v1.IdentityService/%s" % (port, method)],
+                       input=b"\0" + struct.pack(">I", len(msg)) + msg, capture_output=True, check=True)
+    if len(r.stdout) < 5 or b"grpc-status: 0" not in r.stderr:
+        sys.exit("error: %s failed: %s" % (method, r.stderr.decode(errors="replace")))
+    return fields(r.stdout[5:])
+name = "bench%d" % int(time.time() * 1000)
+user = call("CreateUser", field(1, name) + field(2, name + "@example.com")
+            + field(3, "bench-password-long") + field(4, "Bench User") + field(5, 2) + field(6, org))
+key = call("CreateApiKey", field(1, "bench") + field(3, "sims:read") + field(5, user[1]))
+print(key[2].decode())
+PY
+}
+
+# h2load through the gateway: the body in $2, the method from gen's $1, the
+# API key instead of a signed principal.
+h2gw() {
+    local meta="$1" body="$2"
+    shift 2
+    h2load "http://127.0.0.1:$GW_PORT$(sed -n 1p "$meta")" -d "$body" \
+        -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $API_KEY" "$@"
+}
+
 # h2load against one method with the body in $2 and headers from gen.
 h2() {
     local meta="$1" body="$2"
@@ -132,12 +238,18 @@ h2() {
 }
 
 # One call with curl: dies unless its grpc-status is 0 (h2load counts HTTP
-# statuses only, and gRPC errors travel with HTTP 200).
+# statuses only, and gRPC errors travel with HTTP 200). With a third
+# argument "gw", through the gateway with the API key.
 check() {
-    local meta="$1" body="$2" status
+    local meta="$1" body="$2" port="$PORT" status
+    local -a auth=(-H "$(sed -n 2p "$meta")" -H "$(sed -n 3p "$meta")")
+    if [[ "${3:-}" == gw ]]; then
+        port="$GW_PORT"
+        auth=(-H "authorization: Bearer $API_KEY")
+    fi
     status=$(curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
-        -H "$(sed -n 2p "$meta")" -H "$(sed -n 3p "$meta")" --data-binary "@$body" -D - \
-        -o /dev/null "http://127.0.0.1:$PORT$(sed -n 1p "$meta")" | tr -d '\r' |
+        "${auth[@]}" --data-binary "@$body" -D - \
+        -o /dev/null "http://127.0.0.1:$port$(sed -n 1p "$meta")" | tr -d '\r' |
         awk -F': ' '$1 == "grpc-status" { print $2 }')
     [[ "$status" == 0 ]] || die "$(sed -n 1p "$meta") answered grpc-status ${status:-none}"
 }
@@ -147,7 +259,10 @@ N=123457
 ICCID=$(printf '8988%015d' $N)
 ORG=$((1 + N % 10))
 
-echo "== GetSim: onceiot-sims (h2load, $CLIENTS connections x $STREAMS streams) vs pgbench ($CLIENTS clients), ${SECONDS_RUN}s each"
+API_KEY="$(make_key "$ORG")"
+[[ -n "$API_KEY" ]] || die "no API key for organization $ORG"
+
+echo "== GetSim: via the gateway and direct to onceiot-sims (h2load, $CLIENTS connections x $STREAMS streams) vs pgbench ($CLIENTS clients), ${SECONDS_RUN}s each"
 cat >"$WORK/getsim.sql" <<SQL
 SELECT s.id, s.iccid, s.imsi, s.msisdn, s.imei, s.imei_lock, s.status, s.label,
        host(s.ip_address) AS ip, s.organization_id, s.customer_org_id,
@@ -165,6 +280,14 @@ SELECT s.id, s.iccid, s.imsi, s.msisdn, s.imei, s.imei_lock, s.status, s.label,
 SQL
 gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
 check "$WORK/get.meta" "$WORK/get.bin"
+check "$WORK/get.meta" "$WORK/get.bin" gw
+h2gw "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 2 -m 4 >/dev/null # warm-up (caches the key)
+h2gw "$WORK/get.meta" "$WORK/get.bin" -D "$SECONDS_RUN" -c "$CLIENTS" -m "$STREAMS" \
+    >"$WORK/getgw.out"
+gw_rps=$(awk '/^finished in/ {gsub(",", ""); print $4}' "$WORK/getgw.out")
+gw_ok=$(awk '/^status codes:/ {gsub(",", ""); print $3}' "$WORK/getgw.out")
+check "$WORK/get.meta" "$WORK/get.bin" gw
+gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
 h2 "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 2 -m 4 >/dev/null # warm-up
 gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
 h2 "$WORK/get.meta" "$WORK/get.bin" -D "$SECONDS_RUN" -c "$CLIENTS" -m "$STREAMS" >"$WORK/get.out"
@@ -173,9 +296,12 @@ grpc_ok=$(awk '/^status codes:/ {gsub(",", ""); print $3}' "$WORK/get.out")
 pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "$SECONDS_RUN" -f "$WORK/getsim.sql" "$BENCH_URL" \
     >"$WORK/pgbench.out" 2>&1
 pg_tps=$(awk '/^tps =/ {print $3}' "$WORK/pgbench.out")
-printf 'GetSim via onceiot-sims: %s calls/s (%s HTTP 2xx)\n' "$grpc_rps" "$grpc_ok"
-printf 'same SELECT via pgbench: %s tps\n' "$pg_tps"
-awk -v a="$grpc_rps" -v b="$pg_tps" 'BEGIN { printf "ratio: %.2f (target >= 0.5)\n", a / b }'
+printf 'GetSim via the gateway (API key): %s calls/s (%s HTTP 2xx)\n' "$gw_rps" "$gw_ok"
+printf 'GetSim direct to onceiot-sims:    %s calls/s (%s HTTP 2xx)\n' "$grpc_rps" "$grpc_ok"
+printf 'same SELECT via pgbench:          %s tps\n' "$pg_tps"
+awk -v g="$gw_rps" -v a="$grpc_rps" -v b="$pg_tps" 'BEGIN {
+    printf "ratio gateway / pgbench: %.2f (target >= 0.5)\n", g / b
+    printf "ratio direct / pgbench:  %.2f (reference)\n", a / b }'
 
 echo "== ListSims: page of 100 with tag filter \"rare\" (organization 1 holds them), 500 sequential calls"
 gen list "$WORK/list.bin" 1 >"$WORK/list.meta"
