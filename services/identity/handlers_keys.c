@@ -122,10 +122,13 @@ int identity_list_api_keys(rpc_call_t *call, const ProtobufCMessage *req, Protob
     return 0;
 }
 
-/* Loads a key the caller may see (its owner is visible to the caller). */
-static int identity__visible_key_or_status(rpc_call_t *call, const principal_t *p, int64_t key_id,
+/* Finds the caller (*p) and loads a key it may see (its owner is visible to
+ * the caller). */
+static int identity__visible_key_or_status(rpc_call_t *call, int64_t key_id, const principal_t **p,
                                            identity_apikey_t **out)
 {
+    if (!(*p = identity_caller_or_status(call)))
+        return ERR_UNAUTHENTICATED;
     if (key_id <= 0)
         rpc_violation(call, "id", "must be positive");
     int rc = rpc_check_violations(call);
@@ -134,7 +137,7 @@ static int identity__visible_key_or_status(rpc_call_t *call, const principal_t *
     int64_t owner_org;
     if ((rc = identity_store_key_get_or_status(call, key_id, out, &owner_org)) < 0)
         return rc;
-    if (!identity_can_see(p, (*out)->user_id, owner_org))
+    if (!identity_can_see(*p, (*out)->user_id, owner_org))
         return identity__no_key(call, key_id);
     return 0;
 }
@@ -142,11 +145,9 @@ static int identity__visible_key_or_status(rpc_call_t *call, const principal_t *
 int identity_get_api_key(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Identity__V1__GetApiKeyRequest *r = (const void *)req;
-    const principal_t *p = identity_caller_or_status(call);
-    if (!p)
-        return ERR_UNAUTHENTICATED;
+    const principal_t *p;
     identity_apikey_t *k;
-    int rc = identity__visible_key_or_status(call, p, r->id, &k);
+    int rc = identity__visible_key_or_status(call, r->id, &p, &k);
     if (rc < 0)
         return rc;
     *resp = &k->base;
@@ -156,11 +157,9 @@ int identity_get_api_key(rpc_call_t *call, const ProtobufCMessage *req, Protobuf
 int identity_revoke_api_key(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Identity__V1__RevokeApiKeyRequest *r = (const void *)req;
-    const principal_t *p = identity_caller_or_status(call);
-    if (!p)
-        return ERR_UNAUTHENTICATED;
+    const principal_t *p;
     identity_apikey_t *k;
-    int rc = identity__visible_key_or_status(call, p, r->id, &k);
+    int rc = identity__visible_key_or_status(call, r->id, &p, &k);
     if (rc < 0)
         return rc;
     if (!p->is_superuser && !principal_role_at_least(p->role, ROLE_USER))

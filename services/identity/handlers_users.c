@@ -10,6 +10,9 @@
 
 #define ROLE_ADMIN ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN
 
+/* The update mask paths UpdateUser accepts. */
+enum { MASK_FULL_NAME = 1, MASK_EMAIL = 2, MASK_ROLE = 4, MASK_ACTIVE = 8 };
+
 const principal_t *identity_caller_or_status(rpc_call_t *call)
 {
     const principal_t *p = svc_principal_or_status(call);
@@ -51,20 +54,39 @@ static int identity__managed_user_or_status(rpc_call_t *call, const principal_t 
     return 0;
 }
 
-static int identity__require_admin(rpc_call_t *call, const principal_t *p)
+/* Finds the caller (*p) and checks that it holds the admin role (or is a
+ * superuser). Sets the status otherwise. */
+static int identity__admin_or_status(rpc_call_t *call, const principal_t **p)
 {
-    if (!p->is_superuser && p->role != ROLE_ADMIN)
+    if (!(*p = identity_caller_or_status(call)))
+        return ERR_UNAUTHENTICATED;
+    if (!(*p)->is_superuser && (*p)->role != ROLE_ADMIN)
         return rpc_fail(call, ERR_PERMISSION_DENIED, "this method needs the admin role");
+    return 0;
+}
+
+/* Writes the fields of in that bits names to user id and answers with the
+ * user. Role and activity are part of cached Authenticate answers, so the
+ * user's are forgotten. */
+static int identity__save_user_or_status(rpc_call_t *call, int64_t id, int bits,
+                                         const identity_user_t *in, ProtobufCMessage **resp)
+{
+    identity_user_t *u;
+    int rc = identity_store_user_update_or_status(call, id, bits & MASK_FULL_NAME, in->full_name,
+                                                  bits & MASK_EMAIL, in->email, bits & MASK_ROLE,
+                                                  in->role, bits & MASK_ACTIVE, in->is_active, &u);
+    if (rc < 0)
+        return rc;
+    identity_cache_forget(&identity_of(call)->cache, 0, id);
+    *resp = &u->base;
     return 0;
 }
 
 int identity_create_user(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Identity__V1__CreateUserRequest *r = (const void *)req;
-    const principal_t *p = identity_caller_or_status(call);
-    if (!p)
-        return ERR_UNAUTHENTICATED;
-    int rc = identity__require_admin(call, p);
+    const principal_t *p;
+    int rc = identity__admin_or_status(call, &p);
     if (rc < 0)
         return rc;
     identity_validate_username(call, "username", r->username);
@@ -173,9 +195,6 @@ int identity_list_users(rpc_call_t *call, const ProtobufCMessage *req, ProtobufC
     return 0;
 }
 
-/* The update mask paths UpdateUser accepts. */
-enum { MASK_FULL_NAME = 1, MASK_EMAIL = 2, MASK_ROLE = 4, MASK_ACTIVE = 8 };
-
 static int identity__mask(rpc_call_t *call, const Google__Protobuf__FieldMask *m)
 {
     static const struct {
@@ -206,10 +225,8 @@ static int identity__mask(rpc_call_t *call, const Google__Protobuf__FieldMask *m
 int identity_update_user(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Identity__V1__UpdateUserRequest *r = (const void *)req;
-    const principal_t *p = identity_caller_or_status(call);
-    if (!p)
-        return ERR_UNAUTHENTICATED;
-    int rc = identity__require_admin(call, p);
+    const principal_t *p;
+    int rc = identity__admin_or_status(call, &p);
     if (rc < 0)
         return rc;
     const identity_user_t *in = r->user;
@@ -227,24 +244,14 @@ int identity_update_user(rpc_call_t *call, const ProtobufCMessage *req, Protobuf
     identity_user_t *u;
     if ((rc = identity__managed_user_or_status(call, p, in->id, &u)) < 0)
         return rc;
-    rc = identity_store_user_update_or_status(call, in->id, bits & MASK_FULL_NAME, in->full_name,
-                                              bits & MASK_EMAIL, in->email, bits & MASK_ROLE,
-                                              in->role, bits & MASK_ACTIVE, in->is_active, &u);
-    if (rc < 0)
-        return rc;
-    /* Role and activity are part of cached Authenticate answers. */
-    identity_cache_forget(&identity_of(call)->cache, 0, in->id);
-    *resp = &u->base;
-    return 0;
+    return identity__save_user_or_status(call, in->id, bits, in, resp);
 }
 
 int identity_deactivate_user(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Identity__V1__DeactivateUserRequest *r = (const void *)req;
-    const principal_t *p = identity_caller_or_status(call);
-    if (!p)
-        return ERR_UNAUTHENTICATED;
-    int rc = identity__require_admin(call, p);
+    const principal_t *p;
+    int rc = identity__admin_or_status(call, &p);
     if (rc < 0)
         return rc;
     if (r->id <= 0)
@@ -258,13 +265,9 @@ int identity_deactivate_user(rpc_call_t *call, const ProtobufCMessage *req, Prot
         *resp = &u->base;
         return 0;
     }
-    rc = identity_store_user_update_or_status(call, r->id, false, "", false, "", false, 0, true,
-                                              false, &u);
-    if (rc < 0)
-        return rc;
-    identity_cache_forget(&identity_of(call)->cache, 0, r->id);
-    *resp = &u->base;
-    return 0;
+    identity_user_t inactive = ONCEIOT__IDENTITY__V1__USER__INIT;
+    inactive.is_active = false;
+    return identity__save_user_or_status(call, r->id, MASK_ACTIVE, &inactive, resp);
 }
 
 int identity_change_password(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)

@@ -30,10 +30,9 @@ int sims_list_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     const Onceiot__Sims__V1__ListEventsRequest *r = (const void *)req;
     PGresult *res = NULL;
     sims_ctx_t cx;
-    int rc = sims_ctx_or_status(call, &cx);
+    int rc = sims_ctx_iccid_or_status(call, r->iccid, &cx);
     if (rc < 0)
         return rc;
-    sims_valid_iccid(call, "iccid", r->iccid);
     int size = sims_page_size(call, r->page_size, EVENTS_DEFAULT, EVENTS_MAX);
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
@@ -53,17 +52,17 @@ int sims_list_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     if (*r->page_token &&
         (rc = sims_token_decode(call, r->page_token, hash, &params[7], &params[8])) < 0)
         return rc;
-    if ((rc = sims_exec(&cx, &list_events, params, &res)) < 0)
-        goto out;
     Onceiot__Sims__V1__ListEventsResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__sims__v1__list_events_response__init(out);
-    int n = rc > size ? size : rc;
+    const sims_page_t page = {
+        .size = size, .hash = hash, .key_col = "occurred_us", .last_col = "id"};
+    int n;
+    rc = sims_page_exec(&cx, &list_events, params, &page, &res, &n, &out->next_page_token);
+    if (rc < 0)
+        goto out;
     out->events = arena_alloc(cx.a, (size_t)(n ? n : 1) * sizeof(*out->events));
     for (int i = 0; i < n; i++)
         out->events[out->n_events++] = sims_event_from_row(cx.a, res, i);
-    if (rc > size)
-        out->next_page_token = (char *)sims_token_encode(
-            cx.a, hash, db_get(res, n - 1, "occurred_us"), db_get(res, n - 1, "id"));
     *resp = &out->base;
     rc = 0;
 out:

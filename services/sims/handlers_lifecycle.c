@@ -35,17 +35,15 @@ static int sims__act(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
 {
     const Onceiot__Sims__V1__SimActionRequest *r = (const void *)req;
     sims_ctx_t cx;
-    int rc = sims_ctx_or_status(call, &cx);
+    int rc = sims_ctx_iccid_or_status(call, r->iccid, &cx);
     if (rc < 0)
         return rc;
-    sims_valid_iccid(call, "iccid", r->iccid);
     if (strlen(r->reason) > 1000)
         rpc_violation(call, "reason", "must be at most 1000 characters");
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
     const char *id, *org, *status;
-    if ((rc = sims_begin(&cx)) < 0 ||
-        (rc = sims_lock_sim_or_status(&cx, r->iccid, &id, &org, &status)) < 0)
+    if ((rc = sims_begin_lock_or_status(&cx, r->iccid, &id, &org, &status)) < 0)
         return rc;
     bool allowed = false;
     for (int i = 0; act->from[i]; i++)

@@ -54,6 +54,34 @@ static int sims__quota_reply(sims_ctx_t *cx, const char *iccid, const char *type
     return 0;
 }
 
+/* Checks iccid and quota_type (*type as sims__quota_args gives it), then
+ * begins the transaction and locks the SIM (*id, *org). */
+static int sims__quota_lock_or_status(sims_ctx_t *cx, const char *iccid,
+                                      Onceiot__Sims__V1__QuotaType t, const char **type,
+                                      const char **id, const char **org)
+{
+    int rc = sims__quota_args(cx->call, iccid, t, type);
+    if (rc < 0)
+        return rc;
+    return sims_begin_lock_or_status(cx, iccid, id, org, NULL);
+}
+
+/* Runs stmt, which changes a quota of the locked SIM and returns its row,
+ * records ev, commits and answers with the quota. */
+static int sims__quota_change(sims_ctx_t *cx, const char *iccid, const char *type,
+                              const db_stmt_t *stmt, const char *const *params,
+                              const sims_event_in_t *ev, ProtobufCMessage **resp)
+{
+    PGresult *res = NULL;
+    int rc = sims_exec(cx, stmt, params, &res);
+    if (rc < 0 || (rc = sims_record_event(cx, ev)) < 0 || (rc = sims_commit(cx)) < 0)
+        goto out;
+    rc = sims__quota_reply(cx, iccid, type, res, 1, resp);
+out:
+    PQclear(res);
+    return rc;
+}
+
 static const db_stmt_t get_quota = {
     "sims_get_quota",
     "SELECT s.id, " QUOTA_COLUMNS " FROM sims s LEFT JOIN sim_quotas q "
@@ -94,24 +122,17 @@ static const db_stmt_t top_up = {
 int sims_top_up_quota(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Sims__V1__TopUpQuotaRequest *r = (const void *)req;
-    PGresult *res = NULL;
     sims_ctx_t cx;
-    const char *type;
+    const char *type, *id, *org;
     int rc = sims_ctx_or_status(call, &cx);
     if (rc < 0)
         return rc;
     if (r->volume <= 0)
         rpc_violation(call, "volume", "must be positive");
-    if ((rc = sims__quota_args(call, r->iccid, r->quota_type, &type)) < 0)
-        return rc;
-    const char *id, *org;
-    if ((rc = sims_begin(&cx)) < 0 ||
-        (rc = sims_lock_sim_or_status(&cx, r->iccid, &id, &org, NULL)) < 0)
+    if ((rc = sims__quota_lock_or_status(&cx, r->iccid, r->quota_type, &type, &id, &org)) < 0)
         return rc;
     const char *params[] = {id, type, sims_i64(&cx, r->volume)};
-    if ((rc = sims_exec(&cx, &top_up, params, &res)) < 0)
-        goto out;
-    sims_event_in_t ev = {
+    const sims_event_in_t ev = {
         .sim_id = id,
         .org = org,
         .iccid = r->iccid,
@@ -121,12 +142,7 @@ int sims_top_up_quota(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMe
         .data_json = arena_printf(cx.a, "{\"quota_type\": \"%s\", \"added\": %lld}", type,
                                   (long long)r->volume),
     };
-    if ((rc = sims_record_event(&cx, &ev)) < 0 || (rc = sims_commit(&cx)) < 0)
-        goto out;
-    rc = sims__quota_reply(&cx, r->iccid, type, res, 1, resp);
-out:
-    PQclear(res);
-    return rc;
+    return sims__quota_change(&cx, r->iccid, type, &top_up, params, &ev, resp);
 }
 
 static const db_stmt_t set_policy = {
@@ -141,9 +157,8 @@ static const db_stmt_t set_policy = {
 int sims_set_quota_policy(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Sims__V1__SetQuotaPolicyRequest *r = (const void *)req;
-    PGresult *res = NULL;
     sims_ctx_t cx;
-    const char *type;
+    const char *type, *id, *org;
     int rc = sims_ctx_or_status(call, &cx);
     if (rc < 0)
         return rc;
@@ -151,17 +166,11 @@ int sims_set_quota_policy(rpc_call_t *call, const ProtobufCMessage *req, Protobu
         rpc_violation(call, "threshold_percentage", "must be between 1 and 100");
     if (r->auto_reload_amount < 0 || (r->auto_reload && r->auto_reload_amount == 0))
         rpc_violation(call, "auto_reload_amount", "must be positive when auto_reload is on");
-    if ((rc = sims__quota_args(call, r->iccid, r->quota_type, &type)) < 0)
-        return rc;
-    const char *id, *org;
-    if ((rc = sims_begin(&cx)) < 0 ||
-        (rc = sims_lock_sim_or_status(&cx, r->iccid, &id, &org, NULL)) < 0)
+    if ((rc = sims__quota_lock_or_status(&cx, r->iccid, r->quota_type, &type, &id, &org)) < 0)
         return rc;
     const char *params[] = {id, type, sims_i64(&cx, r->threshold_percentage),
                             r->auto_reload ? "t" : "f", sims_i64(&cx, r->auto_reload_amount)};
-    if ((rc = sims_exec(&cx, &set_policy, params, &res)) < 0)
-        goto out;
-    sims_event_in_t ev = {
+    const sims_event_in_t ev = {
         .sim_id = id,
         .org = org,
         .iccid = r->iccid,
@@ -173,12 +182,7 @@ int sims_set_quota_policy(rpc_call_t *call, const ProtobufCMessage *req, Protobu
                                   type, r->threshold_percentage, r->auto_reload ? "true" : "false",
                                   (long long)r->auto_reload_amount),
     };
-    if ((rc = sims_record_event(&cx, &ev)) < 0 || (rc = sims_commit(&cx)) < 0)
-        goto out;
-    rc = sims__quota_reply(&cx, r->iccid, type, res, 1, resp);
-out:
-    PQclear(res);
-    return rc;
+    return sims__quota_change(&cx, r->iccid, type, &set_policy, params, &ev, resp);
 }
 
 static const db_stmt_t claim_batch = {

@@ -14,11 +14,8 @@ int sims_get_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage
 {
     const Onceiot__Sims__V1__GetSimRequest *r = (const void *)req;
     sims_ctx_t cx;
-    int rc = sims_ctx_or_status(call, &cx);
-    if (rc < 0)
-        return rc;
-    sims_valid_iccid(call, "iccid", r->iccid);
-    if ((rc = rpc_check_violations(call)) < 0)
+    int rc = sims_ctx_iccid_or_status(call, r->iccid, &cx);
+    if (rc < 0 || (rc = rpc_check_violations(call)) < 0)
         return rc;
     sims_sim_t *s;
     if ((rc = sims_load_sim_or_status(&cx, r->iccid, &s)) < 0)
@@ -89,17 +86,16 @@ int sims_list_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessa
     /* Generic plans cannot drop the unused "$n IS NULL OR ..." filters. */
     if ((rc = db_exec_simple(conn, "SET plan_cache_mode = force_custom_plan")) < 0)
         return rpc_fail(call, rc, "%s", db_errmsg(conn));
-    if ((rc = sims_exec(&cx, stmt, params, &res)) < 0)
-        goto out;
     Onceiot__Sims__V1__ListSimsResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__sims__v1__list_sims_response__init(out);
-    int n = rc > size ? size : rc;
+    const sims_page_t page = {
+        .size = size, .hash = hash, .key_col = "sort_key", .last_col = "iccid"};
+    int n;
+    if ((rc = sims_page_exec(&cx, stmt, params, &page, &res, &n, &out->next_page_token)) < 0)
+        goto out;
     out->sims = arena_alloc(cx.a, (size_t)(n ? n : 1) * sizeof(*out->sims));
     for (int i = 0; i < n; i++)
         out->sims[out->n_sims++] = sims_sim_from_row(cx.a, res, i);
-    if (rc > size)
-        out->next_page_token = (char *)sims_token_encode(cx.a, hash, db_get(res, n - 1, "sort_key"),
-                                                         db_get(res, n - 1, "iccid"));
     *resp = &out->base;
     rc = 0;
 out:
@@ -142,6 +138,27 @@ static const char *sims__owner(sims_ctx_t *cx, const Onceiot__Sims__V1__SimInput
     return sims_i64(cx, in->organization_id ? in->organization_id : cx->who->organization_id);
 }
 
+/* The values a SimInput gives the columns of a new SIM, in the order of the
+ * parameters $1 to $13 of create_sim (and of the arrays of import_sims). */
+#define SIM_INPUT_VALUES 13
+static void sims__input_values(sims_ctx_t *cx, const Onceiot__Sims__V1__SimInput *in,
+                               const char **v)
+{
+    v[0] = sims__owner(cx, in);
+    v[1] = in->iccid;
+    v[2] = sims_nz(in->imsi);
+    v[3] = sims_nz(in->msisdn);
+    v[4] = sims_nz(in->imei);
+    v[5] = in->imei_lock ? "t" : "f";
+    v[6] = sims_nz(in->label);
+    v[7] = sims_nz(in->ip_address);
+    v[8] = in->customer_org_id ? sims_i64(cx, in->customer_org_id) : NULL;
+    v[9] = sims_tags_csv(cx->a, in->tags, in->n_tags);
+    v[10] = sims_nz(in->metadata_json);
+    v[11] = sims_i64(cx, in->data_volume);
+    v[12] = sims_i64(cx, in->sms_volume);
+}
+
 static const db_stmt_t create_sim = {
     "sims_create",
     "WITH s AS (INSERT INTO sims (organization_id, iccid, imsi, msisdn, imei, imei_lock, label, "
@@ -170,20 +187,8 @@ int sims_create_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMess
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
     const Onceiot__Sims__V1__SimInput *in = r->sim;
-    const char *org = sims__owner(&cx, in);
-    const char *params[] = {org,
-                            in->iccid,
-                            sims_nz(in->imsi),
-                            sims_nz(in->msisdn),
-                            sims_nz(in->imei),
-                            in->imei_lock ? "t" : "f",
-                            sims_nz(in->label),
-                            sims_nz(in->ip_address),
-                            in->customer_org_id ? sims_i64(&cx, in->customer_org_id) : NULL,
-                            sims_tags_csv(cx.a, in->tags, in->n_tags),
-                            sims_nz(in->metadata_json),
-                            sims_i64(&cx, in->data_volume),
-                            sims_i64(&cx, in->sms_volume)};
+    const char *params[SIM_INPUT_VALUES];
+    sims__input_values(&cx, in, params);
     if ((rc = sims_begin(&cx)) < 0)
         return rc;
     if ((rc = sims_exec_quiet(&cx, &create_sim, params, &res)) < 0) {
@@ -194,7 +199,7 @@ int sims_create_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMess
         goto out;
     }
     sims_event_in_t ev = {.sim_id = db_get(res, 0, "id"),
-                          .org = org,
+                          .org = params[0],
                           .iccid = in->iccid,
                           .type = "sim_created",
                           .category = "registry",
@@ -297,29 +302,19 @@ int sims_import_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
             return rpc_check_violations(call);
         }
 
-    const char **col[13];
-    for (int c = 0; c < 13; c++)
+    const char **col[SIM_INPUT_VALUES];
+    for (int c = 0; c < SIM_INPUT_VALUES; c++)
         col[c] = arena_alloc(cx.a, n * sizeof(char *));
     for (size_t i = 0; i < n; i++) {
-        const Onceiot__Sims__V1__SimInput *in = r->sims[i];
-        col[0][i] = sims__owner(&cx, in);
-        col[1][i] = in->iccid;
-        col[2][i] = sims_nz(in->imsi);
-        col[3][i] = sims_nz(in->msisdn);
-        col[4][i] = sims_nz(in->imei);
-        col[5][i] = in->imei_lock ? "t" : "f";
-        col[6][i] = sims_nz(in->label);
-        col[7][i] = sims_nz(in->ip_address);
-        col[8][i] = in->customer_org_id ? sims_i64(&cx, in->customer_org_id) : NULL;
-        col[9][i] = sims_tags_csv(cx.a, in->tags, in->n_tags);
-        col[10][i] = sims_nz(in->metadata_json);
-        col[11][i] = sims_i64(&cx, in->data_volume);
-        col[12][i] = sims_i64(&cx, in->sms_volume);
+        const char *v[SIM_INPUT_VALUES];
+        sims__input_values(&cx, r->sims[i], v);
+        for (int c = 0; c < SIM_INPUT_VALUES; c++)
+            col[c][i] = v[c];
     }
-    const char *params[14];
-    for (int c = 0; c < 13; c++)
+    const char *params[SIM_INPUT_VALUES + 1];
+    for (int c = 0; c < SIM_INPUT_VALUES; c++)
         params[c] = sims__array(cx.a, col[c], n);
-    params[13] = cx.actor;
+    params[SIM_INPUT_VALUES] = cx.actor;
     if ((rc = sims_begin(&cx)) < 0)
         return rc;
     if ((rc = sims_exec(&cx, &import_sims, params, &res)) < 0)
@@ -469,13 +464,12 @@ int sims_update_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMess
 {
     const Onceiot__Sims__V1__UpdateSimRequest *r = (const void *)req;
     sims_ctx_t cx;
-    int rc = sims_ctx_or_status(call, &cx);
+    int rc = sims_ctx_iccid_or_status(call, r->iccid, &cx);
     if (rc < 0)
         return rc;
     static const Onceiot__Sims__V1__SimChanges none = ONCEIOT__SIMS__V1__SIM_CHANGES__INIT;
     const Onceiot__Sims__V1__SimChanges *c = r->changes ? r->changes : &none;
     sims_mask_t m;
-    sims_valid_iccid(call, "iccid", r->iccid);
     if (sims__mask(call, r->update_mask, &m))
         sims__valid_changes(call, c, &m);
     if ((rc = rpc_check_violations(call)) < 0)

@@ -102,21 +102,30 @@ out:
     return rc;
 }
 
+/* Starts SendSms and ReceiveSms: fills cx, checks iccid and measures text
+ * into *shape, then begins the transaction and locks the SIM (*id, *org and
+ * *status as sims_lock_sim_or_status gives them). */
+static int sims__sms_sim_or_status(rpc_call_t *call, const char *iccid, const char *text,
+                                   sims_ctx_t *cx, sims_sms_shape_t *shape, const char **id,
+                                   const char **org, const char **status)
+{
+    int rc = sims_ctx_iccid_or_status(call, iccid, cx);
+    if (rc < 0)
+        return rc;
+    sims_sms_measure(call, "text", text, shape);
+    if ((rc = rpc_check_violations(call)) < 0)
+        return rc;
+    return sims_begin_lock_or_status(cx, iccid, id, org, status);
+}
+
 int sims_send_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Sims__V1__SendSmsRequest *r = (const void *)req;
     sims_ctx_t cx;
     sims_sms_shape_t shape;
-    int rc = sims_ctx_or_status(call, &cx);
-    if (rc < 0)
-        return rc;
-    sims_valid_iccid(call, "iccid", r->iccid);
-    sims_sms_measure(call, "text", r->text, &shape);
-    if ((rc = rpc_check_violations(call)) < 0)
-        return rc;
     const char *id, *org, *status;
-    if ((rc = sims_begin(&cx)) < 0 ||
-        (rc = sims_lock_sim_or_status(&cx, r->iccid, &id, &org, &status)) < 0)
+    int rc = sims__sms_sim_or_status(call, r->iccid, r->text, &cx, &shape, &id, &org, &status);
+    if (rc < 0)
         return rc;
     if (strcmp(status, "Enabled") != 0)
         return rpc_fail(call, ERR_FAILED_PRECONDITION, "SIM %s is %s; SMS need an enabled SIM",
@@ -135,16 +144,9 @@ int sims_receive_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     const Onceiot__Sims__V1__ReceiveSmsRequest *r = (const void *)req;
     sims_ctx_t cx;
     sims_sms_shape_t shape;
-    int rc = sims_ctx_or_status(call, &cx);
-    if (rc < 0)
-        return rc;
-    sims_valid_iccid(call, "iccid", r->iccid);
-    sims_sms_measure(call, "text", r->text, &shape);
-    if ((rc = rpc_check_violations(call)) < 0)
-        return rc;
     const char *id, *org;
-    if ((rc = sims_begin(&cx)) < 0 ||
-        (rc = sims_lock_sim_or_status(&cx, r->iccid, &id, &org, NULL)) < 0)
+    int rc = sims__sms_sim_or_status(call, r->iccid, r->text, &cx, &shape, &id, &org, NULL);
+    if (rc < 0)
         return rc;
     return sims__store_sms(&cx, id, org, r->iccid, true, r->text, &shape,
                            sims_ts_param(&cx, r->received_at), resp);
@@ -176,17 +178,24 @@ out:
     return rc;
 }
 
+/* Starts a call about one SMS of a SIM: fills cx and checks iccid and id,
+ * recording violations that the caller's rpc_check_violations reports. */
+static int sims__sms_ctx_or_status(rpc_call_t *call, const char *iccid, int64_t id, sims_ctx_t *cx)
+{
+    int rc = sims_ctx_iccid_or_status(call, iccid, cx);
+    if (rc < 0)
+        return rc;
+    if (id <= 0)
+        rpc_violation(call, "id", "must be positive");
+    return 0;
+}
+
 int sims_get_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Sims__V1__GetSmsRequest *r = (const void *)req;
     sims_ctx_t cx;
-    int rc = sims_ctx_or_status(call, &cx);
-    if (rc < 0)
-        return rc;
-    sims_valid_iccid(call, "iccid", r->iccid);
-    if (r->id <= 0)
-        rpc_violation(call, "id", "must be positive");
-    if ((rc = rpc_check_violations(call)) < 0)
+    int rc = sims__sms_ctx_or_status(call, r->iccid, r->id, &cx);
+    if (rc < 0 || (rc = rpc_check_violations(call)) < 0)
         return rc;
     Onceiot__Sims__V1__Sms *m;
     if ((rc = sims__load_sms(&cx, r->id, r->iccid, &m)) < 0)
@@ -255,13 +264,8 @@ int sims_cancel_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMess
 {
     const Onceiot__Sims__V1__GetSmsRequest *r = (const void *)req;
     sims_ctx_t cx;
-    int rc = sims_ctx_or_status(call, &cx);
-    if (rc < 0)
-        return rc;
-    sims_valid_iccid(call, "iccid", r->iccid);
-    if (r->id <= 0)
-        rpc_violation(call, "id", "must be positive");
-    if ((rc = rpc_check_violations(call)) < 0)
+    int rc = sims__sms_ctx_or_status(call, r->iccid, r->id, &cx);
+    if (rc < 0 || (rc = rpc_check_violations(call)) < 0)
         return rc;
     return sims__move(&cx, r->iccid, r->id, "cancelled", "{pending}", NULL, NULL, resp);
 }
@@ -270,12 +274,9 @@ int sims_update_sms_status(rpc_call_t *call, const ProtobufCMessage *req, Protob
 {
     const Onceiot__Sims__V1__UpdateSmsStatusRequest *r = (const void *)req;
     sims_ctx_t cx;
-    int rc = sims_ctx_or_status(call, &cx);
+    int rc = sims__sms_ctx_or_status(call, r->iccid, r->id, &cx);
     if (rc < 0)
         return rc;
-    sims_valid_iccid(call, "iccid", r->iccid);
-    if (r->id <= 0)
-        rpc_violation(call, "id", "must be positive");
     const char *from = NULL;
     switch (r->status) {
     case ONCEIOT__SIMS__V1__SMS_STATUS__SMS_STATUS_SENT:
@@ -312,10 +313,9 @@ int sims_list_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessag
     const Onceiot__Sims__V1__ListSmsRequest *r = (const void *)req;
     PGresult *res = NULL;
     sims_ctx_t cx;
-    int rc = sims_ctx_or_status(call, &cx);
+    int rc = sims_ctx_iccid_or_status(call, r->iccid, &cx);
     if (rc < 0)
         return rc;
-    sims_valid_iccid(call, "iccid", r->iccid);
     int size = sims_page_size(call, r->page_size, SMS_LIST_DEFAULT, SMS_LIST_MAX);
     const char *status = NULL;
     if (r->status && !(status = sims__sms_status_name(r->status)))
@@ -341,16 +341,15 @@ int sims_list_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessag
     if (*r->page_token &&
         (rc = sims_token_decode(call, r->page_token, hash, &params[6], &unused)) < 0)
         return rc;
-    if ((rc = sims_exec(&cx, &list_sms, params, &res)) < 0)
-        goto out;
     Onceiot__Sims__V1__ListSmsResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__sims__v1__list_sms_response__init(out);
-    int n = rc > size ? size : rc;
+    const sims_page_t page = {.size = size, .hash = hash, .key_col = "id"};
+    int n;
+    if ((rc = sims_page_exec(&cx, &list_sms, params, &page, &res, &n, &out->next_page_token)) < 0)
+        goto out;
     out->sms = arena_alloc(cx.a, (size_t)(n ? n : 1) * sizeof(*out->sms));
     for (int i = 0; i < n; i++)
         out->sms[out->n_sms++] = sims__sms(cx.a, res, i);
-    if (rc > size)
-        out->next_page_token = (char *)sims_token_encode(cx.a, hash, db_get(res, n - 1, "id"), "");
     *resp = &out->base;
     rc = 0;
 out:

@@ -26,6 +26,9 @@ typedef struct sims_ctx {
 /* Verifies the principal and fills cx. Returns 0, or an ERR_* code with the
  * call's status set. */
 int sims_ctx_or_status(rpc_call_t *call, sims_ctx_t *cx) ONCEIOT_MUSTCHECK;
+/* sims_ctx_or_status for a call about one SIM: also checks iccid, recording a
+ * violation that the caller's rpc_check_violations reports. */
+int sims_ctx_iccid_or_status(rpc_call_t *call, const char *iccid, sims_ctx_t *cx) ONCEIOT_MUSTCHECK;
 /* Runs stmt on the call's connection (status set on failure). */
 int sims_exec(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *params,
               PGresult **res) ONCEIOT_MUSTCHECK;
@@ -54,6 +57,9 @@ int sims_load_sim_or_status(sims_ctx_t *cx, const char *iccid, sims_sim_t **out)
  * keys, *status its status (arena). NOT_FOUND (status set) when missing. */
 int sims_lock_sim_or_status(sims_ctx_t *cx, const char *iccid, const char **id, const char **org,
                             const char **status) ONCEIOT_MUSTCHECK;
+/* BEGIN, then sims_lock_sim_or_status: the transaction of a change to one SIM. */
+int sims_begin_lock_or_status(sims_ctx_t *cx, const char *iccid, const char **id, const char **org,
+                              const char **status) ONCEIOT_MUSTCHECK;
 
 /* One event to record in the current transaction. */
 typedef struct sims_event_in {
@@ -114,7 +120,7 @@ bool sims_sms_measure(rpc_call_t *call, const char *field, const char *text, sim
 /* Joins tags with ',' (tags never contain one) for string_to_array($n, ','). */
 const char *sims_tags_csv(arena_t *a, char **tags, size_t n);
 
-/* ---- pagetoken.c: opaque keyset tokens ---- */
+/* ---- pagetoken.c: opaque keyset tokens and the pages they continue ---- */
 
 /* A hash of a list's filters and order, so a token is refused with others. */
 uint64_t sims_filter_hash(const char *const *parts, size_t n);
@@ -126,6 +132,20 @@ int sims_token_decode(rpc_call_t *call, const char *token, uint64_t hash, const 
                       const char **last) ONCEIOT_MUSTCHECK;
 /* Page size: 0 → def; above max or negative → violation, returns -1. */
 int sims_page_size(rpc_call_t *call, int32_t asked, int def, int max);
+
+/* How a list's rows page: its query asks for size + 1 rows, and the extra one
+ * says that a next page exists. */
+typedef struct sims_page {
+    int size;             /* rows a page answers with */
+    uint64_t hash;        /* sims_filter_hash of the list's filters and order */
+    const char *key_col;  /* column of the last row that is the next token's key */
+    const char *last_col; /* column that is its tie-breaker; NULL: none ("") */
+} sims_page_t;
+/* Runs a list's stmt (status set on failure). *n gets the rows to answer
+ * with (at most page->size) and, when more came, *next the token of the next
+ * page; otherwise *next is left alone. *res is the caller's to PQclear. */
+int sims_page_exec(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *params,
+                   const sims_page_t *page, PGresult **res, int *n, char **next) ONCEIOT_MUSTCHECK;
 
 /* ---- watch.c: one LISTEN connection shared by every WatchEvents stream ---- */
 

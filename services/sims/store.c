@@ -23,6 +23,15 @@ int sims_ctx_or_status(rpc_call_t *call, sims_ctx_t *cx)
     return 0;
 }
 
+int sims_ctx_iccid_or_status(rpc_call_t *call, const char *iccid, sims_ctx_t *cx)
+{
+    int rc = sims_ctx_or_status(call, cx);
+    if (rc < 0)
+        return rc;
+    sims_valid_iccid(call, "iccid", iccid);
+    return 0;
+}
+
 int sims_exec(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *params, PGresult **res)
 {
     return svc_exec_or_status(cx->call, stmt, params, res);
@@ -244,6 +253,15 @@ int sims_lock_sim_or_status(sims_ctx_t *cx, const char *iccid, const char **id, 
 out:
     PQclear(res);
     return rc;
+}
+
+int sims_begin_lock_or_status(sims_ctx_t *cx, const char *iccid, const char **id, const char **org,
+                              const char **status)
+{
+    int rc = sims_begin(cx);
+    if (rc < 0)
+        return rc;
+    return sims_lock_sim_or_status(cx, iccid, id, org, status);
 }
 
 static const db_stmt_t insert_event = {
