@@ -23,6 +23,7 @@ TESTSVC="$BUILD_DIR/tests/onceiot-testsvc"
 GATEWAY="$BUILD_DIR/tests/onceiot-gateway-test"
 IDENTITY="$BUILD_DIR/services/onceiot-identity"
 HEALTH="$BUILD_DIR/tools/onceiot-health"
+LATENCY="$BUILD_DIR/tools/bench/onceiot-bench-latency"
 REQUESTS="${BENCH_REQUESTS:-50000}"
 CLIENTS="${BENCH_CLIENTS:-8}"
 STREAMS="${BENCH_STREAMS:-32}"
@@ -37,7 +38,7 @@ die() {
     exit 1
 }
 
-for bin in "$TESTSVC" "$GATEWAY" "$IDENTITY" "$HEALTH"; do
+for bin in "$TESTSVC" "$GATEWAY" "$IDENTITY" "$HEALTH" "$LATENCY"; do
     [[ -x "$bin" ]] || die "$bin is missing: build first"
 done
 command -v h2load >/dev/null || die "h2load is missing (Debian package nghttp2-client)"
@@ -182,6 +183,10 @@ for target in direct gateway; do
     done
 done
 
+# Percentiles, one call at a time, same client for both: "p50 p90 p99 mean" in us.
+LAT_DIRECT="$("$LATENCY" "$SVC_ADDR" "$ECHO_PATH" 0a0568656c6c6f 3000)"
+LAT_GW="$("$LATENCY" "$GW_ADDR" "$ECHO_PATH" 0a0568656c6c6f 3000 "$API_KEY")"
+
 if grep -q '"level":"error"' "$WORK/gateway.log"; then
     grep '"level":"error"' "$WORK/gateway.log" | head -n 5 >&2
     die "the gateway logged errors during the run"
@@ -201,6 +206,11 @@ d1="$(median <<<"${LAT1[direct]}")"
 g1="$(median <<<"${LAT1[gateway]}")"
 awk -v g="$g1" -v d="$d1" 'BEGIN {
     printf "  one call at a time: direct %.3f ms, gateway %.3f ms, added %.3f ms (means; target p50 < 0.3 ms)\n", d, g, g - d }'
+read -r dp50 _ dp99 _ <<<"$LAT_DIRECT"
+read -r gp50 _ gp99 _ <<<"$LAT_GW"
+awk -v dp50="$dp50" -v dp99="$dp99" -v gp50="$gp50" -v gp99="$gp99" 'BEGIN {
+    printf "  one call at a time (3000 calls, runtime client): direct p50 %.0f us p99 %.0f us, gateway p50 %.0f us p99 %.0f us\n", dp50, dp99, gp50, gp99
+    printf "  added latency: p50 %.3f ms, p99 %.3f ms (target p50 < 0.3 ms)\n", (gp50 - dp50) / 1000, (gp99 - dp99) / 1000 }'
 awk -v t="$GW_TICKS" -v hz="$(getconf CLK_TCK)" -v n="$((REQUESTS * ROUNDS))" 'BEGIN {
     printf "  gateway CPU under load: %.1f us per call (user + system)\n", t / hz * 1e6 / n }'
 printf '  gateway memory: VmHWM %d kB, VmRSS %d kB after the load (target < 32 MB)\n' "$HWM_KB" "$RSS_KB"
