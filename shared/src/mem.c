@@ -7,10 +7,13 @@
 #include <string.h>
 
 /* jemalloc reads this at start (it is ignored where jemalloc is not linked,
- * as in sanitizer builds). A server's load comes in bursts: give freed pages
- * back to the system within a second instead of keeping them for good, from
- * a background thread so the call path never pays for it. */
-const char *malloc_conf = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
+ * as in sanitizer builds; MALLOC_CONF in the environment still overrides it).
+ * A server's load comes in bursts: give freed pages back to the system
+ * within a second instead of keeping them for good, from a background thread
+ * so the call path never pays for it. Two arenas instead of four per CPU of
+ * the host: our threads are few, and a pod's CPU limit is not what jemalloc
+ * sees (gateway under load: VmHWM 50 -> 41 MB, CPU per call unchanged). */
+const char *malloc_conf = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:2";
 
 static void mem__oom(size_t n)
 {
