@@ -497,15 +497,6 @@ bool rpc_call_metadata_bin(rpc_call_t *c, const char *key, const uint8_t **data,
     return false;
 }
 
-const char *rpc_call_metadata(rpc_call_t *c, const char *key)
-{
-    const uint8_t *p;
-    size_t n;
-    if (!rpc_call_metadata_bin(c, key, &p, &n))
-        return NULL;
-    return arena_strndup(c->arena, (const char *)p, n);
-}
-
 int64_t rpc_call_remaining_ms(const rpc_call_t *c)
 {
     if (gpr_time_cmp(c->deadline, gpr_inf_future(c->deadline.clock_type)) == 0)

@@ -117,10 +117,9 @@ arena_t *rpc_call_arena(rpc_call_t *call);
 const char *rpc_call_method(const rpc_call_t *call);     /* "/pkg.Svc/Method" */
 const char *rpc_call_peer(const rpc_call_t *call);       /* "ipv4:127.0.0.1:5312" */
 const char *rpc_call_request_id(const rpc_call_t *call); /* x-request-id, or one made up */
-/* The first value of a metadata key (lower-case), as a NUL-terminated copy in
- * the call's arena, or NULL. Binary (-bin) values may contain NULs: use
- * rpc_call_metadata_bin. */
-const char *rpc_call_metadata(rpc_call_t *call, const char *key);
+/* The first value of a metadata key (lower-case), pointing into the call's
+ * metadata (valid until the call ends; not NUL-terminated, may hold any
+ * bytes). False when the call has no such key. */
 bool rpc_call_metadata_bin(rpc_call_t *call, const char *key, const uint8_t **data, size_t *len);
 /* Milliseconds left before the call's deadline (0 when past); INT64_MAX when
  * the client set none. */
