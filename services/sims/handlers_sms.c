@@ -223,6 +223,14 @@ static const db_stmt_t move_sms = {
               ", m.sim_id, m.organization_id",
     7};
 
+/* A cancelled SMS never left: its segments go back to the SIM's SMS quota
+ * (no row: the SIM's SMS are not metered, nothing to give back). */
+static const db_stmt_t refund_sms = {
+    "sims_refund_sms",
+    "UPDATE sim_quotas SET used_volume = greatest(used_volume - $2::bigint, 0) "
+    "WHERE sim_id = $1 AND quota_type = 'sms'",
+    2};
+
 static int sims__move(sims_ctx_t *cx, const char *iccid, int64_t sms_id, const char *to,
                       const char *from, const char *at_us, const char *error,
                       ProtobufCMessage **resp)
@@ -251,7 +259,14 @@ static int sims__move(sims_ctx_t *cx, const char *iccid, int64_t sms_id, const c
         .description = arena_printf(cx->a, "SMS %lld %s", (long long)sms_id, to),
         .data_json = arena_printf(cx->a, "{\"sms_id\": %lld}", (long long)sms_id),
     };
-    if ((rc = sims_record_event(cx, &ev)) < 0 || (rc = sims_commit(cx)) < 0)
+    if ((rc = sims_record_event(cx, &ev)) < 0)
+        goto out;
+    if (strcmp(to, "cancelled") == 0) {
+        const char *refund[] = {ev.sim_id, sims_i64(cx, m->segments)};
+        if ((rc = sims_exec(cx, &refund_sms, refund, NULL)) < 0)
+            goto out;
+    }
+    if ((rc = sims_commit(cx)) < 0)
         goto out;
     *resp = &m->base;
     rc = 0;

@@ -118,6 +118,19 @@ Test(sims_sms, sending_consumes_sms_quota_until_depleted)
     cr_assert_eq(quota->remaining_volume, 0);
 }
 
+static int64_t sms_remaining(const principal_t *who, const char *iccid)
+{
+    Onceiot__Sims__V1__GetQuotaRequest q = ONCEIOT__SIMS__V1__GET_QUOTA_REQUEST__INIT;
+    q.iccid = (char *)iccid;
+    q.quota_type = ONCEIOT__SIMS__V1__QUOTA_TYPE__QUOTA_TYPE_SMS;
+    Onceiot__Sims__V1__Quota *quota;
+    rpc_status_t st;
+    cr_assert_eq(sims_h_call("GetQuota", &q.base, &onceiot__sims__v1__quota__descriptor, who, NULL,
+                             (ProtobufCMessage **)&quota, &st),
+                 0, "%s", st.message);
+    return quota->remaining_volume;
+}
+
 static int sms_op(const char *method, const principal_t *who, const char *iccid, int64_t id,
                   Onceiot__Sims__V1__Sms **out, rpc_status_t *st)
 {
@@ -176,6 +189,22 @@ Test(sims_sms, only_pending_sms_can_be_cancelled_and_reports_only_move_forward)
     cr_assert_eq(report(&u, iccid, c->id, FAILED, &m, &st), 0, "%s", st.message);
     cr_assert_str_eq(m->error_message, "no answer");
     cr_assert(m->failed_at);
+}
+
+Test(sims_sms, cancelling_a_pending_sms_gives_its_segments_back_once)
+{
+    principal_t u = sims_h_user(1);
+    const char *iccid = enabled_sim(&u, 7);
+    int64_t before = sms_remaining(&u, iccid);
+    Onceiot__Sims__V1__Sms *sent, *m;
+    rpc_status_t st;
+    cr_assert_eq(send_sms(&u, iccid, repeat("a", 400), &sent, &st), 0, "%s", st.message);
+    cr_assert_eq(sent->segments, 3);
+    cr_assert_eq(sms_remaining(&u, iccid), before - 3);
+    cr_assert_eq(sms_op("CancelSms", &u, iccid, sent->id, &m, &st), 0, "%s", st.message);
+    cr_assert_eq(sms_remaining(&u, iccid), before);
+    cr_assert_eq(sms_op("CancelSms", &u, iccid, sent->id, &m, &st), ERR_FAILED_PRECONDITION);
+    cr_assert_eq(sms_remaining(&u, iccid), before, "a second cancel gives nothing back");
 }
 
 Test(sims_sms, received_sms_are_listed_with_filters_and_pages)
