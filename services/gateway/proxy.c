@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -661,62 +660,6 @@ static void gw__authenticate(gw_call_t *c)
     }
 }
 
-static atomic_uint_fast64_t gw__request_ids; /* the next request id's counter */
-
-static void gw__request_id_seed(void)
-{
-    uint64_t seed;
-    if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
-        seed = (uint64_t)gw__now_ns() ^ ((uint64_t)getpid() << 32);
-    atomic_store(&gw__request_ids, seed);
-}
-
-/* A bijection of 64-bit words (splitmix64's finalizer, multiplier m). */
-static uint64_t gw__mix(uint64_t x, uint64_t m)
-{
-    x = (x ^ (x >> 30)) * m;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
-    return x ^ (x >> 31);
-}
-
-/* A fresh request id: 32 hex digits, unique in this process and unlikely
- * to repeat across processes. A 64-bit counter from a random start, passed
- * through two different bijective mixers, costs no system call (getrandom
- * per call did). */
-static void gw__make_request_id(char out[33])
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, gw__request_id_seed);
-    uint64_t n = atomic_fetch_add_explicit(&gw__request_ids, 1, memory_order_relaxed);
-    uint64_t w[2] = {gw__mix(n, 0xbf58476d1ce4e5b9u), gw__mix(n, 0x94d049bb133111ebu)};
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < 32; i++)
-        out[i] = hex[(w[i / 16] >> (60 - 4 * (i % 16))) & 0xf];
-    out[32] = '\0';
-}
-
-/* A request id is kept if short and plain (safe to log); else one is made. */
-static void gw__request_id(gw_call_t *c)
-{
-    for (size_t i = 0; i < c->md.count; i++) {
-        const grpc_metadata *m = &c->md.metadata[i];
-        if (grpc_slice_str_cmp(m->key, "x-request-id"))
-            continue;
-        size_t n = GRPC_SLICE_LENGTH(m->value);
-        const uint8_t *v = GRPC_SLICE_START_PTR(m->value);
-        bool plain = n > 0 && n < sizeof(c->request_id);
-        for (size_t k = 0; plain && k < n; k++)
-            plain = (v[k] >= '0' && v[k] <= '9') || (v[k] >= 'a' && v[k] <= 'z') ||
-                    (v[k] >= 'A' && v[k] <= 'Z') || v[k] == '-' || v[k] == '_' || v[k] == '.';
-        if (plain) {
-            memcpy(c->request_id, v, n);
-            c->request_id[n] = '\0';
-            return;
-        }
-    }
-    gw__make_request_id(c->request_id);
-}
-
 void gw_proxy(void *ctx, grpc_call *call, grpc_call_details *details, grpc_metadata_array *md)
 {
     gw_t *gw = ctx;
@@ -748,7 +691,7 @@ void gw_proxy(void *ctx, grpc_call *call, grpc_call_details *details, grpc_metad
     }
     c->method = arena_strndup(c->arena, (const char *)GRPC_SLICE_START_PTR(details->method),
                               GRPC_SLICE_LENGTH(details->method));
-    gw__request_id(c);
+    rpc_request_id(&c->md, c->request_id);
 
     grpc_op op;
     memset(&op, 0, sizeof(op));

@@ -48,8 +48,8 @@ static void call__finish_done(srv_tag_t *tag, bool ok)
     srv__call_unref(c);
 }
 
-/* A request id is kept if it is short and plain; otherwise one is made up,
- * so ids in logs are always safe to print and grep. */
+/* A client's id is kept when it is short and plain, so ids in logs are
+ * always safe to print and grep, and safe to forward. */
 static bool call__plain_id(const uint8_t *p, size_t n)
 {
     if (n == 0 || n > 64)
@@ -78,6 +78,23 @@ static void call__make_id(char *out)
         parts[i] = state * 0x2545F4914F6CDD1DULL;
     }
     snprintf(out, 33, "%016llx%016llx", (unsigned long long)parts[0], (unsigned long long)parts[1]);
+}
+
+void rpc_request_id(const grpc_metadata_array *md, char out[65])
+{
+    for (size_t i = 0; i < md->count; i++) {
+        const grpc_metadata *m = &md->metadata[i];
+        if (grpc_slice_str_cmp(m->key, "x-request-id") != 0)
+            continue;
+        size_t n = GRPC_SLICE_LENGTH(m->value);
+        if (call__plain_id(GRPC_SLICE_START_PTR(m->value), n)) {
+            memcpy(out, GRPC_SLICE_START_PTR(m->value), n);
+            out[n] = '\0';
+            return;
+        }
+        break;
+    }
+    call__make_id(out);
 }
 
 rpc_call_t *srv__call_new(rpc_server_t *srv, const srv_method_t *m, grpc_call *call,
@@ -113,14 +130,7 @@ rpc_call_t *srv__call_new(rpc_server_t *srv, const srv_method_t *m, grpc_call *c
 /* Called once the request metadata is in place (after srv__call_new). */
 static void call__take_request_id(rpc_call_t *c)
 {
-    const uint8_t *p;
-    size_t n;
-    if (rpc_call_metadata_bin(c, "x-request-id", &p, &n) && call__plain_id(p, n)) {
-        memcpy(c->request_id, p, n);
-        c->request_id[n] = '\0';
-    } else {
-        call__make_id(c->request_id);
-    }
+    rpc_request_id(&c->md, c->request_id);
 }
 
 static void call__log(rpc_call_t *c)

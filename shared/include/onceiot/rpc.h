@@ -110,6 +110,12 @@ void rpc_server_free(rpc_server_t *srv);
 /* The index of the server's descriptor set. */
 const struct descset *rpc_server_descset(const rpc_server_t *srv);
 
+/* The request id for a call with request metadata md: the client's
+ * x-request-id when it is 1..64 characters of [A-Za-z0-9._-] (safe to log
+ * and forward), else a fresh 32-hex-digit id. out holds 65 bytes. The server
+ * uses it for every call; a proxy calls it for the calls it takes. */
+void rpc_request_id(const grpc_metadata_array *md, char out[65]);
+
 /* ---- inside a handler ---- */
 
 void *rpc_call_ctx(const rpc_call_t *call);
