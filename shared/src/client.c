@@ -307,6 +307,18 @@ int rpc_stream_close_send(rpc_stream_t *s)
     return client__run(s->cq, s->call, &op, 1) ? 0 : ERR_CANCELLED;
 }
 
+/* Adds RECV_INITIAL_METADATA to the first batch that receives anything;
+ * returns the number of ops written to ops (0 or 1). */
+static size_t client__initial_md_op(rpc_stream_t *s, grpc_op *ops)
+{
+    if (s->md_received)
+        return 0;
+    s->md_received = true;
+    ops[0].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[0].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+    return 1;
+}
+
 int rpc_stream_recv_raw(rpc_stream_t *s, ProtobufCBinaryData *msg)
 {
     msg->len = 0;
@@ -314,13 +326,7 @@ int rpc_stream_recv_raw(rpc_stream_t *s, ProtobufCBinaryData *msg)
     grpc_byte_buffer *bb = NULL;
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
-    size_t n = 0;
-    if (!s->md_received) {
-        ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-        ops[n].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
-        n++;
-        s->md_received = true;
-    }
+    size_t n = client__initial_md_op(s, ops);
     ops[n].op = GRPC_OP_RECV_MESSAGE;
     ops[n].data.recv_message.recv_message = &bb;
     n++;
@@ -357,13 +363,7 @@ int rpc_stream_finish(rpc_stream_t *s, rpc_status_t *st)
     grpc_slice details = grpc_empty_slice();
     grpc_op ops[3];
     memset(ops, 0, sizeof(ops));
-    size_t n = 0;
-    if (!s->md_received) {
-        ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-        ops[n].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
-        n++;
-        s->md_received = true;
-    }
+    size_t n = client__initial_md_op(s, ops);
     ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
     ops[n].data.recv_status_on_client.status = &code;
     ops[n].data.recv_status_on_client.status_details = &details;
