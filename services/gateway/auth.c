@@ -26,7 +26,7 @@
 
 typedef struct auth_revocation {
     int64_t user_id;
-    int64_t not_before; /* unix seconds */
+    int64_t not_before_ms; /* unix ms: tokens issued at or before it are refused */
 } auth_revocation_t;
 
 /* One published key set; replaced whole, freed when its last reader is done. */
@@ -36,6 +36,8 @@ typedef struct auth_keys {
     size_t n_keys;
     auth_revocation_t *revocations; /* sorted by user_id */
     size_t n_revocations;
+    int64_t *revoked_keys; /* API key ids, sorted */
+    size_t n_revoked_keys;
 } auth_keys_t;
 
 typedef struct auth_entry {
@@ -73,6 +75,7 @@ static void auth__keys_unref(auth_keys_t *k)
         return;
     mem_free(k->keys);
     mem_free(k->revocations);
+    mem_free(k->revoked_keys);
     mem_free(k);
 }
 
@@ -128,6 +131,12 @@ static int auth__rev_cmp(const void *x, const void *y)
     return a->user_id < b->user_id ? -1 : a->user_id > b->user_id;
 }
 
+static int auth__id_cmp(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
 /* Fetches the key set once. Returns 0 and the suggested refresh in seconds. */
 static int auth__fetch_keys(gw_auth_t *a, int *refresh_s)
 {
@@ -167,11 +176,16 @@ static int auth__fetch_keys(gw_auth_t *a, int *refresh_s)
     k->revocations = mem_calloc(r->n_revocations ? r->n_revocations : 1, sizeof(auth_revocation_t));
     for (size_t i = 0; i < r->n_revocations; i++) {
         k->revocations[i].user_id = r->revocations[i]->user_id;
-        k->revocations[i].not_before =
-            r->revocations[i]->not_before ? r->revocations[i]->not_before->seconds : 0;
+        const Google__Protobuf__Timestamp *nb = r->revocations[i]->not_before;
+        k->revocations[i].not_before_ms = nb ? nb->seconds * 1000 + nb->nanos / 1000000 : 0;
     }
     k->n_revocations = r->n_revocations;
     qsort(k->revocations, k->n_revocations, sizeof(*k->revocations), auth__rev_cmp);
+    k->n_revoked_keys = r->n_revoked_api_keys;
+    k->revoked_keys = mem_calloc(k->n_revoked_keys ? k->n_revoked_keys : 1, sizeof(int64_t));
+    if (k->n_revoked_keys)
+        memcpy(k->revoked_keys, r->revoked_api_keys, k->n_revoked_keys * sizeof(int64_t));
+    qsort(k->revoked_keys, k->n_revoked_keys, sizeof(int64_t), auth__id_cmp);
     *refresh_s = r->refresh_seconds > 0 && r->refresh_seconds <= 300 ? r->refresh_seconds : 5;
     pthread_mutex_lock(&a->mu);
     auth_keys_t *old = a->keys;
@@ -213,15 +227,51 @@ void gw_auth_start(gw_auth_t *a)
     a->started = pthread_create(&a->thread, NULL, auth__keys_main, a) == 0;
 }
 
-int gw_auth_token(gw_auth_t *a, const char *token, arena_t *arena, principal_t **out,
-                  const char **why)
+/* The current key set with a reference the caller drops, or NULL. */
+static auth_keys_t *auth__keys_ref(gw_auth_t *a)
 {
-    *out = NULL;
     pthread_mutex_lock(&a->mu);
     auth_keys_t *k = a->keys;
     if (k)
         atomic_fetch_add(&k->refs, 1);
     pthread_mutex_unlock(&a->mu);
+    return k;
+}
+
+/* The revocation of user_id in k, or NULL. */
+static const auth_revocation_t *auth__revocation(const auth_keys_t *k, int64_t user_id)
+{
+    auth_revocation_t key = {user_id, 0};
+    return bsearch(&key, k->revocations, k->n_revocations, sizeof(key), auth__rev_cmp);
+}
+
+bool gw_auth_user_revoked(gw_auth_t *a, int64_t user_id, int64_t since_ms)
+{
+    auth_keys_t *k = auth__keys_ref(a);
+    if (!k)
+        return false;
+    const auth_revocation_t *rev = auth__revocation(k, user_id);
+    bool revoked = rev && rev->not_before_ms >= since_ms;
+    auth__keys_unref(k);
+    return revoked;
+}
+
+bool gw_auth_key_revoked(gw_auth_t *a, int64_t key_id)
+{
+    auth_keys_t *k = auth__keys_ref(a);
+    if (!k)
+        return false;
+    bool revoked =
+        bsearch(&key_id, k->revoked_keys, k->n_revoked_keys, sizeof(int64_t), auth__id_cmp) != NULL;
+    auth__keys_unref(k);
+    return revoked;
+}
+
+int gw_auth_token(gw_auth_t *a, const char *token, arena_t *arena, principal_t **out,
+                  int64_t *issued_ms, const char **why)
+{
+    *out = NULL;
+    auth_keys_t *k = auth__keys_ref(a);
     if (!k) {
         *why = "login tokens cannot be verified yet (no keys from identity); retry shortly";
         return ERR_UNAUTHENTICATED;
@@ -229,10 +279,11 @@ int gw_auth_token(gw_auth_t *a, const char *token, arena_t *arena, principal_t *
     token_claims_t c;
     int rc = token_verify(k->keys, k->n_keys, token, (int64_t)time(NULL), &c, why);
     if (rc == 0) {
-        auth_revocation_t key = {c.user_id, 0};
-        const auth_revocation_t *rev =
-            bsearch(&key, k->revocations, k->n_revocations, sizeof(key), auth__rev_cmp);
-        if (rev && c.issued_at < rev->not_before) {
+        const auth_revocation_t *rev = auth__revocation(k, c.user_id);
+        /* At or before: identity takes a token's time and a revocation's
+         * from its database clock in the order of the row lock, so a token
+         * of the same millisecond may predate the change. */
+        if (rev && c.issued_at_ms <= rev->not_before_ms) {
             *why = "the token was revoked (the user was deactivated or changed password)";
             rc = ERR_UNAUTHENTICATED;
         }
@@ -255,6 +306,7 @@ int gw_auth_token(gw_auth_t *a, const char *token, arena_t *arena, principal_t *
     p->expires_at = c.expires_at;
     p->credential = "token";
     *out = p;
+    *issued_ms = c.issued_at_ms;
     return 0;
 }
 

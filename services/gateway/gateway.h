@@ -6,6 +6,7 @@
 #define ONCEIOT_GATEWAY_H
 
 #include "common/v1/auth.pb-c.h"
+#include "onceiot/authrule.h"
 #include "onceiot/client.h"
 #include "onceiot/descset.h"
 #include "onceiot/principal.h"
@@ -17,13 +18,7 @@
 
 /* ---- routes.c ---- */
 
-typedef struct gw_rule {
-    bool is_public;                     /* no credentials needed */
-    bool superuser;                     /* superusers only */
-    bool internal;                      /* never routed */
-    char scope[64];                     /* required scope; "" for none */
-    Onceiot__Common__V1__Role min_role; /* ROLE_UNSPECIFIED: any role */
-} gw_rule_t;
+typedef auth_rule_t gw_rule_t;
 
 typedef struct gw_route {
     const char *path; /* "/onceiot.sims.v1.SimService/GetSim" (the descset's string) */
@@ -59,10 +54,13 @@ const char *gw_routes_upstream_name(const gw_routes_t *r, size_t i);
  * the gateway's health. */
 size_t gw_routes_service_count(const gw_routes_t *r);
 const char *gw_routes_service_name(const gw_routes_t *r, size_t i, size_t *upstream);
-/* Reads the (onceiot.common.v1.auth) option (field 50100) out of serialized
- * MethodOptions. Returns 1 with *rule set, 0 when there is none, or
- * ERR_INVALID_ARGUMENT when the bytes do not parse. */
-int gw_rule_from_options(const uint8_t *opts, size_t len, gw_rule_t *rule) ONCEIOT_MUSTCHECK;
+/* ---- public_api.c ---- */
+
+/* The descriptor set of full without the internal methods of routes, for
+ * the gateway's reflection: *bytes (mem_free) holds it and *out indexes it
+ * (descset_free, before freeing *bytes). Returns 0 or ERR_INVALID_ARGUMENT. */
+int gw_public_descset(const descset_t *full, const gw_routes_t *routes, uint8_t **bytes,
+                      size_t *len, descset_t **out) ONCEIOT_MUSTCHECK;
 
 /* ---- upstreams.c ---- */
 
@@ -93,7 +91,7 @@ typedef struct gw_auth gw_auth_t;
 
 typedef struct gw_auth_opts {
     rpc_channel_t *identity;    /* where Authenticate and GetVerificationKeys go */
-    const principal_key_t *key; /* signs the gateway's own principal */
+    const principal_key_t *key; /* the gateway's key for identity */
     int cache_seconds;          /* API-key answers are kept at most this long */
     size_t cache_entries;       /* bound on the API-key cache */
     int auth_timeout_ms;        /* deadline of an Authenticate call */
@@ -104,10 +102,16 @@ gw_auth_t *gw_auth_new(const gw_auth_opts_t *opts);
 void gw_auth_start(gw_auth_t *a);
 void gw_auth_free(gw_auth_t *a);
 
-/* Verifies a login token locally. Returns 0 with *out (in arena) or
- * ERR_UNAUTHENTICATED with *why. */
+/* Verifies a login token locally. Returns 0 with *out (in arena) and the
+ * token's issue time (unix ms) in *issued_ms, or ERR_UNAUTHENTICATED with
+ * *why. */
 int gw_auth_token(gw_auth_t *a, const char *token, arena_t *arena, principal_t **out,
-                  const char **why) ONCEIOT_MUSTCHECK;
+                  int64_t *issued_ms, const char **why) ONCEIOT_MUSTCHECK;
+/* True when identity has published a revocation of user_id's credentials
+ * at or after since_ms (unix ms): deactivation, role or password change. */
+bool gw_auth_user_revoked(gw_auth_t *a, int64_t user_id, int64_t since_ms);
+/* True when identity has published that API key key_id was revoked. */
+bool gw_auth_key_revoked(gw_auth_t *a, int64_t key_id);
 /* Looks an API key up in the cache: 1 with *out (in arena) on a cached
  * principal, ERR_UNAUTHENTICATED on a cached refusal, 0 on a miss. */
 int gw_auth_key_cached(gw_auth_t *a, const char *secret, arena_t *arena,
@@ -139,6 +143,46 @@ void gw_ratelimit_free(gw_ratelimit_t *rl);
  * otherwise false with *retry_ms, when a token will be there. */
 bool gw_ratelimit_take(gw_ratelimit_t *rl, int64_t key, int64_t now_ns, int64_t *retry_ms);
 
+/* ---- streams.c ---- */
+
+/* A relayed stream, as the stream guard sees it (embedded in the call). */
+typedef struct gw_stream {
+    struct gw_stream *prev, *next; /* NULL when not registered */
+    grpc_call *down;               /* the client's call: cancelled to end it */
+    const char *method;
+    int64_t org, user_id;
+    int64_t expires_at;      /* unix seconds; 0: never */
+    int64_t issued_ms;       /* login token: its iat (unix ms) */
+    int64_t key_id;          /* API key: its id; 0 for a token */
+    int64_t started_mono_ms; /* for the lifetime cap */
+    int64_t started_wall_ms;
+    bool ended; /* cancelled by the guard */
+} gw_stream_t;
+
+typedef struct gw_streams_opts {
+    long max_per_org;  /* open streams per organization; 0: no cap */
+    long lifetime_s;   /* longest life of one stream */
+    long check_ms;     /* how often the guard looks */
+    long key_grace_ms; /* API-key answers may be this old (the auth cache) */
+} gw_streams_opts_t;
+
+typedef struct gw_streams gw_streams_t;
+
+gw_streams_t *gw_streams_new(gw_auth_t *auth, const gw_streams_opts_t *o);
+/* Starts the guard thread that runs gw_streams_check every check_ms. */
+void gw_streams_start(gw_streams_t *s);
+void gw_streams_free(gw_streams_t *s);
+/* Registers a stream for principal p (issued_ms of its token, or key_id of
+ * its API key). Returns 0, or ERR_RESOURCE_EXHAUSTED when p's organization
+ * already has max_per_org streams open (st is then not registered). */
+int gw_streams_add(gw_streams_t *s, gw_stream_t *st, grpc_call *down, const char *method,
+                   const principal_t *p, int64_t issued_ms, int64_t key_id) ONCEIOT_MUSTCHECK;
+/* Unregisters st (nothing when it is not registered). */
+void gw_streams_remove(gw_streams_t *s, gw_stream_t *st);
+/* Ends every stream whose credential expired or was revoked, or that is
+ * older than the lifetime; returns how many it ended. */
+int gw_streams_check(gw_streams_t *s);
+
 /* ---- proxy.c ---- */
 
 typedef struct gw {
@@ -146,8 +190,12 @@ typedef struct gw {
     gw_routes_t *routes;
     gw_upstreams_t *upstreams;
     gw_auth_t *auth;
-    gw_ratelimit_t *ratelimit;
-    const principal_key_t *key; /* signs the principal sent upstream */
+    gw_ratelimit_t *ratelimit;        /* per user */
+    gw_ratelimit_t *public_ratelimit; /* public methods, per client address */
+    gw_streams_t *streams;
+    uint8_t *public_bytes; /* the descriptor set reflection serves */
+    descset_t *public_ds;
+    const principal_key_t **up_keys; /* per upstream index: signs the principal sent there */
 } gw_t;
 
 /* The rpc_proxy_fn of the gateway (ctx is a gw_t). */

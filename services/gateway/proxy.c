@@ -29,6 +29,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -56,6 +57,10 @@ struct gw_call {
     char request_id[65];
     int64_t start_ns;
     int64_t user_id;
+    char *peer;                 /* grpc_call_get_peer of the client's call (gpr_free) */
+    const char *client_address; /* the IP of peer (in the arena) */
+    int64_t token_issued_ms;    /* the login token's iat, for the stream guard */
+    gw_stream_t stream;         /* registered while a stream is relayed */
     gw_op_t t_unary_recv, t_unary_up, t_unary_down;
     gw_op_t t_close, t_up_start, t_up_init, t_down_init, t_down_recv, t_up_send, t_up_recv,
         t_down_send, t_up_status, t_down_status;
@@ -104,11 +109,7 @@ static void gw__log(gw_call_t *c)
     log_str(&r, "status", err_grpc_name(c->code));
     log_int(&r, "code", c->code);
     log_double(&r, "duration_ms", (double)(gw__now_ns() - c->start_ns) / 1e6);
-    /* Fetched only here: it is a formatted allocation, wasted when the
-     * call is not logged. */
-    char *peer = grpc_call_get_peer(c->down);
-    log_str(&r, "peer", peer);
-    gpr_free(peer);
+    log_str(&r, "peer", c->peer);
     log_str(&r, "request_id", c->request_id);
     if (c->user_id)
         log_int(&r, "user_id", c->user_id);
@@ -125,6 +126,8 @@ static void gw__unref(gw_call_t *c)
     if (atomic_fetch_sub(&c->refs, 1) != 1)
         return;
     gw__log(c);
+    gw_streams_remove(c->gw->streams, &c->stream);
+    gpr_free(c->peer);
     if (c->up)
         grpc_call_unref(c->up);
     grpc_call_unref(c->down);
@@ -504,7 +507,8 @@ static bool gw__hop_header(const grpc_slice key)
 
 /* Authorized: build the upstream metadata, create the upstream call as a
  * child of the downstream one (deadline and cancellation propagate), and
- * start pumping. p is NULL for public methods. */
+ * start pumping. p is the caller's principal, or the anonymous one of a
+ * public method. */
 static void gw__connect(gw_call_t *c, principal_t *p)
 {
     gw_t *gw = c->gw;
@@ -517,14 +521,12 @@ static void gw__connect(gw_call_t *c, principal_t *p)
     c->first_own_md = c->n_up_md;
     c->up_md[c->n_up_md].key = grpc_slice_from_static_string("x-request-id");
     c->up_md[c->n_up_md++].value = grpc_slice_from_copied_string(c->request_id);
-    if (p) {
-        rpc_md_t signed_md[2];
-        principal_sign(gw->key, p, c->method, c->arena, signed_md);
-        for (int i = 0; i < 2; i++) {
-            c->up_md[c->n_up_md].key = grpc_slice_from_static_string(signed_md[i].key);
-            c->up_md[c->n_up_md++].value =
-                grpc_slice_from_copied_buffer(signed_md[i].value, signed_md[i].len);
-        }
+    rpc_md_t signed_md[2];
+    principal_sign(gw->up_keys[c->route->upstream], p, c->method, c->arena, signed_md);
+    for (int i = 0; i < 2; i++) {
+        c->up_md[c->n_up_md].key = grpc_slice_from_static_string(signed_md[i].key);
+        c->up_md[c->n_up_md++].value =
+            grpc_slice_from_copied_buffer(signed_md[i].value, signed_md[i].len);
     }
 
     pthread_mutex_lock(&c->mu);
@@ -568,26 +570,68 @@ static void gw__connect(gw_call_t *c, principal_t *p)
     pthread_mutex_unlock(&c->mu);
 }
 
-/* Authenticated (p) or public (p NULL): authorize, rate-limit, connect. */
+/* Answers RESOURCE_EXHAUSTED with a RetryInfo of retry_ms. */
+static void gw__fail_rate(gw_call_t *c, const char *who, int64_t retry_ms)
+{
+    c->message = arena_printf(c->arena, "rate limit exceeded for this %s; retry in %lld ms", who,
+                              (long long)retry_ms);
+    ProtobufCBinaryData d = gw__retry_details(c, retry_ms);
+    gw__fail(c, ERR_RESOURCE_EXHAUSTED, c->message, &d);
+}
+
+/* A 64-bit FNV-1a of a string: the rate-limit key of a client address. */
+static int64_t gw__address_key(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 0x100000001b3u;
+    return (int64_t)(h >> 1);
+}
+
+/* The API key id of a principal's "api_key:<id>" credential, or 0. */
+static int64_t gw__key_id(const principal_t *p)
+{
+    if (!p->credential || strncmp(p->credential, "api_key:", 8) != 0)
+        return 0;
+    return strtoll(p->credential + 8, NULL, 10);
+}
+
+/* Authenticated (p) or public (p NULL): authorize, rate-limit (per user, or
+ * per client address for public methods), bound a stream by its
+ * credential, connect. */
 static void gw__proceed(gw_call_t *c, principal_t *p)
 {
     gw_t *gw = c->gw;
-    if (p) {
-        c->user_id = p->user_id;
-        const char *why = NULL;
-        if (gw_authorize(&c->route->rule, p, &why) < 0) {
-            gw__fail(c, ERR_PERMISSION_DENIED, why, NULL);
+    int64_t retry_ms = 0;
+    if (!p) {
+        if (!gw_ratelimit_take(gw->public_ratelimit, gw__address_key(c->client_address),
+                               gw__now_ns(), &retry_ms)) {
+            gw__fail_rate(c, "client address", retry_ms);
             return;
         }
-        int64_t retry_ms = 0;
-        if (!gw_ratelimit_take(gw->ratelimit, p->user_id, gw__now_ns(), &retry_ms)) {
-            c->message =
-                arena_printf(c->arena, "rate limit exceeded for this caller; retry in %lld ms",
-                             (long long)retry_ms);
-            ProtobufCBinaryData d = gw__retry_details(c, retry_ms);
-            gw__fail(c, ERR_RESOURCE_EXHAUSTED, c->message, &d);
-            return;
-        }
+        p = arena_alloc(c->arena, sizeof(*p));
+        onceiot__common__v1__principal__init(p);
+        p->credential = "anonymous";
+        p->client_address = (char *)c->client_address;
+        gw__connect(c, p);
+        return;
+    }
+    c->user_id = p->user_id;
+    p->client_address = (char *)c->client_address;
+    const char *why = NULL;
+    if (gw_authorize(&c->route->rule, p, &why) < 0) {
+        gw__fail(c, ERR_PERMISSION_DENIED, why, NULL);
+        return;
+    }
+    if (!gw_ratelimit_take(gw->ratelimit, p->user_id, gw__now_ns(), &retry_ms)) {
+        gw__fail_rate(c, "caller", retry_ms);
+        return;
+    }
+    if (!c->route->unary && gw_streams_add(gw->streams, &c->stream, c->down, c->method, p,
+                                           c->token_issued_ms, gw__key_id(p)) < 0) {
+        gw__fail(c, ERR_RESOURCE_EXHAUSTED,
+                 "this organization has as many streams open as it may; close one first", NULL);
+        return;
     }
     gw__connect(c, p);
 }
@@ -600,6 +644,26 @@ static void gw__on_key(void *arg, int rc, principal_t *p, const char *why)
     else
         gw__proceed(c, p);
     gw__unref(c);
+}
+
+/* The IP address of a core peer string ("ipv4:1.2.3.4:5678" -> "1.2.3.4",
+ * "ipv6:[::1]:5678" -> "::1"); other forms are kept whole. */
+static const char *gw__client_address(arena_t *a, const char *peer)
+{
+    if (!peer)
+        return "";
+    const char *v = peer;
+    if (strncmp(v, "ipv4:", 5) == 0) {
+        v += 5;
+        const char *colon = strrchr(v, ':');
+        return arena_strndup(a, v, colon ? (size_t)(colon - v) : strlen(v));
+    }
+    if (strncmp(v, "ipv6:[", 6) == 0) {
+        v += 6;
+        const char *end = strchr(v, ']');
+        return arena_strndup(a, v, end ? (size_t)(end - v) : strlen(v));
+    }
+    return arena_strdup(a, v);
 }
 
 /* The bearer credential of the call, NUL-terminated in the arena, or NULL. */
@@ -641,7 +705,7 @@ static void gw__authenticate(gw_call_t *c)
     principal_t *p = NULL;
     const char *why = NULL;
     if (strncmp(secret, "v4.public.", 10) == 0) {
-        if (gw_auth_token(gw->auth, secret, c->arena, &p, &why) < 0)
+        if (gw_auth_token(gw->auth, secret, c->arena, &p, &c->token_issued_ms, &why) < 0)
             gw__fail(c, ERR_UNAUTHENTICATED, why, NULL);
         else
             gw__proceed(c, p);
@@ -692,6 +756,8 @@ void gw_proxy(void *ctx, grpc_call *call, grpc_call_details *details, grpc_metad
     c->method = arena_strndup(c->arena, (const char *)GRPC_SLICE_START_PTR(details->method),
                               GRPC_SLICE_LENGTH(details->method));
     rpc_request_id(&c->md, c->request_id);
+    c->peer = grpc_call_get_peer(call);
+    c->client_address = gw__client_address(c->arena, c->peer);
 
     grpc_op op;
     memset(&op, 0, sizeof(op));

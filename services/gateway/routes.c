@@ -1,7 +1,6 @@
 /* The route table: which upstream serves each method and who may call it,
  * read once at start from the embedded descriptor set. The rules are the
- * (onceiot.common.v1.auth) method options; protobuf-c does not know
- * extensions, so the option is found by a small wire-level scan. */
+ * (onceiot.common.v1.auth) method options (onceiot/authrule.h). */
 #include "gateway.h"
 
 #include "onceiot/log.h"
@@ -10,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum { GW_AUTH_FIELD = 50100 }; /* extend MethodOptions { AuthRule auth = 50100; } */
 
 const char *const gw_product_upstreams[] = {"identity", "sims", "usage", "commerce", "support"};
 const size_t gw_n_product_upstreams = sizeof(gw_product_upstreams) / sizeof(*gw_product_upstreams);
@@ -29,79 +26,6 @@ struct gw_routes {
     gw_service_t *services;
     size_t n_services;
 };
-
-/* Reads a varint; returns the bytes used or 0 when truncated or too long. */
-static size_t routes__varint(const uint8_t *p, size_t len, uint64_t *v)
-{
-    *v = 0;
-    for (size_t i = 0; i < len && i < 10; i++) {
-        *v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if (!(p[i] & 0x80))
-            return i + 1;
-    }
-    return 0;
-}
-
-int gw_rule_from_options(const uint8_t *opts, size_t len, gw_rule_t *rule)
-{
-    const uint8_t *found = NULL;
-    size_t found_len = 0;
-    size_t pos = 0;
-    while (pos < len) {
-        uint64_t key, v;
-        size_t n = routes__varint(opts + pos, len - pos, &key);
-        if (!n)
-            return ERR_INVALID_ARGUMENT;
-        pos += n;
-        switch (key & 7) {
-        case 0:
-            if (!(n = routes__varint(opts + pos, len - pos, &v)))
-                return ERR_INVALID_ARGUMENT;
-            pos += n;
-            break;
-        case 1:
-            pos += 8;
-            break;
-        case 5:
-            pos += 4;
-            break;
-        case 2:
-            if (!(n = routes__varint(opts + pos, len - pos, &v)) || v > len - pos - n)
-                return ERR_INVALID_ARGUMENT;
-            pos += n;
-            /* Repeated occurrences of a message field merge; ours are
-             * written once by protoc, so the last one is the rule. */
-            if (key >> 3 == GW_AUTH_FIELD) {
-                found = opts + pos;
-                found_len = (size_t)v;
-            }
-            pos += (size_t)v;
-            break;
-        default:
-            return ERR_INVALID_ARGUMENT; /* groups are not used in options */
-        }
-        if (pos > len)
-            return ERR_INVALID_ARGUMENT;
-    }
-    if (!found)
-        return 0;
-    Onceiot__Common__V1__AuthRule *r =
-        onceiot__common__v1__auth_rule__unpack(NULL, found_len, found);
-    if (!r)
-        return ERR_INVALID_ARGUMENT;
-    memset(rule, 0, sizeof(*rule));
-    rule->is_public = r->public_;
-    rule->superuser = r->superuser;
-    rule->internal = r->internal;
-    rule->min_role = r->min_role;
-    int rc = 1;
-    if (r->scope && strlen(r->scope) >= sizeof(rule->scope))
-        rc = ERR_INVALID_ARGUMENT;
-    else
-        snprintf(rule->scope, sizeof(rule->scope), "%s", r->scope ? r->scope : "");
-    onceiot__common__v1__auth_rule__free_unpacked(r, NULL);
-    return rc;
-}
 
 /* The upstream of a service: "onceiot.<name>.v1.X" -> index of <name>,
  * added to the table if new. Returns -1 for a service outside onceiot.*. */
@@ -147,7 +71,8 @@ int gw_routes_build(const descset_t *ds, gw_routes_t **out, char *err, size_t er
         route->path = m->path;
         route->upstream = (size_t)up;
         route->unary = !m->client_streaming && !m->server_streaming;
-        int found = m->options ? gw_rule_from_options(m->options, m->options_len, &route->rule) : 0;
+        int found =
+            m->options ? auth_rule_from_options(m->options, m->options_len, &route->rule) : 0;
         if (found <= 0) {
             snprintf(err, errlen,
                      found == 0 ? "%s has no (onceiot.common.v1.auth) rule; every public method "
@@ -187,13 +112,18 @@ void gw_routes_free(gw_routes_t *r)
 
 const gw_route_t *gw_routes_find(const gw_routes_t *r, const char *path, size_t len)
 {
+    /* The path is the client's bytes: a NUL inside it would make a C-string
+     * comparison stop early and match a shorter route. */
+    if (len == 0 || memchr(path, '\0', len))
+        return NULL;
     size_t lo = 0, hi = r->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         const char *p = r->routes[mid].path;
-        int c = strncmp(p, path, len);
-        if (c == 0 && p[len] != '\0')
-            c = 1;
+        size_t plen = strlen(p);
+        int c = memcmp(p, path, plen < len ? plen : len);
+        if (c == 0)
+            c = plen < len ? -1 : plen > len;
         if (c == 0)
             return r->routes[mid].rule.internal ? NULL : &r->routes[mid];
         if (c < 0)

@@ -7,29 +7,31 @@
 #define LOGIN_FAILED "invalid username or password"
 #define KEY_INVALID  "invalid API key"
 
-/* The gateway's own principal: signed with the shared key and marked
- * "service:gateway". */
-static int identity__gateway_or_status(rpc_call_t *call)
+const char *identity_client_address(const principal_t *p)
 {
-    const principal_t *p = svc_principal_or_status(call);
-    if (!p)
-        return ERR_UNAUTHENTICATED;
-    if (!p->credential || strcmp(p->credential, IDENTITY_GATEWAY_CRED) != 0)
-        return rpc_fail(call, ERR_PERMISSION_DENIED, "only the gateway calls this method");
-    return 0;
+    return p && p->client_address ? p->client_address : "";
 }
 
 /* Every failure of Login looks the same to the caller: unknown user, wrong
- * password, deactivated user, or a username in its backoff window. */
+ * password, deactivated user, or a username in its backoff window for the
+ * client's address. Login is public: the gateway's anonymous principal
+ * tells the client's address. */
 int identity_login(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Identity__V1__LoginRequest *r = (const void *)req;
     identity_t *id = identity_of(call);
     arena_t *a = rpc_call_arena(call);
+    const principal_t *caller;
+    int rc = svc_principal_optional_or_status(call, &caller);
+    if (rc < 0)
+        return rc;
+    const char *address = identity_client_address(caller);
     if (!r->username[0] || !r->password[0] || strlen(r->username) > 50 ||
         strlen(r->password) > 1024)
         return rpc_fail(call, ERR_UNAUTHENTICATED, LOGIN_FAILED);
-    int rc = identity_store_login_locked_or_status(call, r->username);
+    if ((rc = identity_password_slot_or_status(call)) < 0)
+        return rc;
+    rc = identity_store_login_locked_or_status(call, r->username, address);
     if (rc < 0)
         return rc;
     if (rc == 1)
@@ -43,7 +45,7 @@ int identity_login(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessa
                                        &rehash) &&
               row.id && row.is_active;
     if (!ok) {
-        if ((rc = identity_store_login_failed_or_status(call, r->username)) < 0)
+        if ((rc = identity_store_login_failed_or_status(call, r->username, address)) < 0)
             return rc;
         return rpc_fail(call, ERR_UNAUTHENTICATED, LOGIN_FAILED);
     }
@@ -51,8 +53,9 @@ int identity_login(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessa
     if (rehash && identity_password_hash(r->password, new_hash) < 0)
         rehash = false; /* keep the old hash; the next login upgrades it */
     identity_user_t *u;
-    rc = identity_store_login_succeeded_or_status(call, row.id, r->username,
-                                                  rehash ? new_hash : NULL, &u);
+    int64_t issued_ms;
+    rc = identity_store_login_succeeded_or_status(call, row.id, r->username, address,
+                                                  rehash ? new_hash : NULL, &u, &issued_ms);
     if (rc < 0)
         return rc;
 
@@ -63,8 +66,12 @@ int identity_login(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessa
     c.organization_id = u->organization_id;
     c.role = u->role;
     c.is_superuser = u->is_superuser;
-    c.issued_at = principal_now_ms() / 1000;
-    c.expires_at = c.issued_at + id->token_ttl_s;
+    /* The database's clock when the row was read under its lock: a role
+     * change, deactivation or new password that follows it gets a later
+     * token_not_before, so this token is refused once it stands for a
+     * stale role (see identity__user_update). */
+    c.issued_at_ms = issued_ms;
+    c.expires_at = issued_ms / 1000 + id->token_ttl_s;
     Onceiot__Identity__V1__LoginResponse *out = arena_alloc(a, sizeof(*out));
     onceiot__identity__v1__login_response__init(out);
     out->token = token_sign(id->sign_sk, &c, a);
@@ -79,9 +86,11 @@ int identity_authenticate(rpc_call_t *call, const ProtobufCMessage *req, Protobu
     const Onceiot__Identity__V1__AuthenticateRequest *r = (const void *)req;
     identity_t *id = identity_of(call);
     arena_t *a = rpc_call_arena(call);
-    int rc = identity__gateway_or_status(call);
-    if (rc < 0)
-        return rc;
+    /* Internal: the runtime lets only its declared caller, the gateway as
+     * "service:gateway", through. */
+    if (!svc_principal_or_status(call))
+        return ERR_UNAUTHENTICATED;
+    int rc;
     if (!identity_apikey_well_formed(r->secret))
         return rpc_fail(call, ERR_UNAUTHENTICATED, KEY_INVALID);
     uint8_t hash[32];
@@ -124,9 +133,11 @@ int identity_get_verification_keys(rpc_call_t *call, const ProtobufCMessage *req
     (void)req;
     identity_t *id = identity_of(call);
     arena_t *a = rpc_call_arena(call);
-    int rc = identity__gateway_or_status(call);
-    if (rc < 0)
-        return rc;
+    /* Internal: the runtime lets only its declared caller, the gateway as
+     * "service:gateway", through. */
+    if (!svc_principal_or_status(call))
+        return ERR_UNAUTHENTICATED;
+    int rc;
     Onceiot__Identity__V1__GetVerificationKeysResponse *out = arena_alloc(a, sizeof(*out));
     onceiot__identity__v1__get_verification_keys_response__init(out);
     Onceiot__Identity__V1__VerificationKey *k = arena_alloc(a, sizeof(*k));
@@ -140,6 +151,10 @@ int identity_get_verification_keys(rpc_call_t *call, const ProtobufCMessage *req
     /* Older revocations cover only tokens that have expired anyway. */
     rc = identity_store_revocations_or_status(call, id->token_ttl_s + 60, &out->revocations,
                                               &out->n_revocations);
+    if (rc < 0)
+        return rc;
+    rc = identity_store_revoked_keys_or_status(call, id->token_ttl_s + 60, &out->revoked_api_keys,
+                                               &out->n_revoked_api_keys);
     if (rc < 0)
         return rc;
     out->refresh_seconds = IDENTITY_REFRESH_SECONDS;

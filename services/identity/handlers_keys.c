@@ -12,12 +12,16 @@ static int identity__no_key(rpc_call_t *call, int64_t id)
     return rpc_fail(call, ERR_NOT_FOUND, "no API key %lld", (long long)id);
 }
 
-/* Resolves the user whose keys a call is about (0: the caller). Others'
- * keys are for admins of their organization (or superusers) only. */
+/* Resolves the user whose keys a call is about (0: the caller) and the role
+ * that bounds their keys' scopes. Others' keys are for admins of their
+ * organization (or superusers) only, and a superuser's keys for superusers
+ * only: anyone else gets NOT_FOUND, as for any user they may not see. */
 static int identity__key_owner_or_status(rpc_call_t *call, const principal_t *p, int64_t user_id,
-                                         int64_t *owner)
+                                         int64_t *owner, identity_role_t *role, bool *superuser)
 {
     *owner = user_id ? user_id : p->user_id;
+    *role = p->role;
+    *superuser = p->is_superuser;
     if (*owner == p->user_id)
         return 0;
     if (!p->is_superuser && p->role != ROLE_ADMIN)
@@ -26,9 +30,49 @@ static int identity__key_owner_or_status(rpc_call_t *call, const principal_t *p,
     int rc = identity_store_user_get_or_status(call, *owner, &u);
     if (rc < 0)
         return rc;
-    if (!identity_can_see(p, u->id, u->organization_id))
+    if (!identity_can_manage(p, u->id, u->organization_id, u->is_superuser))
         return rpc_fail(call, ERR_NOT_FOUND, "no user %lld", (long long)*owner);
+    *role = u->role;
+    *superuser = u->is_superuser;
     return 0;
+}
+
+/* True when a key of a user with this role may carry scope: readonly users
+ * read ("*:read"), users everything but "admin", admins everything. */
+static bool identity__role_allows(identity_role_t role, bool superuser, const char *scope)
+{
+    if (superuser || role == ROLE_ADMIN)
+        return true;
+    if (strcmp(scope, "admin") == 0)
+        return false;
+    if (role == ROLE_USER)
+        return true;
+    size_t n = strlen(scope);
+    return n > 5 && strcmp(scope + n - 5, ":read") == 0;
+}
+
+/* A new key never carries more than its creator could use: every scope must
+ * be one the creating credential holds (a login token holds every scope;
+ * an API key its own, "admin" standing for all), and one the owner's role
+ * allows. Records a violation on "scopes" for the first that is not. */
+static void identity__check_grant(rpc_call_t *call, const principal_t *p, identity_role_t role,
+                                  bool superuser, char **scopes, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!principal_has_scope(p, scopes[i])) {
+            rpc_violation(call, "scopes",
+                          "\"%s\" is not a scope of the credential creating the key; a key "
+                          "can grant only scopes it holds",
+                          scopes[i]);
+            return;
+        }
+        if (!identity__role_allows(role, superuser, scopes[i])) {
+            rpc_violation(call, "scopes",
+                          "the key's owner has role %s, which does not allow \"%s\"",
+                          identity_role_name(role), scopes[i]);
+            return;
+        }
+    }
 }
 
 int identity_create_api_key(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
@@ -47,9 +91,6 @@ int identity_create_api_key(rpc_call_t *call, const ProtobufCMessage *req, Proto
     if (strlen(r->description) > 1000)
         rpc_violation(call, "description", "must be at most 1000 characters");
     identity_validate_scopes(call, "scopes", r->scopes, r->n_scopes);
-    for (size_t i = 0; i < r->n_scopes; i++)
-        if (strcmp(r->scopes[i], "admin") == 0 && !p->is_superuser && p->role != ROLE_ADMIN)
-            rpc_violation(call, "scopes", "only admins may grant \"admin\"");
     int64_t expires_us = 0;
     if (r->expires_at) {
         expires_us = r->expires_at->seconds * 1000000 + r->expires_at->nanos / 1000;
@@ -63,7 +104,13 @@ int identity_create_api_key(rpc_call_t *call, const ProtobufCMessage *req, Proto
     if (rc < 0)
         return rc;
     int64_t owner;
-    if ((rc = identity__key_owner_or_status(call, p, r->user_id, &owner)) < 0)
+    identity_role_t owner_role;
+    bool owner_su;
+    if ((rc = identity__key_owner_or_status(call, p, r->user_id, &owner, &owner_role, &owner_su)) <
+        0)
+        return rc;
+    identity__check_grant(call, p, owner_role, owner_su, r->scopes, r->n_scopes);
+    if ((rc = rpc_check_violations(call)) < 0)
         return rc;
 
     char *secret = arena_alloc(a, IDENTITY_SECRET_LEN + 1);
@@ -104,7 +151,10 @@ int identity_list_api_keys(rpc_call_t *call, const ProtobufCMessage *req, Protob
     if (rc < 0)
         return rc;
     int64_t owner;
-    if ((rc = identity__key_owner_or_status(call, p, r->user_id, &owner)) < 0)
+    identity_role_t owner_role;
+    bool owner_su;
+    if ((rc = identity__key_owner_or_status(call, p, r->user_id, &owner, &owner_role, &owner_su)) <
+        0)
         return rc;
     identity_apikey_t **keys;
     size_t n;
@@ -122,8 +172,8 @@ int identity_list_api_keys(rpc_call_t *call, const ProtobufCMessage *req, Protob
     return 0;
 }
 
-/* Finds the caller (*p) and loads a key it may see (its owner is visible to
- * the caller). */
+/* Finds the caller (*p) and loads a key it may see (its owner is one the
+ * caller may manage). */
 static int identity__visible_key_or_status(rpc_call_t *call, int64_t key_id, const principal_t **p,
                                            identity_apikey_t **out)
 {
@@ -135,9 +185,10 @@ static int identity__visible_key_or_status(rpc_call_t *call, int64_t key_id, con
     if (rc < 0)
         return rc;
     int64_t owner_org;
-    if ((rc = identity_store_key_get_or_status(call, key_id, out, &owner_org)) < 0)
+    bool owner_su;
+    if ((rc = identity_store_key_get_or_status(call, key_id, out, &owner_org, &owner_su)) < 0)
         return rc;
-    if (!identity_can_see(*p, (*out)->user_id, owner_org))
+    if (!identity_can_manage(*p, (*out)->user_id, owner_org, owner_su))
         return identity__no_key(call, key_id);
     return 0;
 }

@@ -32,6 +32,11 @@ bool identity_can_see(const principal_t *p, int64_t user_id, int64_t org)
     return user_id == p->user_id;
 }
 
+bool identity_can_manage(const principal_t *p, int64_t user_id, int64_t org, bool superuser)
+{
+    return identity_can_see(p, user_id, org) && (!superuser || p->is_superuser);
+}
+
 static int identity__not_found(rpc_call_t *call, int64_t id)
 {
     return rpc_fail(call, ERR_NOT_FOUND, "no user %lld", (long long)id);
@@ -102,6 +107,8 @@ int identity_create_user(rpc_call_t *call, const ProtobufCMessage *req, Protobuf
     /* Only superusers choose the organization; others create in their own. */
     int64_t org = p->is_superuser && r->organization_id ? r->organization_id : p->organization_id;
     char hash[crypto_pwhash_STRBYTES];
+    if ((rc = identity_password_slot_or_status(call)) < 0)
+        return rc;
     if ((rc = identity_password_hash(r->password, hash)) < 0)
         return rpc_fail(call, rc, "the password could not be hashed; retry");
     identity_user_t *u;
@@ -286,14 +293,32 @@ int identity_change_password(rpc_call_t *call, const ProtobufCMessage *req, Prot
     int rc = rpc_check_violations(call);
     if (rc < 0)
         return rc;
+    if ((rc = identity_password_slot_or_status(call)) < 0)
+        return rc;
+    const char *address = identity_client_address(p);
     if (self) {
+        /* The old password is guessed no faster here than at Login: the
+         * same backoff, per username and client address. */
+        rc = identity_store_login_locked_or_status(call, p->username, address);
+        if (rc < 0)
+            return rc;
+        if (rc == 1)
+            return rpc_fail(call, ERR_RESOURCE_EXHAUSTED,
+                            "too many wrong passwords from this address; wait and retry");
         char *hash;
         bool rehash;
         if ((rc = identity_store_user_password_or_status(call, target, &hash)) < 0)
             return rc;
-        if (!identity_password_verify(r->old_password, hash, &rehash))
+        if (!identity_password_verify(r->old_password, hash, &rehash)) {
+            if ((rc = identity_store_login_failed_or_status(call, p->username, address)) < 0)
+                return rc;
             return rpc_fail(call, ERR_PERMISSION_DENIED, "the old password is wrong");
+        }
     } else {
+        /* Setting another user's password is a write to that user. */
+        if (!principal_has_scope(p, "users:write"))
+            return rpc_fail(call, ERR_PERMISSION_DENIED,
+                            "changing another user's password needs the \"users:write\" scope");
         identity_user_t *u;
         if ((rc = identity__managed_user_or_status(call, p, target, &u)) < 0)
             return rc;

@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -27,7 +28,6 @@ typedef Onceiot__Common__V1__Role identity_role_t;
 #define IDENTITY_SECRET_CHARS    43 /* base62 characters after the prefix (256 bits) */
 #define IDENTITY_SECRET_LEN      (8 + IDENTITY_SECRET_CHARS)
 #define IDENTITY_KEY_PREFIX_LEN  16 /* "sk_live_" + 8 characters shown in listings */
-#define IDENTITY_GATEWAY_CRED    "service:gateway"
 #define IDENTITY_REFRESH_SECONDS 10 /* suggested GetVerificationKeys polling interval */
 
 /* ---- authcache.c ---- */
@@ -98,6 +98,8 @@ typedef struct identity {
     long token_ttl_s;                        /* login token lifetime */
     char dummy_hash[crypto_pwhash_STRBYTES]; /* verified for unknown users */
     identity_cache_t cache;
+    long hash_slots;       /* ONCEIOT_PASSWORD_HASH_SLOTS: concurrent Argon2 calls */
+    atomic_long hash_busy; /* slots in use */
 } identity_t;
 
 identity_t *identity_of(rpc_call_t *call);
@@ -112,6 +114,12 @@ int identity_password_hash(const char *password,
  * *needs_rehash is set when the hash should be replaced by a fresh Argon2id
  * one (legacy, or weaker parameters). */
 bool identity_password_verify(const char *password, const char *hash, bool *needs_rehash);
+
+/* Takes one of the identity_t's hash_slots for the rest of the call (given
+ * back when the handler returns), so that password hashing never occupies
+ * every worker: Authenticate and GetVerificationKeys always find one. When
+ * all are taken it sets RESOURCE_EXHAUSTED (with a retry hint) at once. */
+int identity_password_slot_or_status(rpc_call_t *call) ONCEIOT_MUSTCHECK;
 
 /* ---- apikeys.c ---- */
 
@@ -176,27 +184,37 @@ int identity_store_user_password_or_status(rpc_call_t *call, int64_t id,
 /* Login: the row for a username; 0 with out->id = 0 when there is none. */
 int identity_store_login_lookup_or_status(rpc_call_t *call, const char *username,
                                           identity_login_row_t *out) ONCEIOT_MUSTCHECK;
-/* True (1) when the username is in its backoff window, 0 otherwise. */
-int identity_store_login_locked_or_status(rpc_call_t *call, const char *username) ONCEIOT_MUSTCHECK;
-int identity_store_login_failed_or_status(rpc_call_t *call, const char *username) ONCEIOT_MUSTCHECK;
-/* Clears the backoff, records last_login_at and (if new_hash) the upgraded
- * hash; returns the user. */
+/* True (1) when the username is in its backoff window for this client
+ * address ("" when unknown), 0 otherwise. */
+int identity_store_login_locked_or_status(rpc_call_t *call, const char *username,
+                                          const char *address) ONCEIOT_MUSTCHECK;
+/* Counts a wrong password (Login, or ChangePassword's old password). */
+int identity_store_login_failed_or_status(rpc_call_t *call, const char *username,
+                                          const char *address) ONCEIOT_MUSTCHECK;
+/* Clears the address's backoff, records last_login_at and (if new_hash) the
+ * upgraded hash; returns the user and the database's clock at the row's
+ * update (unix ms), which is the token's issue time. */
 int identity_store_login_succeeded_or_status(rpc_call_t *call, int64_t id, const char *username,
-                                             const char *new_hash,
-                                             identity_user_t **out) ONCEIOT_MUSTCHECK;
+                                             const char *address, const char *new_hash,
+                                             identity_user_t **out,
+                                             int64_t *issued_ms) ONCEIOT_MUSTCHECK;
 int identity_store_revocations_or_status(rpc_call_t *call, long within_s,
                                          Onceiot__Identity__V1__TokenRevocation ***out,
                                          size_t *n) ONCEIOT_MUSTCHECK;
 
+/* Ids of API keys revoked in the last within_s seconds. */
+int identity_store_revoked_keys_or_status(rpc_call_t *call, long within_s, int64_t **out,
+                                          size_t *n) ONCEIOT_MUSTCHECK;
 /* expires_us 0: never. */
 int identity_store_key_insert_or_status(rpc_call_t *call, int64_t user_id, const uint8_t hash[32],
                                         const char *prefix, const char *name,
                                         const char *description, char **scopes, size_t n_scopes,
                                         int64_t expires_us,
                                         identity_apikey_t **out) ONCEIOT_MUSTCHECK;
-/* The key and its owner's organization; NOT_FOUND when absent. */
+/* The key, its owner's organization and whether the owner is a superuser;
+ * NOT_FOUND when absent. */
 int identity_store_key_get_or_status(rpc_call_t *call, int64_t id, identity_apikey_t **out,
-                                     int64_t *owner_org) ONCEIOT_MUSTCHECK;
+                                     int64_t *owner_org, bool *owner_superuser) ONCEIOT_MUSTCHECK;
 int identity_store_key_list_or_status(rpc_call_t *call, int64_t user_id, int64_t after_id,
                                       int32_t limit, identity_apikey_t ***out,
                                       size_t *n) ONCEIOT_MUSTCHECK;
@@ -210,10 +228,11 @@ int identity_store_key_authenticate_or_status(rpc_call_t *call, const uint8_t ha
 
 /* Bootstrap at start (not in a call): creates the first admin, and an
  * "admin" API key written to key_file when one is given, if and only if the
- * users table is empty; logs "bootstrap_admin" (with the password when
- * show_password, i.e. it was generated) when it did. */
+ * users table is empty; logs "bootstrap_admin" when it did. A generated
+ * password is written to password_file (mode 0600, before the commit) and
+ * never logged; password_file is NULL when the password was configured. */
 int identity_store_bootstrap(identity_t *id, db_pool_t *pool, const char *username,
-                             const char *email, const char *password, bool show_password,
+                             const char *email, const char *password, const char *password_file,
                              const char *key_file) ONCEIOT_MUSTCHECK;
 /* One UPDATE for a batch of usage counts. */
 int identity_store_usage_flush(db_conn_t *conn, const identity_usage_t *rows,
@@ -221,11 +240,16 @@ int identity_store_usage_flush(db_conn_t *conn, const identity_usage_t *rows,
 
 /* ---- tenant rules (handlers_users.c) ---- */
 
+/* The client address a principal carries ("" without one). */
+const char *identity_client_address(const principal_t *p);
 /* The verified caller, or NULL with UNAUTHENTICATED set. */
 const principal_t *identity_caller_or_status(rpc_call_t *call);
 /* True when caller may see a user of org with id user_id: superusers all,
  * admins their organization, others themselves. */
 bool identity_can_see(const principal_t *p, int64_t user_id, int64_t org);
+/* identity_can_see, and a superuser target only for superusers: what the
+ * caller may act on (its keys, its password). */
+bool identity_can_manage(const principal_t *p, int64_t user_id, int64_t org, bool superuser);
 void identity_timestamp(arena_t *a, int64_t us, Google__Protobuf__Timestamp **out);
 
 /* Handlers. */

@@ -30,7 +30,7 @@ static int identity__init(svc_t *svc)
 {
     identity_t *id = &identity__state;
     const char *signing_hex = NULL, *pepper_hex = NULL, *admin_user = NULL, *admin_email = NULL,
-               *admin_password = NULL, *key_file = NULL;
+               *admin_password = NULL, *key_file = NULL, *password_file = NULL;
     const cfg_var_t vars[] = {
         {"ONCEIOT_TOKEN_SIGNING_KEY", CFG_STRING, NULL, true, 0, 0, &signing_hex,
          "64 hex digits: the Ed25519 seed that signs login tokens"},
@@ -43,7 +43,13 @@ static int identity__init(svc_t *svc)
         {"ONCEIOT_BOOTSTRAP_ADMIN_EMAIL", CFG_STRING, "admin@onceiot.local", false, 0, 0,
          &admin_email, "email of the first admin"},
         {"ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD", CFG_STRING, NULL, false, 0, 0, &admin_password,
-         "password of the first admin; generated and logged once when unset"},
+         "password of the first admin; generated when unset"},
+        {"ONCEIOT_BOOTSTRAP_PASSWORD_FILE", CFG_STRING, NULL, false, 0, 0, &password_file,
+         "where a generated first-admin password is written (mode 0600); default: the key "
+         "file's path + \".password\""},
+        {"ONCEIOT_PASSWORD_HASH_SLOTS", CFG_INT, "2", false, 1, 64, &id->hash_slots,
+         "password hashes (Login, ChangePassword, CreateUser) computed at once; more are "
+         "refused with RESOURCE_EXHAUSTED so that API-key checks always find a worker"},
         {"ONCEIOT_BOOTSTRAP_KEY_FILE", CFG_STRING, NULL, false, 0, 0, &key_file,
          "where to write the first admin's API key (mode 0600)"},
     };
@@ -71,6 +77,17 @@ static int identity__init(svc_t *svc)
 
     char generated[25];
     bool generate = !admin_password || !*admin_password;
+    char *default_password_file = NULL;
+    if (generate && (!password_file || !*password_file)) {
+        if (!key_file || !*key_file) {
+            log_msg(LOG_ERROR, "config_invalid",
+                    "ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD is unset, and neither "
+                    "ONCEIOT_BOOTSTRAP_PASSWORD_FILE nor ONCEIOT_BOOTSTRAP_KEY_FILE says where a "
+                    "generated password may be written (it is never logged)");
+            return ERR_CONFIG;
+        }
+        password_file = default_password_file = mem_printf("%s.password", key_file);
+    }
     if (generate) {
         char secret[IDENTITY_SECRET_LEN + 1];
         identity_apikey_generate(secret);
@@ -82,7 +99,9 @@ static int identity__init(svc_t *svc)
     identity_cache_init(&id->cache, svc_db(svc));
     svc_set_state(svc, id);
     rc = identity_store_bootstrap(id, svc_db(svc), admin_user, admin_email, admin_password,
-                                  generate, key_file);
+                                  generate ? password_file : NULL, key_file);
+    sodium_memzero(generated, sizeof(generated));
+    mem_free(default_password_file);
     if (rc < 0) {
         identity_cache_fini(&id->cache);
         return rc;

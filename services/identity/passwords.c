@@ -13,6 +13,23 @@ int identity_password_hash(const char *password, char out[crypto_pwhash_STRBYTES
     return 0;
 }
 
+static void identity__slot_release(void *arg)
+{
+    atomic_fetch_sub((atomic_long *)arg, 1);
+}
+
+int identity_password_slot_or_status(rpc_call_t *call)
+{
+    identity_t *id = identity_of(call);
+    if (atomic_fetch_add(&id->hash_busy, 1) >= id->hash_slots) {
+        atomic_fetch_sub(&id->hash_busy, 1);
+        return rpc_fail(call, ERR_RESOURCE_EXHAUSTED,
+                        "too many password checks in progress; retry in a second");
+    }
+    rpc_call_defer(call, identity__slot_release, &id->hash_busy);
+    return 0;
+}
+
 static bool identity__is_bcrypt(const char *hash)
 {
     return strncmp(hash, "$2b$", 4) == 0 || strncmp(hash, "$2a$", 4) == 0 ||

@@ -41,25 +41,26 @@ static const db_stmt_t identity__user_list = {
     "AND ($2::bigint IS NULL OR organization_id = $2) AND ($3::text IS NULL OR role = $3) "
     "AND ($4::boolean IS NULL OR is_active = $4) ORDER BY id LIMIT $5",
     5};
-/* Deactivation refuses every token issued so far: not_before is the next
- * whole second, since token times have whole seconds. A role change refuses
- * tokens of earlier seconds (they carry the old role) but lets the user log
- * in again at once. */
+/* Deactivation and a role change refuse every token issued so far.
+ * token_not_before is clock_timestamp() at the row update, taken after this
+ * statement holds the row lock: a login that read the old role updated the
+ * row, and took its token's issue time, before it released that lock, so its
+ * token is strictly older and refused (tokens carry milliseconds; the
+ * gateway refuses iat <= not_before). */
 static const db_stmt_t identity__user_update = {
     "identity_user_update",
     "UPDATE users SET full_name = CASE WHEN $2::boolean THEN $3 ELSE full_name END, "
     "email = CASE WHEN $4::boolean THEN $5 ELSE email END, "
     "role = CASE WHEN $6::boolean THEN $7 ELSE role END, "
     "is_active = CASE WHEN $8::boolean THEN $9::boolean ELSE is_active END, "
-    "token_not_before = CASE WHEN $8::boolean AND NOT $9::boolean "
-    "THEN date_trunc('second', now()) + interval '1 second' "
-    "WHEN $6::boolean AND $7 IS DISTINCT FROM role THEN date_trunc('second', now()) "
+    "token_not_before = CASE WHEN ($8::boolean AND NOT $9::boolean) OR "
+    "($6::boolean AND $7 IS DISTINCT FROM role) THEN clock_timestamp() "
     "ELSE token_not_before END "
     "WHERE id = $1 RETURNING " USER_COLS,
     9};
 static const db_stmt_t identity__user_set_password = {
     "identity_user_set_password",
-    "UPDATE users SET password_hash = $2, token_not_before = date_trunc('second', now()) "
+    "UPDATE users SET password_hash = $2, token_not_before = clock_timestamp() "
     "WHERE id = $1",
     2};
 static const db_stmt_t identity__user_password = {
@@ -70,26 +71,35 @@ static const db_stmt_t identity__login_lookup = {
 static const db_stmt_t identity__login_locked = {
     "identity_login_locked",
     "SELECT coalesce(locked_until > now(), false) AS locked FROM login_failures "
-    "WHERE username = $1",
-    1};
-/* 3 failures: 1 s, then doubling, at most 15 minutes. */
+    "WHERE username = $1 AND client_address = $2",
+    2};
+/* 3 failures of one username from one client address: 1 s, then doubling,
+ * at most 15 minutes. Another address is not held back. */
 static const db_stmt_t identity__login_failed = {
     "identity_login_failed",
-    "INSERT INTO login_failures AS f (username, failures) VALUES ($1, 1) "
-    "ON CONFLICT (username) DO UPDATE SET failures = f.failures + 1, updated_at = now(), "
+    "INSERT INTO login_failures AS f (username, client_address, failures) VALUES ($1, $2, 1) "
+    "ON CONFLICT (username, client_address) DO UPDATE SET failures = f.failures + 1, updated_at = "
+    "now(), "
     "locked_until = CASE WHEN f.failures + 1 >= 3 THEN now() + least(interval '1 second' * "
     "power(2, least(f.failures + 1 - 3, 20)), interval '15 minutes') END",
-    1};
+    2};
 static const db_stmt_t identity__login_succeeded = {
     "identity_login_succeeded",
-    "WITH cleared AS (DELETE FROM login_failures WHERE username = $2) "
+    "WITH cleared AS (DELETE FROM login_failures WHERE username = $2 AND client_address = $4) "
     "UPDATE users SET last_login_at = now(), password_hash = coalesce($3, password_hash) "
-    "WHERE id = $1 RETURNING " USER_COLS,
-    3};
+    "WHERE id = $1 RETURNING " USER_COLS
+    ", floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS issued_ms",
+    4};
 static const db_stmt_t identity__revocations = {
     "identity_revocations",
-    "SELECT id, floor(extract(epoch FROM token_not_before))::bigint AS not_before FROM users "
+    "SELECT id, floor(extract(epoch FROM token_not_before) * 1000)::bigint AS not_before_ms "
+    "FROM users "
     "WHERE token_not_before > now() - $1::bigint * interval '1 second' ORDER BY id",
+    1};
+static const db_stmt_t identity__revoked_keys = {
+    "identity_revoked_keys",
+    "SELECT id FROM api_keys WHERE revoked_at > now() - $1::bigint * interval '1 second' "
+    "ORDER BY id",
     1};
 static const db_stmt_t identity__key_insert = {
     "identity_key_insert",
@@ -98,11 +108,12 @@ static const db_stmt_t identity__key_insert = {
         "$7") ") "
               "RETURNING " KEY_COLS,
     7};
-static const db_stmt_t identity__key_get = {"identity_key_get",
-                                            "SELECT " KEY_COLS
-                                            ", u.organization_id AS owner_org FROM api_keys k "
-                                            "JOIN users u ON u.id = k.user_id WHERE k.id = $1",
-                                            1};
+static const db_stmt_t identity__key_get = {
+    "identity_key_get",
+    "SELECT " KEY_COLS
+    ", u.organization_id AS owner_org, u.is_superuser AS owner_su FROM api_keys k "
+    "JOIN users u ON u.id = k.user_id WHERE k.id = $1",
+    1};
 static const db_stmt_t identity__key_list = {
     "identity_key_list",
     "SELECT " KEY_COLS " FROM api_keys k WHERE k.user_id = $1 AND k.id > $2 ORDER BY k.id "
@@ -277,7 +288,7 @@ int identity_store_user_insert_or_status(rpc_call_t *call, const char *username,
             return rpc_fail(call, rc, "a user with this email already exists");
         if (rc == ERR_ALREADY_EXISTS)
             return rpc_fail(call, rc, "username \"%s\" is taken", username);
-        return rpc_fail(call, rc, "%s", db_errmsg(conn));
+        return svc_db_fail(call, conn, rc);
     }
     *out = identity__user_row(a, res, 0);
     PQclear(res);
@@ -340,7 +351,7 @@ int identity_store_user_update_or_status(rpc_call_t *call, int64_t id, bool set_
     if (rc == ERR_ALREADY_EXISTS)
         return rpc_fail(call, rc, "a user with this email already exists");
     if (rc < 0)
-        return rpc_fail(call, rc, "%s", db_errmsg(conn));
+        return svc_db_fail(call, conn, rc);
     if (PQntuples(res) == 0) {
         PQclear(res);
         return rpc_fail(call, ERR_NOT_FOUND, "no user %lld", (long long)id);
@@ -392,9 +403,10 @@ int identity_store_login_lookup_or_status(rpc_call_t *call, const char *username
     return 0;
 }
 
-int identity_store_login_locked_or_status(rpc_call_t *call, const char *username)
+int identity_store_login_locked_or_status(rpc_call_t *call, const char *username,
+                                          const char *address)
 {
-    const char *p[] = {username};
+    const char *p[] = {username, address};
     PGresult *res;
     int rc = svc_exec_or_status(call, &identity__login_locked, p, &res);
     if (rc < 0)
@@ -404,23 +416,26 @@ int identity_store_login_locked_or_status(rpc_call_t *call, const char *username
     return locked;
 }
 
-int identity_store_login_failed_or_status(rpc_call_t *call, const char *username)
+int identity_store_login_failed_or_status(rpc_call_t *call, const char *username,
+                                          const char *address)
 {
-    const char *p[] = {username};
+    const char *p[] = {username, address};
     int rc = svc_exec_or_status(call, &identity__login_failed, p, NULL);
     return rc < 0 ? rc : 0;
 }
 
 int identity_store_login_succeeded_or_status(rpc_call_t *call, int64_t id, const char *username,
-                                             const char *new_hash, identity_user_t **out)
+                                             const char *address, const char *new_hash,
+                                             identity_user_t **out, int64_t *issued_ms)
 {
     arena_t *a = rpc_call_arena(call);
-    const char *p[] = {identity__i64(a, id), username, new_hash};
+    const char *p[] = {identity__i64(a, id), username, new_hash, address};
     PGresult *res;
     int rc = identity__one_or_status(call, &identity__login_succeeded, p, "user", id, &res);
     if (rc < 0)
         return rc;
     *out = identity__user_row(a, res, 0);
+    *issued_ms = db_get_int(res, 0, "issued_ms", 0);
     PQclear(res);
     return 0;
 }
@@ -440,9 +455,25 @@ int identity_store_revocations_or_status(rpc_call_t *call, long within_s,
         Onceiot__Identity__V1__TokenRevocation *t = arena_alloc(a, sizeof(*t));
         onceiot__identity__v1__token_revocation__init(t);
         t->user_id = db_get_int(res, (int)i, "id", 0);
-        identity_timestamp(a, db_get_int(res, (int)i, "not_before", 0) * 1000000, &t->not_before);
+        identity_timestamp(a, db_get_int(res, (int)i, "not_before_ms", 0) * 1000, &t->not_before);
         (*out)[i] = t;
     }
+    PQclear(res);
+    return 0;
+}
+
+int identity_store_revoked_keys_or_status(rpc_call_t *call, long within_s, int64_t **out, size_t *n)
+{
+    arena_t *a = rpc_call_arena(call);
+    const char *p[] = {identity__i64(a, within_s)};
+    PGresult *res;
+    int rc = svc_exec_or_status(call, &identity__revoked_keys, p, &res);
+    if (rc < 0)
+        return rc;
+    *n = (size_t)PQntuples(res);
+    *out = arena_alloc(a, (*n ? *n : 1) * sizeof(**out));
+    for (size_t i = 0; i < *n; i++)
+        (*out)[i] = db_get_int(res, (int)i, "id", 0);
     PQclear(res);
     return 0;
 }
@@ -488,7 +519,7 @@ int identity_store_key_insert_or_status(rpc_call_t *call, int64_t user_id, const
 }
 
 int identity_store_key_get_or_status(rpc_call_t *call, int64_t id, identity_apikey_t **out,
-                                     int64_t *owner_org)
+                                     int64_t *owner_org, bool *owner_superuser)
 {
     arena_t *a = rpc_call_arena(call);
     const char *p[] = {identity__i64(a, id)};
@@ -498,6 +529,7 @@ int identity_store_key_get_or_status(rpc_call_t *call, int64_t id, identity_apik
         return rc;
     *out = identity__key_row(a, res, 0);
     *owner_org = db_get_int(res, 0, "owner_org", 0);
+    *owner_superuser = db_get_bool(res, 0, "owner_su");
     PQclear(res);
     return 0;
 }
@@ -563,6 +595,7 @@ int identity_store_key_authenticate_or_status(rpc_call_t *call, const uint8_t ha
 
 /* Writes the secret to path, readable by the owner only, replacing any old
  * file. */
+/* Writes a secret to a new or truncated file of mode 0600, refusing a link. */
 static int identity__write_key_file(const char *path, const char *secret)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -578,7 +611,7 @@ static int identity__write_key_file(const char *path, const char *secret)
 }
 
 int identity_store_bootstrap(identity_t *id, db_pool_t *pool, const char *username,
-                             const char *email, const char *password, bool show_password,
+                             const char *email, const char *password, const char *password_file,
                              const char *key_file)
 {
     db_conn_t *conn = NULL;
@@ -631,17 +664,22 @@ int identity_store_bootstrap(identity_t *id, db_pool_t *pool, const char *userna
             goto out;
         }
     }
+    /* A generated password goes to its file, never to the log; written
+     * before the commit for the same reason as the key. */
+    if (password_file && (rc = identity__write_key_file(password_file, password)) < 0) {
+        log_msg(LOG_ERROR, "bootstrap_password_file", "cannot write %s: %s", password_file,
+                strerror(errno));
+        goto out;
+    }
     rc = db_commit(conn);
     if (rc == 0) {
         log_rec_t r;
         log_begin(&r, LOG_WARN, "bootstrap_admin");
         log_str(&r, "username", username);
-        /* The one place a password is logged: a generated one, once, at
-         * the moment the admin is created, so the operator can log in. */
-        if (show_password)
-            log_str(&r, "password", password);
         log_int(&r, "user_id", atoll(admin_id));
         log_bool(&r, "key_file_written", key_file && *key_file);
+        if (password_file)
+            log_str(&r, "password_file", password_file);
         log_end(&r);
     }
 out:

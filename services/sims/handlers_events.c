@@ -181,7 +181,7 @@ static int sims__send_event(sims_ctx_t *cx, const Onceiot__Sims__V1__WatchEvents
         id, us, cx->org, sims_nz(r->iccid), sims_nz(r->event_type), sims_nz(r->event_category)};
     rc = db_exec(conn, &watched_event, params, &res);
     if (rc < 0) {
-        rc = rpc_fail(cx->call, rc, "%s", db_errmsg(conn));
+        rc = svc_db_fail(cx->call, conn, rc);
         goto out;
     }
     rc = rc ? rpc_send(cx->call, &sims_event_from_row(a, res, 0)->base) : 0;

@@ -85,7 +85,7 @@ int sims_list_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessa
         return ERR_UNAVAILABLE;
     /* Generic plans cannot drop the unused "$n IS NULL OR ..." filters. */
     if ((rc = db_exec_simple(conn, "SET plan_cache_mode = force_custom_plan")) < 0)
-        return rpc_fail(call, rc, "%s", db_errmsg(conn));
+        return svc_db_fail(call, conn, rc);
     Onceiot__Sims__V1__ListSimsResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__sims__v1__list_sims_response__init(out);
     const sims_page_t page = {
@@ -195,7 +195,7 @@ int sims_create_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMess
         if (rc == ERR_ALREADY_EXISTS)
             rpc_fail(call, rc, "SIM %s already exists", in->iccid);
         else if (rc != ERR_UNAVAILABLE)
-            rpc_fail(call, rc, "%s", db_errmsg(svc_db_or_status(call)));
+            svc_db_fail(call, svc_db_or_status(call), rc);
         goto out;
     }
     sims_event_in_t ev = {.sim_id = db_get(res, 0, "id"),

@@ -53,7 +53,7 @@ static int sims__simple(sims_ctx_t *cx, const char *sql)
         return ERR_UNAVAILABLE;
     int rc = db_exec_simple(conn, sql);
     if (rc < 0)
-        return rpc_fail(cx->call, rc, "%s", db_errmsg(conn));
+        return svc_db_fail(cx->call, conn, rc);
     return 0;
 }
 

@@ -160,7 +160,8 @@ int reflection__answer(const descset_t *ds, const reflection_req_t *req, arena_t
  * reflection stream does not grow with the answers it has sent. */
 static int reflection__info(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
-    const descset_t *ds = rpc_call_ctx(call);
+    /* The context is the server's pointer to the set to serve. */
+    const descset_t *ds = *(const descset_t *const *)rpc_call_ctx(call);
     ProtobufCMessage *msg = NULL;
     int rc;
     while ((rc = rpc_recv(call, &msg)) > 0) {

@@ -37,6 +37,7 @@ struct rpc_server {
     grpc_server *server;
     grpc_completion_queue *cq;
     descset_t *ds;
+    const descset_t *reflect_ds; /* what reflection serves: ds unless replaced */
     srv_health_t *health;
 
     srv_method_t *methods;
@@ -134,9 +135,10 @@ int rpc_server_new(const rpc_server_opts_t *opts, rpc_server_t **out)
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
 
     /* Built-in services, served by every binary. */
+    srv->reflect_ds = srv->ds;
     if (rpc_server_add_service(srv, &srv__health_service, srv->health) < 0 ||
-        rpc_server_add_service(srv, &reflection_v1_service, srv->ds) < 0 ||
-        rpc_server_add_service(srv, &reflection_v1alpha_service, srv->ds) < 0) {
+        rpc_server_add_service(srv, &reflection_v1_service, &srv->reflect_ds) < 0 ||
+        rpc_server_add_service(srv, &reflection_v1alpha_service, &srv->reflect_ds) < 0) {
         rpc_server_free(srv);
         return ERR_INVALID_ARGUMENT;
     }
@@ -147,6 +149,11 @@ int rpc_server_new(const rpc_server_opts_t *opts, rpc_server_t **out)
 const descset_t *rpc_server_descset(const rpc_server_t *srv)
 {
     return srv->ds;
+}
+
+void rpc_server_set_reflection(rpc_server_t *srv, const descset_t *ds)
+{
+    srv->reflect_ds = ds;
 }
 
 /* Finds the handler of a method in the service's table; NULL if absent. */

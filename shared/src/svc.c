@@ -2,6 +2,8 @@
  * migrations, server, health and the SIGTERM drain. */
 #include "onceiot/svc.h"
 
+#include "onceiot/authrule.h"
+
 #include "onceiot/config.h"
 #include "onceiot/descset.h"
 #include "onceiot/log.h"
@@ -15,12 +17,18 @@
 #include <time.h>
 #include <unistd.h>
 
+typedef struct svc_rule {
+    const char *path; /* the descriptor set's string */
+    auth_rule_t rule;
+} svc_rule_t;
+
 typedef struct svc_config {
     const char *listen;
     const char *database_url;
     const char *schema_dir;
     const char *log_level;
     const char *principal_key_hex;
+    const char *signing_keys;
     long pool_size;
     long statement_timeout_ms;
     long connect_timeout_ms;
@@ -40,7 +48,10 @@ struct svc {
     db_pool_t *db;
     rpc_server_t *srv;
     void *state;
-    principal_key_t principal_key;
+    principal_key_t principal_key;    /* this service's own secret */
+    principal_signing_keys_t signing; /* keys for the services it calls */
+    svc_rule_t *rules;                /* every method's auth rule, by path */
+    size_t n_rules;
     pthread_t health_thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -112,7 +123,9 @@ static int svc__config(svc_t *svc, char *err, size_t errlen)
          NULL},
         {"ONCEIOT_LOG_LEVEL", CFG_STRING, "info", false, 0, 0, &c->log_level, NULL},
         {"ONCEIOT_PRINCIPAL_KEY", CFG_STRING, NULL, d->authenticated, 0, 0, &c->principal_key_hex,
-         "64 hex digits shared by the gateway and the services to sign callers"},
+         "64 hex digits: this service's own secret, from which its callers' keys derive"},
+        {"ONCEIOT_PRINCIPAL_SIGNING_KEYS", CFG_STRING, "", false, 0, 0, &c->signing_keys,
+         "service:<64 hex>,...: the keys this process signs principals with, per callee"},
     };
     int rc = cfg_load(vars, sizeof(vars) / sizeof(vars[0]), err, errlen);
     if (rc < 0)
@@ -120,6 +133,12 @@ static int svc__config(svc_t *svc, char *err, size_t errlen)
     if (c->principal_key_hex &&
         principal_key_parse(c->principal_key_hex, &svc->principal_key) < 0) {
         snprintf(err, errlen, "ONCEIOT_PRINCIPAL_KEY: must be 64 hex digits (32 random bytes)");
+        return ERR_CONFIG;
+    }
+    if (principal_signing_keys_parse(c->signing_keys, &svc->signing) < 0) {
+        snprintf(err, errlen,
+                 "ONCEIOT_PRINCIPAL_SIGNING_KEYS: must be service:<64 hex digits> entries "
+                 "separated by commas, each service once (onceiot-keys prints them)");
         return ERR_CONFIG;
     }
     if (log_level_parse(c->log_level) < 0) {
@@ -198,6 +217,42 @@ static int svc__open_db(svc_t *svc)
     return rc;
 }
 
+static int svc__rule_cmp(const void *a, const void *b)
+{
+    return strcmp(((const svc_rule_t *)a)->path, ((const svc_rule_t *)b)->path);
+}
+
+/* Reads every method's (onceiot.common.v1.auth) rule from the embedded
+ * descriptor set, so that callers are checked without parsing per call. */
+static int svc__load_rules(svc_t *svc)
+{
+    const descset_t *ds = rpc_server_descset(svc->srv);
+    size_t n = descset_method_count(ds);
+    svc->rules = mem_calloc(n ? n : 1, sizeof(*svc->rules));
+    for (size_t i = 0; i < n; i++) {
+        const descset_method_t *m = descset_method_at(ds, i);
+        svc_rule_t *r = &svc->rules[svc->n_rules];
+        int found = m->options ? auth_rule_from_options(m->options, m->options_len, &r->rule) : 0;
+        if (found < 0) {
+            log_msg(LOG_ERROR, "rules_invalid", "%s: its auth rule does not parse", m->path);
+            return ERR_CONFIG;
+        }
+        if (found == 1) {
+            r->path = m->path;
+            svc->n_rules++;
+        }
+    }
+    qsort(svc->rules, svc->n_rules, sizeof(*svc->rules), svc__rule_cmp);
+    return 0;
+}
+
+static const auth_rule_t *svc__rule(const svc_t *svc, const char *path)
+{
+    svc_rule_t key = {.path = path};
+    const svc_rule_t *r = bsearch(&key, svc->rules, svc->n_rules, sizeof(key), svc__rule_cmp);
+    return r ? &r->rule : NULL;
+}
+
 static int svc__serve(svc_t *svc)
 {
     rpc_server_opts_t o = {
@@ -213,6 +268,8 @@ static int svc__serve(svc_t *svc)
     };
     int rc = rpc_server_new(&o, &svc->srv);
     if (rc < 0)
+        return rc;
+    if ((rc = svc__load_rules(svc)) < 0)
         return rc;
     for (size_t i = 0; i < svc->def->n_services; i++) {
         rc = rpc_server_add_service(svc->srv, &svc->def->services[i], svc);
@@ -302,6 +359,7 @@ int svc_main(int argc, char **argv, const svc_def_t *def)
             rc = svc__serve(&svc);
     }
     rpc_server_free(svc.srv);
+    mem_free(svc.rules);
     db_pool_close(svc.db);
     pthread_mutex_destroy(&svc.mu);
     pthread_cond_destroy(&svc.cv);
@@ -315,24 +373,143 @@ const principal_key_t *svc_principal_key(const svc_t *svc)
     return svc->cfg.principal_key_hex ? &svc->principal_key : NULL;
 }
 
-const principal_t *svc_principal_or_status(rpc_call_t *call)
+/* Who may speak on a method (the principal is verified): the gateway for
+ * the users it authenticated, on public methods; a service only as itself
+ * ("service:<issuer>") and only on methods whose rule lists it among the
+ * callers, internal methods included. Returns 0 or ERR_UNAUTHENTICATED or
+ * ERR_PERMISSION_DENIED with *why. */
+static int svc__caller_allowed(const svc_t *svc, const char *method, const principal_t *p,
+                               const char **why)
+{
+    const auth_rule_t *rule = svc__rule(svc, method);
+    bool listed = rule && auth_rule_allows_caller(rule, p->issuer);
+    char own[PRINCIPAL_ISSUER_MAX + 16];
+    snprintf(own, sizeof(own), "service:%s", p->issuer);
+    bool as_itself = p->credential && strcmp(p->credential, own) == 0;
+    if (strcmp(p->issuer, "gateway") == 0) {
+        if (rule && rule->internal && !(listed && as_itself)) {
+            *why = "the gateway does not call this internal method";
+            return ERR_PERMISSION_DENIED;
+        }
+        return 0;
+    }
+    if (!as_itself) {
+        *why = "a service's principal must stand for that service (\"service:<issuer>\")";
+        return ERR_UNAUTHENTICATED;
+    }
+    if (!listed) {
+        *why = "this service may not call this method (it is not among the method's callers)";
+        return ERR_PERMISSION_DENIED;
+    }
+    return 0;
+}
+
+/* Verifies the call's principal and who may call the method with it.
+ * Returns 1 with *out, 0 when the call carries none, or
+ * ERR_UNAUTHENTICATED / ERR_PERMISSION_DENIED with *why. */
+static int svc__principal(rpc_call_t *call, principal_t **out, const char **why)
 {
     svc_t *svc = rpc_call_ctx(call);
     const principal_key_t *key = svc_principal_key(svc);
     const uint8_t *bytes, *sig;
     size_t len, sig_len;
-    const char *why = "the call carries no principal; call through the gateway";
-    principal_t *p = NULL;
-    if (key && rpc_call_metadata_bin(call, PRINCIPAL_MD_KEY, &bytes, &len) &&
-        rpc_call_metadata_bin(call, PRINCIPAL_SIG_KEY, &sig, &sig_len) &&
-        principal_verify(key, bytes, len, sig, sig_len, rpc_call_method(call), principal_now_ms(),
-                         rpc_call_arena(call), &p, &why) == 0)
+    *out = NULL;
+    *why = "the call carries no principal; call through the gateway";
+    if (!key || !rpc_call_metadata_bin(call, PRINCIPAL_MD_KEY, &bytes, &len))
+        return 0;
+    if (!rpc_call_metadata_bin(call, PRINCIPAL_SIG_KEY, &sig, &sig_len))
+        return ERR_UNAUTHENTICATED;
+    principal_t *p;
+    if (principal_verify(key, bytes, len, sig, sig_len, rpc_call_method(call), principal_now_ms(),
+                         rpc_call_arena(call), &p, why) < 0)
+        return ERR_UNAUTHENTICATED;
+    int rc = svc__caller_allowed(svc, rpc_call_method(call), p, why);
+    if (rc < 0)
+        return rc;
+    *out = p;
+    return 1;
+}
+
+const principal_t *svc_principal_or_status(rpc_call_t *call)
+{
+    principal_t *p;
+    const char *why;
+    int rc = svc__principal(call, &p, &why);
+    if (rc == 1)
         return p;
-    rpc_fail(call, ERR_UNAUTHENTICATED, "%s", why);
+    rpc_fail(call, rc < 0 ? rc : ERR_UNAUTHENTICATED, "%s", why);
     return NULL;
 }
 
+int svc_principal_optional_or_status(rpc_call_t *call, const principal_t **out)
+{
+    principal_t *p;
+    const char *why;
+    int rc = svc__principal(call, &p, &why);
+    *out = p;
+    if (rc < 0)
+        return rpc_fail(call, rc, "%s", why);
+    return 0;
+}
+
+const principal_key_t *svc_signing_key(const svc_t *svc, const char *callee)
+{
+    return principal_signing_key(&svc->signing, callee);
+}
+
+int svc_sign_as_service(const svc_t *svc, const char *callee, const char *method, arena_t *a,
+                        rpc_md_t md[2])
+{
+    const principal_key_t *key = svc_signing_key(svc, callee);
+    if (!key)
+        return ERR_CONFIG;
+    principal_t *p = arena_alloc(a, sizeof(*p));
+    onceiot__common__v1__principal__init(p);
+    p->issuer = (char *)svc->def->name;
+    p->credential = arena_printf(a, "service:%s", svc->def->name);
+    p->is_superuser = true;
+    principal_sign(key, p, method, a, md);
+    return 0;
+}
+
 /* ---- per-call database access ---- */
+
+int svc_db_fail(rpc_call_t *call, db_conn_t *conn, int rc)
+{
+    /* PostgreSQL's own text names tables, types and values of our schema:
+     * it goes to the log with the call's request id, never to the client. */
+    const char *state = conn ? db_sqlstate(conn) : "";
+    const char *constraint = conn ? db_constraint(conn) : "";
+    log_rec_t r;
+    log_begin(&r, rc == ERR_INTERNAL ? LOG_ERROR : LOG_WARN, "db_error");
+    log_str(&r, "method", rpc_call_method(call));
+    log_str(&r, "request_id", rpc_call_request_id(call));
+    log_str(&r, "sqlstate", state);
+    if (constraint[0])
+        log_str(&r, "constraint", constraint);
+    log_str(&r, "detail", conn ? db_errmsg(conn) : "no connection");
+    log_end(&r);
+    switch (rc) {
+    case ERR_ALREADY_EXISTS:
+        return rpc_fail(call, rc, "it already exists%s%s", constraint[0] ? ": " : "", constraint);
+    case ERR_INVALID_ARGUMENT:
+        if (strncmp(state, "22", 2) == 0)
+            return rpc_fail(call, rc, "a value has the wrong form or is out of range");
+        if (strcmp(state, "23502") == 0)
+            return rpc_fail(call, rc, "a required value is missing");
+        return rpc_fail(call, rc, "a value breaks the rule %s",
+                        constraint[0] ? constraint : "of the schema");
+    case ERR_ABORTED:
+        return rpc_fail(call, rc, "the change conflicted with a concurrent one; retry");
+    case ERR_DEADLINE_EXCEEDED:
+        return rpc_fail(call, rc, "the deadline expired while the database worked");
+    case ERR_UNAVAILABLE:
+        return rpc_fail(call, rc, "the database is unavailable; retry");
+    default:
+        return rpc_fail(call, rc, "the database could not do it (request id %s)",
+                        rpc_call_request_id(call));
+    }
+}
 
 typedef struct svc_call_db {
     db_pool_t *pool;
@@ -372,7 +549,7 @@ static int svc__call_conn(rpc_call_t *call, db_conn_t **out)
     rpc_call_set_local(call, d);
     rpc_call_defer(call, svc__release_conn, d);
     if (left != INT64_MAX && (rc = db_set_timeout(conn, left)) < 0)
-        return rpc_fail(call, rc, "%s", db_errmsg(conn));
+        return svc_db_fail(call, conn, rc);
     *out = conn;
     return 0;
 }
@@ -392,6 +569,6 @@ int svc_exec_or_status(rpc_call_t *call, const db_stmt_t *stmt, const char *cons
         return rc;
     rc = db_exec(conn, stmt, params, res);
     if (rc < 0)
-        return rpc_fail(call, rc, "%s", db_errmsg(conn));
+        return svc_db_fail(call, conn, rc);
     return rc;
 }

@@ -324,13 +324,23 @@ static bool token__id(const char *s, int64_t *out)
 }
 
 /* Exactly "YYYY-MM-DDTHH:MM:SSZ", a real date, as unix seconds. */
-static bool token__time(const char *s, int64_t *out)
+/* Parses RFC 3339 UTC "YYYY-MM-DDTHH:MM:SSZ", or with milliseconds when
+ * with_ms ("YYYY-MM-DDTHH:MM:SS.mmmZ", also accepting the whole-second form),
+ * into unix seconds, or milliseconds when with_ms. */
+static bool token__time(const char *s, bool with_ms, int64_t *out)
 {
     static const char shape[] = "dddd-dd-ddTdd:dd:ddZ";
-    if (strlen(s) != sizeof(shape) - 1)
+    static const char shape_ms[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+    size_t n = strlen(s);
+    const char *want_shape;
+    if (n == sizeof(shape) - 1)
+        want_shape = shape;
+    else if (with_ms && n == sizeof(shape_ms) - 1)
+        want_shape = shape_ms;
+    else
         return false;
-    for (size_t i = 0; shape[i]; i++)
-        if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i])
+    for (size_t i = 0; want_shape[i]; i++)
+        if (want_shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != want_shape[i])
             return false;
     struct tm tm = {0};
     tm.tm_year = atoi(s) - 1900;
@@ -346,15 +356,22 @@ static bool token__time(const char *s, int64_t *out)
         tm.tm_hour != want.tm_hour || tm.tm_min != want.tm_min || tm.tm_sec != want.tm_sec)
         return false;
     *out = (int64_t)t;
+    if (with_ms)
+        *out = *out * 1000 + (want_shape == shape_ms ? atoi(s + 20) : 0);
     return true;
 }
 
-static void token__format_time(int64_t t, char out[24])
+/* Formats unix milliseconds (with_ms) or seconds as RFC 3339 UTC. */
+static void token__format_time(int64_t t, bool with_ms, char out[32])
 {
-    time_t tt = (time_t)t;
+    time_t tt = (time_t)(with_ms ? t / 1000 : t);
     struct tm tm;
     gmtime_r(&tt, &tm);
-    strftime(out, 24, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (with_ms)
+        snprintf(out + n, 32 - n, ".%03dZ", (int)(t % 1000));
+    else
+        snprintf(out + n, 32 - n, "Z");
 }
 
 static const char *token__role_name(Onceiot__Common__V1__Role role)
@@ -371,7 +388,7 @@ static const char *token__role_name(Onceiot__Common__V1__Role role)
 
 static bool token__parse_claims(const uint8_t *m, size_t len, token_claims_t *c)
 {
-    char sub[24], org[24], role[16], iat[24], exp[24];
+    char sub[24], org[24], role[16], iat[32], exp[32];
     bool su = false;
     token__field_t f[] = {
         {"sub", false, sub, sizeof(sub), NULL, false},
@@ -383,8 +400,8 @@ static bool token__parse_claims(const uint8_t *m, size_t len, token_claims_t *c)
         {"exp", false, exp, sizeof(exp), NULL, false},
     };
     if (!token__object(m, len, f, sizeof(f) / sizeof(f[0])) || !token__id(sub, &c->user_id) ||
-        !token__id(org, &c->organization_id) || !token__time(iat, &c->issued_at) ||
-        !token__time(exp, &c->expires_at) || c->username[0] == '\0')
+        !token__id(org, &c->organization_id) || !token__time(iat, true, &c->issued_at_ms) ||
+        !token__time(exp, false, &c->expires_at) || c->username[0] == '\0')
         return false;
     if (strcmp(role, "admin") == 0)
         c->role = ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN;
@@ -416,9 +433,9 @@ static size_t token__escape(char *out, size_t at, size_t cap, const char *s)
 
 char *token_sign(const uint8_t secret_key[64], const token_claims_t *claims, arena_t *a)
 {
-    char iat[24], exp[24], usr[sizeof(claims->username) * 6 + 1];
-    token__format_time(claims->issued_at, iat);
-    token__format_time(claims->expires_at, exp);
+    char iat[32], exp[32], usr[sizeof(claims->username) * 6 + 1];
+    token__format_time(claims->issued_at_ms, true, iat);
+    token__format_time(claims->expires_at, false, exp);
     size_t n = token__escape(usr, 0, sizeof(usr) - 1, claims->username);
     usr[n] = '\0';
     char *m = arena_printf(a,
@@ -466,7 +483,7 @@ int token_verify(const token_key_t *keys, size_t n_keys, const char *token, int6
         *why = "the token's claims are malformed";
         return ERR_UNAUTHENTICATED;
     }
-    if (out->issued_at > now) {
+    if (out->issued_at_ms / 1000 > now) {
         *why = "the token is not valid yet";
         return ERR_UNAUTHENTICATED;
     }

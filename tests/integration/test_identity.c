@@ -540,7 +540,7 @@ Test(identity, login_returns_a_token_the_published_key_verifies)
     cr_assert_eq(c.organization_id, 4);
     cr_assert_eq(c.role, ADMIN);
     cr_assert(!c.is_superuser);
-    cr_assert_eq(c.expires_at - c.issued_at, 900);
+    cr_assert_eq(c.expires_at - c.issued_at_ms / 1000, 900);
     cr_assert_eq(l->expires_at->seconds, c.expires_at);
 }
 
@@ -576,6 +576,36 @@ Test(identity, repeated_failures_slow_down_one_username)
     PQclear(r);
 }
 
+/* Login from a client address, as the gateway's anonymous principal tells it. */
+static int login_from(const char *address, const char *username, const char *password,
+                      login_resp_t **out, rpc_status_t *st)
+{
+    principal_t *p = ih_principal(&h, 0, 0, ONCEIOT__COMMON__V1__ROLE__ROLE_UNSPECIFIED, false);
+    p->credential = "anonymous";
+    p->n_scopes = 0;
+    p->client_address = (char *)address;
+    Onceiot__Identity__V1__LoginRequest req = ONCEIOT__IDENTITY__V1__LOGIN_REQUEST__INIT;
+    req.username = (char *)username;
+    req.password = (char *)password;
+    return ih_call(&h, "Login", &req, D(login_response), p, out, st);
+}
+
+Test(identity, failures_from_one_address_do_not_lock_the_user_out_elsewhere)
+{
+    create_user("hank", 1, USER, "correct horse battery");
+    login_resp_t *l;
+    rpc_status_t st;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(login_from("192.0.2.1", "hank", "not the password", &l, &st),
+                     ERR_UNAUTHENTICATED);
+    cr_assert_eq(login_from("192.0.2.1", "hank", "correct horse battery", &l, &st),
+                 ERR_UNAUTHENTICATED, "the attacking address waits");
+    cr_assert_eq(login_from("198.51.100.7", "hank", "correct horse battery", &l, &st), 0,
+                 "the user logs in from elsewhere: %s", st.message);
+    cr_assert_eq(login_from("192.0.2.1", "hank", "correct horse battery", &l, &st),
+                 ERR_UNAUTHENTICATED, "a success elsewhere does not lift the attacker's wait");
+}
+
 Test(identity, deactivated_user_cannot_log_in_and_its_tokens_and_keys_stop)
 {
     user_t *u = create_user("gina", 1, USER, "correct horse battery");
@@ -602,7 +632,9 @@ Test(identity, deactivated_user_cannot_log_in_and_its_tokens_and_keys_stop)
     bool revoked = false;
     for (size_t i = 0; i < vk->n_revocations; i++)
         if (vk->revocations[i]->user_id == u->id)
-            revoked = vk->revocations[i]->not_before->seconds > iat;
+            revoked = vk->revocations[i]->not_before->seconds * 1000 +
+                          vk->revocations[i]->not_before->nanos / 1000000 >=
+                      iat * 1000;
     cr_assert(revoked, "tokens issued so far are refused from now on");
 }
 
@@ -623,7 +655,7 @@ Test(identity, tampered_foreign_and_expired_tokens_are_refused)
     uint8_t pk[32], sk[64];
     crypto_sign_keypair(pk, sk);
     cr_assert_eq(token_verify(&key, 1, l->token, now, &c, &why), 0);
-    c.issued_at = now;
+    c.issued_at_ms = now * 1000;
     c.expires_at = now + 900;
     char *foreign = token_sign(sk, &c, h.arena);
     cr_assert_eq(token_verify(&key, 1, foreign, now, &c, &why), ERR_UNAUTHENTICATED);
@@ -634,7 +666,7 @@ Test(identity, tampered_foreign_and_expired_tokens_are_refused)
     cr_assert_eq(sodium_hex2bin(seed, 32, IH_SIGNING_SEED, 64, NULL, &n, NULL), 0);
     crypto_sign_seed_keypair(pk, sk, seed);
     cr_assert_eq(token_verify(&key, 1, l->token, now, &c, &why), 0);
-    c.issued_at = now - 2000;
+    c.issued_at_ms = (now - 2000) * 1000;
     c.expires_at = now - 1000;
     char *old = token_sign(sk, &c, h.arena);
     cr_assert_eq(token_verify(&key, 1, old, now, &c, &why), ERR_UNAUTHENTICATED);

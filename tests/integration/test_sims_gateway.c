@@ -46,7 +46,7 @@ static char bearer[256];
 
 /* The callers every test has: an admin and a user in organization 1, an
  * admin in organization 2, a readonly user in organization 1 (whose key has
- * both sims scopes), and a user in organization 1 whose key lacks sims:write. */
+ * sims:read), and a user in organization 1 whose key lacks sims:write. */
 static caller_t admin1, user1, admin2, reader1, readonly_scope1;
 
 static rpc_call_opts_t opts_for(const char *auth)
@@ -109,7 +109,9 @@ static void setup(void)
     admin1 = user_with_key("admin1", ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN, 1, both, 2);
     user1 = user_with_key("user1", ONCEIOT__COMMON__V1__ROLE__ROLE_USER, 1, both, 2);
     admin2 = user_with_key("admin2", ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN, 2, both, 2);
-    reader1 = user_with_key("reader1", ONCEIOT__COMMON__V1__ROLE__ROLE_READONLY, 1, both, 2);
+    /* A readonly user's key can carry read scopes only (identity refuses
+     * more); its writes are refused by the gateway all the same. */
+    reader1 = user_with_key("reader1", ONCEIOT__COMMON__V1__ROLE__ROLE_READONLY, 1, both, 1);
     readonly_scope1 = user_with_key("scoped1", ONCEIOT__COMMON__V1__ROLE__ROLE_USER, 1, both, 1);
 }
 

@@ -65,7 +65,10 @@ for dep in deployments:
             check(c.get(probe, {}).get("grpc", {}).get("port") == ports.get("grpc"),
                   f"{name}: native grpc {probe} on the grpc port")
         env = {e["name"] for e in c.get("env", [])}
-        check("ONCEIOT_PRINCIPAL_KEY" in env, f"{name}: principal key from a Secret")
+        if name == "onceiot-gateway":
+            check("ONCEIOT_PRINCIPAL_SIGNING_KEYS" in env, f"{name}: signing keys from a Secret")
+        else:
+            check("ONCEIOT_PRINCIPAL_KEY" in env, f"{name}: its principal secret from a Secret")
     svc = services.get(name)
     check(svc is not None and svc["spec"]["ports"][0]["name"] == "grpc", f"{name}: Service port grpc")
     pol = policies.get(name)

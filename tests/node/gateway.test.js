@@ -74,7 +74,11 @@ before(async () => {
   assert.ok(pgUrl, 'ONCEIOT_TEST_PG_URL is not set; run via ./tools/stack test');
   execFileSync('psql', [pgUrl, '-qc', 'SET client_min_messages = warning; DROP SCHEMA IF EXISTS identity CASCADE']);
   const hex = () => crypto.randomBytes(32).toString('hex');
-  const principalKey = hex();
+  // The deployer's root; each process gets the keys onceiot-keys derives.
+  const root = hex();
+  const keysOf = (...args) => Object.fromEntries(
+    execFileSync(path.join(buildDir, 'tools', 'onceiot-keys'), [root, ...args], { encoding: 'utf8' })
+      .trim().split('\n').map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
   const keyFile = path.join(os.tmpdir(), `onceiot-node-gw-${process.pid}.key`);
   fs.rmSync(keyFile, { force: true });
   const identityAddr = `127.0.0.1:${await freePort()}`;
@@ -83,7 +87,7 @@ before(async () => {
   start(path.join('services', 'onceiot-identity'), {
     ONCEIOT_LISTEN: identityAddr,
     ONCEIOT_DATABASE_URL: pgUrl,
-    ONCEIOT_PRINCIPAL_KEY: principalKey,
+    ...keysOf('identity'),
     ONCEIOT_TOKEN_SIGNING_KEY: hex(),
     ONCEIOT_API_KEY_PEPPER: hex(),
     ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD: 'a-long-enough-password',
@@ -91,7 +95,7 @@ before(async () => {
   });
   start(path.join('services', 'onceiot-gateway'), {
     ONCEIOT_LISTEN: gatewayAddr,
-    ONCEIOT_PRINCIPAL_KEY: principalKey,
+    ...keysOf('gateway', 'identity', 'sims', 'usage', 'commerce', 'support'),
     ONCEIOT_IDENTITY_ADDR: identityAddr,
     ONCEIOT_SIMS_ADDR: nowhere,
     ONCEIOT_USAGE_ADDR: nowhere,

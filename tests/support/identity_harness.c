@@ -18,7 +18,7 @@ void ih_start(ih_t *h, bool fresh)
         snprintf(h->key_file, sizeof(h->key_file), "%s/identity-admin-%d.key", dir, (int)getpid());
         mem_free(dir);
         unlink(h->key_file);
-        cr_assert_eq(principal_key_parse(IH_PRINCIPAL_KEY, &h->pkey), 0);
+        ph_issuer_key(IH_PRINCIPAL_KEY, "gateway", &h->pkey);
     }
     if (!h->arena)
         h->arena = arena_new();
@@ -67,6 +67,10 @@ principal_t *ih_principal(ih_t *h, int64_t user_id, int64_t org, Onceiot__Common
     p->organization_id = org;
     p->role = role;
     p->is_superuser = superuser;
+    /* As the gateway signs a login token's principal: every scope. */
+    static char *all_scopes[] = {"admin"};
+    p->scopes = all_scopes;
+    p->n_scopes = 1;
     p->credential = "token";
     return p;
 }

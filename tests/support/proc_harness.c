@@ -9,6 +9,7 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,4 +234,26 @@ void ph_start_testsvc(ph_proc_t *p, const char *const *env)
     mem_free(db);
     mem_free(dir);
     mem_free(dir_path);
+}
+
+void ph_issuer_key(const char *secret_hex, const char *issuer, principal_key_t *out)
+{
+    principal_key_t secret;
+    cr_assert_eq(principal_key_parse(secret_hex, &secret), 0, "bad test secret");
+    principal_key_derive(&secret, issuer, out);
+}
+
+char *ph_signing_keys_env(const char *secret_hex, const char *issuer, const char *const *callees)
+{
+    principal_key_t k;
+    ph_issuer_key(secret_hex, issuer, &k);
+    char hex[65];
+    sodium_bin2hex(hex, sizeof(hex), k.bytes, sizeof(k.bytes));
+    char *out = mem_strdup("ONCEIOT_PRINCIPAL_SIGNING_KEYS=");
+    for (size_t i = 0; callees[i]; i++) {
+        char *next = mem_printf("%s%s%s:%s", out, i ? "," : "", callees[i], hex);
+        mem_free(out);
+        out = next;
+    }
+    return out;
 }

@@ -4,6 +4,8 @@
 #ifndef ONCEIOT_TEST_PROC_HARNESS_H
 #define ONCEIOT_TEST_PROC_HARNESS_H
 
+#include "onceiot/principal.h"
+
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -39,6 +41,13 @@ bool ph_log_has_sanitizer_report(const ph_proc_t *p);
 /* True when the log contains needle. */
 bool ph_log_contains(const ph_proc_t *p, const char *needle);
 
+/* The key issuer signs principals with for a test service whose
+ * ONCEIOT_PRINCIPAL_KEY is secret_hex (tests give every process the same
+ * secret, so the key does not depend on the callee). Asserts on bad hex. */
+void ph_issuer_key(const char *secret_hex, const char *issuer, principal_key_t *out);
+/* "ONCEIOT_PRINCIPAL_SIGNING_KEYS=<callee>:<key>,..." for issuer and each of
+ * the NULL-terminated callees (mem_free it). */
+char *ph_signing_keys_env(const char *secret_hex, const char *issuer, const char *const *callees);
 /* Starts onceiot-testsvc against the test database (ONCEIOT_TEST_PG_URL) with
  * a freshly dropped "testsvc" schema; extra env as for ph_spawn. */
 void ph_start_testsvc(ph_proc_t *p, const char *const *env);

@@ -33,7 +33,9 @@ void sims_h_start(void)
                     "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;"
                     "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;"
                     "DROP SCHEMA IF EXISTS sims CASCADE"));
-    cr_assert(principal_key_parse(key_hex, &sims_h.key) == 0);
+    ph_issuer_key(key_hex, "gateway", &sims_h.key);
+    ph_issuer_key(key_hex, "usage", &sims_h.usage_key);
+    ph_issuer_key(key_hex, "network", &sims_h.network_key);
     char *db = mem_printf("ONCEIOT_DATABASE_URL=%s", url);
     char *key = mem_printf("ONCEIOT_PRINCIPAL_KEY=%s", key_hex);
     char *dir_path = ph_source_path("schema");
@@ -116,8 +118,25 @@ int sims_h_call(const char *method, const ProtobufCMessage *req,
         md[0] = (rpc_md_t){"authorization", arena_printf(a, "Bearer %s", sims_h.authorization), 0};
         opts.n_metadata = 1;
     } else {
+        /* Internal methods take only their declared callers, each signing
+         * as itself; the test speaks for them. */
         principal_t p = *who;
-        principal_sign(&sims_h.key, &p, path, a, md);
+        const principal_key_t *key = &sims_h.key;
+        static const char *const by_usage[] = {"ApplyUsage", "RecordEvents"};
+        static const char *const by_network[] = {"ExpireSim", "ReceiveSms", "UpdateSmsStatus"};
+        for (size_t i = 0; i < sizeof(by_usage) / sizeof(*by_usage); i++)
+            if (strcmp(method, by_usage[i]) == 0) {
+                p.issuer = "usage";
+                key = &sims_h.usage_key;
+            }
+        for (size_t i = 0; i < sizeof(by_network) / sizeof(*by_network); i++)
+            if (strcmp(method, by_network[i]) == 0) {
+                p.issuer = "network";
+                key = &sims_h.network_key;
+            }
+        if (key != &sims_h.key)
+            p.credential = arena_printf(a, "service:%s", p.issuer);
+        principal_sign(key, &p, path, a, md);
     }
     return rpc_unary(sims_h.ch, path, req, resp_desc, a, &opts, resp, st);
 }

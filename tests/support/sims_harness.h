@@ -15,10 +15,12 @@
 #include "sims/v1/sims.pb-c.h"
 
 typedef struct sims_h {
-    ph_proc_t proc;            /* the sims process */
-    const char *target;        /* where calls go (proc.addr unless changed) */
-    const char *authorization; /* NULL: sign principals; else a bearer credential */
-    principal_key_t key;       /* shared with the process */
+    ph_proc_t proc;              /* the sims process */
+    const char *target;          /* where calls go (proc.addr unless changed) */
+    const char *authorization;   /* NULL: sign principals; else a bearer credential */
+    principal_key_t key;         /* the gateway's key for the process */
+    principal_key_t usage_key;   /* the usage service's (ApplyUsage, RecordEvents) */
+    principal_key_t network_key; /* the network side's (ExpireSim, ReceiveSms, ...) */
     rpc_channel_t *ch;
     arena_t *arena; /* freed by sims_h_stop */
 } sims_h_t;

@@ -74,12 +74,17 @@ void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env)
     snprintf(usage, sizeof(usage), "ONCEIOT_USAGE_ADDR=%s", down);
     snprintf(commerce, sizeof(commerce), "ONCEIOT_COMMERCE_ADDR=%s", down);
     snprintf(support, sizeof(support), "ONCEIOT_SUPPORT_ADDR=%s", down);
-    const char *base[] = {key, identity, test, sims, usage, commerce, support};
+    /* The gateway signs for every upstream with its key for each. */
+    char *signing = ph_signing_keys_env(
+        s->principal_key, "gateway",
+        (const char *const[]){"identity", "sims", "usage", "commerce", "support", "test", NULL});
+    const char *base[] = {key, signing, identity, test, sims, usage, commerce, support};
     const char **env = sh__env(base, sizeof(base) / sizeof(*base), gateway_env);
     char *bin = ph_build_path("tests/onceiot-gateway-test");
     ph_start(&s->gateway, bin, env);
     mem_free(bin);
     mem_free(env);
+    mem_free(signing);
 }
 
 /* Starts onceiot-sims on a fresh "sims" schema with the stack's key. */

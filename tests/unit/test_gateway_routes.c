@@ -106,6 +106,22 @@ Test(gateway_routes, rules_come_from_method_options_and_route_by_package)
     cr_assert_null(gw_routes_find(r, "/onceiot.sims.v1.SimService/GetSimX", 35));
     cr_assert_null(gw_routes_find(r, "/grpc.health.v1.Health/Check", 28));
 
+    /* A NUL inside the client's :path, followed by any number of bytes, never
+     * matches the route before it, and nothing is read past either string
+     * (buffers of the exact length: ASan sees any overread). */
+    for (size_t extra = 0; extra <= 96; extra++) {
+        size_t n = strlen(get) + 1 + extra;
+        char *path = mem_alloc(n);
+        memcpy(path, get, strlen(get) + 1);
+        memset(path + strlen(get) + 1, 'A', extra);
+        cr_assert_null(gw_routes_find(r, path, n), "NUL + %zu bytes matched a route", extra);
+        /* The same bytes without the NUL: longer than any route, still no match. */
+        path[strlen(get)] = 'A';
+        cr_assert_null(gw_routes_find(r, path, n));
+        mem_free(path);
+    }
+    cr_assert_null(gw_routes_find(r, "", 0));
+
     size_t up;
     cr_assert_eq(gw_routes_service_count(r), 1);
     cr_assert_str_eq(gw_routes_service_name(r, 0, &up), "onceiot.sims.v1.SimService");
@@ -157,12 +173,12 @@ Test(gateway_routes, malformed_options_are_an_error_not_a_missing_rule)
     gw_rule_t rule;
     /* Field 50100, length-delimited, claiming 9 bytes where 1 follows. */
     const uint8_t bad[] = {0xa2, 0xbb, 0x18, 0x09, 0x08};
-    cr_assert_eq(gw_rule_from_options(bad, sizeof(bad), &rule), ERR_INVALID_ARGUMENT);
+    cr_assert_eq(auth_rule_from_options(bad, sizeof(bad), &rule), ERR_INVALID_ARGUMENT);
     /* Only "deprecated = true" (field 33, varint). */
     const uint8_t none[] = {0x88, 0x02, 0x01};
-    cr_assert_eq(gw_rule_from_options(none, sizeof(none), &rule), 0);
+    cr_assert_eq(auth_rule_from_options(none, sizeof(none), &rule), 0);
     /* The rule {superuser: true}. */
     const uint8_t su[] = {0xa2, 0xbb, 0x18, 0x02, 0x20, 0x01};
-    cr_assert_eq(gw_rule_from_options(su, sizeof(su), &rule), 1);
+    cr_assert_eq(auth_rule_from_options(su, sizeof(su), &rule), 1);
     cr_assert(rule.superuser);
 }

@@ -42,7 +42,7 @@ static token_claims_t sample(void)
     c.organization_id = 7;
     c.role = ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN;
     c.is_superuser = true;
-    c.issued_at = NOW;
+    c.issued_at_ms = NOW * 1000LL;
     c.expires_at = NOW + 900;
     return c;
 }
@@ -72,9 +72,20 @@ Test(token, round_trip_keeps_every_claim)
     cr_assert_eq(out.organization_id, 7);
     cr_assert_eq(out.role, ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN);
     cr_assert(out.is_superuser);
-    cr_assert_eq(out.issued_at, NOW);
+    cr_assert_eq(out.issued_at_ms, NOW * 1000LL);
     cr_assert_eq(out.expires_at, NOW + 900);
     cr_assert_str_eq(out.kid, key.kid);
+}
+
+Test(token, issue_time_keeps_its_milliseconds)
+{
+    token_claims_t c = sample();
+    c.issued_at_ms = NOW * 1000LL + 123;
+    char *tok = token_sign(sk, &c, arena);
+    token_claims_t out;
+    const char *why;
+    cr_assert_eq(token_verify(&key, 1, tok, NOW, &out, &why), 0, "%s", why);
+    cr_assert_eq(out.issued_at_ms, NOW * 1000LL + 123);
 }
 
 Test(token, claims_are_the_documented_json)
@@ -91,7 +102,7 @@ Test(token, claims_are_the_documented_json)
     f[f_len] = '\0';
     cr_assert_str_eq((char *)m,
                      "{\"sub\":\"42\",\"usr\":\"alice\",\"org\":\"7\",\"role\":\"readonly\","
-                     "\"su\":false,\"iat\":\"2026-11-25T16:00:00Z\",\"exp\":"
+                     "\"su\":false,\"iat\":\"2026-11-25T16:00:00.000Z\",\"exp\":"
                      "\"2026-11-25T16:15:00Z\"}");
     char want[64];
     snprintf(want, sizeof(want), "{\"kid\":\"%s\"}", key.kid);
@@ -260,16 +271,16 @@ ParameterizedTestParameters(token, malformed_claims_are_refused)
         {"{\"sub\":\"42\"}"},
         /* role not one of ours */
         {"{\"sub\":\"1\",\"usr\":\"a\",\"org\":\"1\",\"role\":\"root\",\"su\":false,"
-         "\"iat\":\"2026-11-25T16:00:00Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
+         "\"iat\":\"2026-11-25T16:00:00.000Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
         /* number instead of string */
         {"{\"sub\":1,\"usr\":\"a\",\"org\":\"1\",\"role\":\"user\",\"su\":false,"
-         "\"iat\":\"2026-11-25T16:00:00Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
+         "\"iat\":\"2026-11-25T16:00:00.000Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
         /* duplicate key */
         {"{\"sub\":\"1\",\"sub\":\"2\",\"usr\":\"a\",\"org\":\"1\",\"role\":\"user\",\"su\":false,"
-         "\"iat\":\"2026-11-25T16:00:00Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
+         "\"iat\":\"2026-11-25T16:00:00.000Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
         /* unknown key */
         {"{\"sub\":\"1\",\"usr\":\"a\",\"org\":\"1\",\"role\":\"user\",\"su\":false,\"x\":\"y\","
-         "\"iat\":\"2026-11-25T16:00:00Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
+         "\"iat\":\"2026-11-25T16:00:00.000Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
         /* impossible date */
         {"{\"sub\":\"1\",\"usr\":\"a\",\"org\":\"1\",\"role\":\"user\",\"su\":false,"
          "\"iat\":\"2026-02-30T16:00:00Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
@@ -278,13 +289,13 @@ ParameterizedTestParameters(token, malformed_claims_are_refused)
          "\"iat\":\"2026-11-25T16:00:00+00:00\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
         /* trailing garbage */
         {"{\"sub\":\"1\",\"usr\":\"a\",\"org\":\"1\",\"role\":\"user\",\"su\":false,"
-         "\"iat\":\"2026-11-25T16:00:00Z\",\"exp\":\"2026-11-25T17:00:00Z\"}x"},
+         "\"iat\":\"2026-11-25T16:00:00.000Z\",\"exp\":\"2026-11-25T17:00:00Z\"}x"},
         /* negative id */
         {"{\"sub\":\"-1\",\"usr\":\"a\",\"org\":\"1\",\"role\":\"user\",\"su\":false,"
-         "\"iat\":\"2026-11-25T16:00:00Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
+         "\"iat\":\"2026-11-25T16:00:00.000Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
         /* su as a string */
         {"{\"sub\":\"1\",\"usr\":\"a\",\"org\":\"1\",\"role\":\"user\",\"su\":\"true\","
-         "\"iat\":\"2026-11-25T16:00:00Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
+         "\"iat\":\"2026-11-25T16:00:00.000Z\",\"exp\":\"2026-11-25T17:00:00Z\"}"},
     };
     return cr_make_param_array(text_case_t, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -297,7 +308,7 @@ ParameterizedTest(text_case_t *json, token, malformed_claims_are_refused)
 Test(token, well_formed_hand_written_claims_with_spaces_verify)
 {
     cr_assert_eq(
-        verify_claims("{ \"exp\" : \"2026-11-25T17:00:00Z\", \"iat\":\"2026-11-25T16:00:00Z\","
+        verify_claims("{ \"exp\" : \"2026-11-25T17:00:00Z\", \"iat\":\"2026-11-25T16:00:00.000Z\","
                       "\"su\":true,\"role\":\"user\",\"org\":\"3\",\"usr\":\"b\\u0041\","
                       "\"sub\":\"9\" }"),
         0);

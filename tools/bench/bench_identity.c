@@ -6,7 +6,8 @@
  *   3. Login latency over 20 logins (Argon2id dominates).
  *
  * usage: onceiot-bench-identity ADDR SECRET USERNAME PASSWORD [THREADS] [SECONDS]
- * with ONCEIOT_PRINCIPAL_KEY set to the service's principal key.
+ * with ONCEIOT_PRINCIPAL_KEY set to identity's principal secret (the tool
+ * derives the gateway's key from it).
  *
  * The synchronous client runs one call per thread at a time, so on a small
  * machine it measures the client as much as the server. For the server's
@@ -49,8 +50,8 @@ static void bench__tokens(void)
     snprintf(c.username, sizeof(c.username), "bench");
     c.organization_id = 1;
     c.role = ONCEIOT__COMMON__V1__ROLE__ROLE_USER;
-    c.issued_at = time(NULL);
-    c.expires_at = c.issued_at + 900;
+    c.issued_at_ms = (int64_t)time(NULL) * 1000;
+    c.expires_at = c.issued_at_ms / 1000 + 900;
     arena_t *a = arena_new();
     const char *tok = token_sign(sk, &c, a);
     const int n = 100000;
@@ -58,7 +59,7 @@ static void bench__tokens(void)
     for (int i = 0; i < n; i++) {
         token_claims_t out;
         const char *why;
-        if (token_verify(&key, 1, tok, c.issued_at, &out, &why) != 0) {
+        if (token_verify(&key, 1, tok, c.issued_at_ms / 1000, &out, &why) != 0) {
             fprintf(stderr, "verify failed: %s\n", why);
             exit(1);
         }
@@ -213,11 +214,22 @@ static int bench__h2load_input(const principal_key_t *key, const char *secret, c
     return 0;
 }
 
+/* The gateway's key for identity, derived from identity's secret
+ * (ONCEIOT_PRINCIPAL_KEY): this tool plays the gateway. */
+static int bench__gateway_key(principal_key_t *key)
+{
+    principal_key_t secret;
+    if (sodium_init() < 0 || principal_key_parse(getenv("ONCEIOT_PRINCIPAL_KEY"), &secret) < 0)
+        return -1;
+    principal_key_derive(&secret, "gateway", key);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "h2load-input") == 0) {
         principal_key_t key;
-        if (sodium_init() < 0 || principal_key_parse(getenv("ONCEIOT_PRINCIPAL_KEY"), &key) < 0)
+        if (bench__gateway_key(&key) < 0)
             return 2;
         return bench__h2load_input(&key, argv[2], argv[3]);
     }
@@ -226,8 +238,8 @@ int main(int argc, char **argv)
         return 2;
     }
     principal_key_t key;
-    if (sodium_init() < 0 || principal_key_parse(getenv("ONCEIOT_PRINCIPAL_KEY"), &key) < 0) {
-        fprintf(stderr, "set ONCEIOT_PRINCIPAL_KEY to the service's 64 hex digits\n");
+    if (bench__gateway_key(&key) < 0) {
+        fprintf(stderr, "set ONCEIOT_PRINCIPAL_KEY to identity's 64 hex digits\n");
         return 2;
     }
     int threads = argc > 5 ? atoi(argv[5]) : 4;

@@ -33,7 +33,10 @@ SECONDS_RUN="${BENCH_SECONDS:-10}"
 CLIENTS="${BENCH_CLIENTS:-8}"
 STREAMS="${BENCH_STREAMS:-16}"
 DB=onceiot_sims_bench
+# shellcheck source=../lib/proc.sh
+source "$ROOT/tools/lib/proc.sh"
 KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sims-bench.XXXXXX")"
 SIMS_PID=""
 IDENTITY_PID=""
@@ -120,7 +123,7 @@ IDENTITY_PID=$!
 wait_port "$ID_PORT"
 GW_PORT=$(free_port)
 NOWHERE="127.0.0.1:$(free_port)"
-ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$GW_PORT" ONCEIOT_LOG_LEVEL=warn \
+ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(gateway_signing_keys "$KEY")" ONCEIOT_LISTEN="127.0.0.1:$GW_PORT" ONCEIOT_LOG_LEVEL=warn \
     ONCEIOT_IDENTITY_ADDR="127.0.0.1:$ID_PORT" ONCEIOT_SIMS_ADDR="127.0.0.1:$PORT" \
     ONCEIOT_USAGE_ADDR="$NOWHERE" ONCEIOT_COMMERCE_ADDR="$NOWHERE" ONCEIOT_SUPPORT_ADDR="$NOWHERE" \
     ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000 \
@@ -136,7 +139,8 @@ ADMIN_KEY="$(head -n 1 "$WORK/admin.key")"
 gen() {
     python3 - "$KEY" "$@" <<'PY'
 import base64, hashlib, hmac, struct, sys, time
-key = bytes.fromhex(sys.argv[1]); kind, out = sys.argv[2], sys.argv[3]; args = sys.argv[4:]
+key = hashlib.blake2b(b"onceiot-principal:gateway", key=bytes.fromhex(sys.argv[1]), digest_size=32).digest()
+kind, out = sys.argv[2], sys.argv[3]; args = sys.argv[4:]
 def varint(n):
     b = bytearray()
     while True:
@@ -159,8 +163,8 @@ elif kind == "import":
                           + field(4, "35%013d" % i)) for i in range(first, first + n))
 p = (field(1, 1) + field(2, "bench") + field(3, org) + field(4, 3) + field(6, "sims:read")
      + field(6, "sims:write") + field(8, "token") + field(9, svc + method)
-     + field(10, int(time.time() * 1000)))
-sig = hmac.new(key, p, hashlib.sha512).digest()[:32]
+     + field(10, int(time.time() * 1000)) + field(12, "gateway"))
+sig = hmac.new(key, p, hashlib.sha512).digest()[:32] + b"gateway"
 open(out, "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
 print(svc + method)
 print("x-onceiot-principal-bin: " + base64.b64encode(p).decode())

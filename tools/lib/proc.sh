@@ -79,3 +79,12 @@ proc_log_tail() {
     tail -n "${2:-30}" "$log" >&2 || true
     echo "----" >&2
 }
+
+# The gateway's signing keys when every service has the secret $1: each
+# callee's key for the gateway is BLAKE2b-256 keyed with that secret of
+# "onceiot-principal:gateway" (shared/include/onceiot/principal.h).
+gateway_signing_keys() {
+    local k
+    k="$(/usr/bin/python3 -c 'import hashlib, sys; print(hashlib.blake2b(b"onceiot-principal:gateway", key=bytes.fromhex(sys.argv[1]), digest_size=32).hexdigest())' "$1")"
+    echo "identity:$k,sims:$k,usage:$k,commerce:$k,support:$k,test:$k"
+}

@@ -109,6 +109,10 @@ int rpc_server_wait(rpc_server_t *srv);
 void rpc_server_free(rpc_server_t *srv);
 /* The index of the server's descriptor set. */
 const struct descset *rpc_server_descset(const rpc_server_t *srv);
+/* Serves ds instead of the embedded set through reflection (the gateway
+ * shows its public API only). Call before rpc_server_start; ds must outlive
+ * the server. */
+void rpc_server_set_reflection(rpc_server_t *srv, const struct descset *ds);
 
 /* The request id for a call with request metadata md: the client's
  * x-request-id when it is 1..64 characters of [A-Za-z0-9._-] (safe to log

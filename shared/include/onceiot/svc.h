@@ -40,17 +40,37 @@ const svc_def_t *svc_def(const svc_t *svc);
 void svc_set_state(svc_t *svc, void *state);
 void *svc_state(const svc_t *svc);
 
-/* The principal key (NULL unless def->authenticated). */
+/* This service's own principal secret (NULL unless ONCEIOT_PRINCIPAL_KEY is
+ * set): every caller's key is derived from it (principal.h). */
 const principal_key_t *svc_principal_key(const svc_t *svc);
-/* The caller's verified principal, or NULL with UNAUTHENTICATED set when the
- * call carries no principal or a bad one. Logged with the reason. */
+/* The key this process signs principals with for callee ("sims"), from
+ * ONCEIOT_PRINCIPAL_SIGNING_KEYS, or NULL. */
+const principal_key_t *svc_signing_key(const svc_t *svc, const char *callee);
+/* Signs this service's own principal ("service:<name>", issuer <name>,
+ * superuser) for method of callee into md. Returns 0, or ERR_CONFIG when
+ * there is no signing key for callee. */
+int svc_sign_as_service(const svc_t *svc, const char *callee, const char *method, arena_t *a,
+                        rpc_md_t md[2]) ONCEIOT_MUSTCHECK;
+/* The caller's verified principal, or NULL with the status set:
+ * UNAUTHENTICATED when the call carries no principal or a bad one,
+ * PERMISSION_DENIED when its issuer may not call this method (a service not
+ * among the method's declared callers, or the gateway on an internal
+ * method). */
 const principal_t *svc_principal_or_status(rpc_call_t *call);
+/* For public methods: a call may come without a principal (*out NULL, 0
+ * returned), but one it carries must verify (else UNAUTHENTICATED is set and
+ * returned). */
+int svc_principal_optional_or_status(rpc_call_t *call, const principal_t **out) ONCEIOT_MUSTCHECK;
 
 /* Returns a database connection for this call, taken on first use and given
  * back when the handler returns. Its statement timeout is bounded by the
  * call's remaining deadline. On failure the call's status is already set
  * (UNAVAILABLE, RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) and NULL is returned. */
 db_conn_t *svc_db_or_status(rpc_call_t *call);
+/* Sets the call's status for a failed statement (rc, an ERR_* code from
+ * db_*) in the service's own words; PostgreSQL's text, SQLSTATE and
+ * constraint go to the log only. conn may be NULL. Returns rc. */
+int svc_db_fail(rpc_call_t *call, db_conn_t *conn, int rc);
 /* Runs a statement on the call's connection; on failure sets the call's
  * status from the database error and returns the ERR_* code. */
 int svc_exec_or_status(rpc_call_t *call, const db_stmt_t *stmt, const char *const *params,

@@ -22,7 +22,7 @@ typedef struct token_claims {
     int64_t organization_id;        /* "org" */
     Onceiot__Common__V1__Role role; /* "role": "admin" | "user" | "readonly" */
     bool is_superuser;              /* "su" */
-    int64_t issued_at;              /* "iat", unix seconds (RFC 3339 in the token) */
+    int64_t issued_at_ms;           /* "iat", unix milliseconds (RFC 3339 with .mmm in the token) */
     int64_t expires_at;             /* "exp", unix seconds (RFC 3339 in the token) */
     char kid[40];                   /* from the footer */
 } token_claims_t;
