@@ -33,7 +33,7 @@ int sims_list_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     int rc = sims_ctx_iccid_or_status(call, r->iccid, &cx);
     if (rc < 0)
         return rc;
-    int size = sims_page_size(call, r->page_size, EVENTS_DEFAULT, EVENTS_MAX);
+    int size = pagetoken_page_size(call, r->page_size, EVENTS_DEFAULT, EVENTS_MAX);
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
     const char *params[] = {r->iccid,
@@ -48,9 +48,9 @@ int sims_list_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
                             sims_i64(&cx, size + 1)};
     const char *parts[] = {"events",  r->iccid,  cx.org,    params[2],
                            params[3], params[4], params[5], params[6]};
-    uint64_t hash = sims_filter_hash(parts, sizeof(parts) / sizeof(parts[0]));
+    uint64_t hash = pagetoken_hash(parts, sizeof(parts) / sizeof(parts[0]));
     if (*r->page_token &&
-        (rc = sims_token_decode(call, r->page_token, hash, &params[7], &params[8])) < 0)
+        (rc = pagetoken_decode(call, r->page_token, hash, &params[7], &params[8])) < 0)
         return rc;
     Onceiot__Sims__V1__ListEventsResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__sims__v1__list_events_response__init(out);

@@ -36,7 +36,7 @@ int sims_list_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessa
     int rc = sims_ctx_or_status(call, &cx);
     if (rc < 0)
         return rc;
-    int size = sims_page_size(call, r->page_size, LIST_DEFAULT, LIST_MAX);
+    int size = pagetoken_page_size(call, r->page_size, LIST_DEFAULT, LIST_MAX);
     const char *status = NULL;
     if (r->status && !(status = sims_status_name(r->status)))
         rpc_violation(call, "status", "unknown status %d", (int)r->status);
@@ -76,9 +76,9 @@ int sims_list_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessa
     };
     const char *hash_parts[] = {stmt->name, cx.org,    params[1], params[2], params[3],
                                 params[4],  params[5], params[6], params[7], params[8]};
-    uint64_t hash = sims_filter_hash(hash_parts, sizeof(hash_parts) / sizeof(hash_parts[0]));
+    uint64_t hash = pagetoken_hash(hash_parts, sizeof(hash_parts) / sizeof(hash_parts[0]));
     if (*r->page_token &&
-        (rc = sims_token_decode(call, r->page_token, hash, &params[10], &params[11])) < 0)
+        (rc = pagetoken_decode(call, r->page_token, hash, &params[10], &params[11])) < 0)
         return rc;
     db_conn_t *conn = svc_db_or_status(call);
     if (!conn)
@@ -215,35 +215,6 @@ out:
     return rc;
 }
 
-/* A PostgreSQL array literal of text values (NULL entries are NULL). */
-static const char *sims__array(arena_t *a, const char *const *v, size_t n)
-{
-    size_t cap = 3;
-    for (size_t i = 0; i < n; i++)
-        cap += (v[i] ? 2 * strlen(v[i]) + 3 : 4) + 1;
-    char *out = arena_alloc(a, cap), *p = out;
-    *p++ = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            *p++ = ',';
-        if (!v[i]) {
-            memcpy(p, "NULL", 4);
-            p += 4;
-            continue;
-        }
-        *p++ = '"';
-        for (const char *s = v[i]; *s; s++) {
-            if (*s == '"' || *s == '\\')
-                *p++ = '\\';
-            *p++ = *s;
-        }
-        *p++ = '"';
-    }
-    *p++ = '}';
-    *p = 0;
-    return out;
-}
-
 static int sims__cmp_str(const void *x, const void *y)
 {
     return strcmp(*(const char *const *)x, *(const char *const *)y);
@@ -313,7 +284,7 @@ int sims_import_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     }
     const char *params[SIM_INPUT_VALUES + 1];
     for (int c = 0; c < SIM_INPUT_VALUES; c++)
-        params[c] = sims__array(cx.a, col[c], n);
+        params[c] = db_text_array(cx.a, col[c], n);
     params[SIM_INPUT_VALUES] = cx.actor;
     if ((rc = sims_begin(&cx)) < 0)
         return rc;

@@ -331,7 +331,7 @@ int sims_list_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessag
     int rc = sims_ctx_iccid_or_status(call, r->iccid, &cx);
     if (rc < 0)
         return rc;
-    int size = sims_page_size(call, r->page_size, SMS_LIST_DEFAULT, SMS_LIST_MAX);
+    int size = pagetoken_page_size(call, r->page_size, SMS_LIST_DEFAULT, SMS_LIST_MAX);
     const char *status = NULL;
     if (r->status && !(status = sims__sms_status_name(r->status)))
         rpc_violation(call, "status", "unknown status %d", (int)r->status);
@@ -351,10 +351,10 @@ int sims_list_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessag
                             NULL,
                             sims_i64(&cx, size + 1)};
     const char *parts[] = {"sms", r->iccid, cx.org, dir, status, params[4], params[5]};
-    uint64_t hash = sims_filter_hash(parts, sizeof(parts) / sizeof(parts[0]));
+    uint64_t hash = pagetoken_hash(parts, sizeof(parts) / sizeof(parts[0]));
     const char *unused;
     if (*r->page_token &&
-        (rc = sims_token_decode(call, r->page_token, hash, &params[6], &unused)) < 0)
+        (rc = pagetoken_decode(call, r->page_token, hash, &params[6], &unused)) < 0)
         return rc;
     Onceiot__Sims__V1__ListSmsResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__sims__v1__list_sms_response__init(out);

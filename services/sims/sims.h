@@ -3,6 +3,7 @@
 #ifndef ONCEIOT_SIMS_H
 #define ONCEIOT_SIMS_H
 
+#include "onceiot/pagetoken.h"
 #include "onceiot/svc.h"
 #include "sims/v1/sims.pb-c.h"
 #include "sims_sql.h"
@@ -120,24 +121,13 @@ bool sims_sms_measure(rpc_call_t *call, const char *field, const char *text, sim
 /* Joins tags with ',' (tags never contain one) for string_to_array($n, ','). */
 const char *sims_tags_csv(arena_t *a, char **tags, size_t n);
 
-/* ---- pagetoken.c: opaque keyset tokens and the pages they continue ---- */
-
-/* A hash of a list's filters and order, so a token is refused with others. */
-uint64_t sims_filter_hash(const char *const *parts, size_t n);
-/* base64url of {version, hash, key, last}; key and last are text. */
-const char *sims_token_encode(arena_t *a, uint64_t hash, const char *key, const char *last);
-/* Decodes a token made for hash. ERR_INVALID_ARGUMENT (violation on
- * page_token recorded) when it is malformed or was made for other filters. */
-int sims_token_decode(rpc_call_t *call, const char *token, uint64_t hash, const char **key,
-                      const char **last) ONCEIOT_MUSTCHECK;
-/* Page size: 0 → def; above max or negative → violation, returns -1. */
-int sims_page_size(rpc_call_t *call, int32_t asked, int def, int max);
+/* ---- store.c: list pages (tokens from onceiot/pagetoken.h) ---- */
 
 /* How a list's rows page: its query asks for size + 1 rows, and the extra one
  * says that a next page exists. */
 typedef struct sims_page {
     int size;             /* rows a page answers with */
-    uint64_t hash;        /* sims_filter_hash of the list's filters and order */
+    uint64_t hash;        /* pagetoken_hash of the list's filters and order */
     const char *key_col;  /* column of the last row that is the next token's key */
     const char *last_col; /* column that is its tie-breaker; NULL: none ("") */
 } sims_page_t;
@@ -186,6 +176,7 @@ int sims_get_quota(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int sims_top_up_quota(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int sims_set_quota_policy(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int sims_apply_usage(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int sims_resolve_sims(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int sims_send_sms(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int sims_get_sms(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int sims_list_sms(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);

@@ -391,3 +391,17 @@ out:
     PQclear(res);
     return rc;
 }
+
+int sims_page_exec(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *params,
+                   const sims_page_t *page, PGresult **res, int *n, char **next)
+{
+    int rc = sims_exec(cx, stmt, params, res);
+    if (rc < 0)
+        return rc;
+    *n = rc > page->size ? page->size : rc;
+    if (rc > page->size)
+        *next =
+            (char *)pagetoken_encode(cx->a, page->hash, db_get(*res, *n - 1, page->key_col),
+                                     page->last_col ? db_get(*res, *n - 1, page->last_col) : "");
+    return 0;
+}

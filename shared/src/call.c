@@ -186,8 +186,8 @@ void srv__call_unref(rpc_call_t *c)
 
 /* ---- messages ---- */
 
-/* Copies a received buffer into one arena block. */
-static ProtobufCBinaryData call__read(rpc_call_t *c, grpc_byte_buffer *bb)
+/* Copies a received buffer into one block of arena a. */
+static ProtobufCBinaryData call__read(arena_t *a, grpc_byte_buffer *bb)
 {
     grpc_byte_buffer_reader reader;
     ProtobufCBinaryData out = {0, NULL};
@@ -196,18 +196,18 @@ static ProtobufCBinaryData call__read(rpc_call_t *c, grpc_byte_buffer *bb)
     grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
     out.len = GRPC_SLICE_LENGTH(s);
-    out.data = arena_alloc(c->arena, out.len ? out.len : 1);
+    out.data = arena_alloc(a, out.len ? out.len : 1);
     memcpy(out.data, GRPC_SLICE_START_PTR(s), out.len);
     grpc_slice_unref(s);
     return out;
 }
 
-static ProtobufCMessage *call__unpack(rpc_call_t *c, grpc_byte_buffer *bb)
+static ProtobufCMessage *call__unpack(rpc_call_t *c, arena_t *a, grpc_byte_buffer *bb)
 {
-    ProtobufCBinaryData b = call__read(c, bb);
+    ProtobufCBinaryData b = call__read(a, bb);
     if (!b.data)
         return NULL;
-    return protobuf_c_message_unpack(c->m->input, arena_allocator(c->arena), b.len, b.data);
+    return protobuf_c_message_unpack(c->m->input, arena_allocator(a), b.len, b.data);
 }
 
 /* Packs a message into a byte buffer core can send; NULL if it is larger
@@ -294,11 +294,16 @@ static int call__recv_bb(rpc_call_t *c)
 
 int rpc_recv(rpc_call_t *c, ProtobufCMessage **msg)
 {
+    return rpc_recv_in(c, c->arena, msg);
+}
+
+int rpc_recv_in(rpc_call_t *c, arena_t *a, ProtobufCMessage **msg)
+{
     *msg = NULL;
     int rc = call__recv_bb(c);
     if (rc <= 0)
         return rc;
-    *msg = call__unpack(c, c->recv_buf);
+    *msg = call__unpack(c, a, c->recv_buf);
     if (!*msg)
         return rpc_fail(c, ERR_INVALID_ARGUMENT, "a streamed request is not a valid %s message",
                         c->m->input->name);
@@ -446,7 +451,7 @@ void srv__call_run(rpc_call_t *c)
     } else if (!m->client_streaming) {
         if (!c->payload)
             rc = rpc_fail(c, ERR_INVALID_ARGUMENT, "the request message is missing");
-        else if (!(req = call__unpack(c, c->payload)))
+        else if (!(req = call__unpack(c, c->arena, c->payload)))
             rc = rpc_fail(c, ERR_INVALID_ARGUMENT, "the request is not a valid %s message",
                           m->input->name);
     }

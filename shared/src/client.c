@@ -81,9 +81,13 @@ static grpc_call *client__create(rpc_channel_t *ch, grpc_completion_queue *cq, c
                                  const rpc_call_opts_t *opts)
 {
     grpc_call *parent = opts && opts->parent ? rpc_call_grpc(opts->parent) : NULL;
-    grpc_slice m = grpc_slice_from_static_string(method);
-    return grpc_channel_create_call(ch->ch, parent, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL,
-                                    client__deadline(opts), NULL);
+    /* A copy: core's header compression may keep the :path after the call,
+     * longer than a method name built in a call's arena. */
+    grpc_slice m = grpc_slice_from_copied_string(method);
+    grpc_call *call = grpc_channel_create_call(ch->ch, parent, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL,
+                                               client__deadline(opts), NULL);
+    grpc_slice_unref(m);
+    return call;
 }
 
 /* Builds the metadata array of opts in the arena. Keys and values are copied

@@ -758,3 +758,31 @@ bool db_get_bool(const PGresult *res, int row, const char *column)
 
     return v != NULL && v[0] == 't';
 }
+
+const char *db_text_array(arena_t *a, const char *const *v, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++)
+        cap += (v[i] ? 2 * strlen(v[i]) + 3 : 4) + 1;
+    char *out = arena_alloc(a, cap), *p = out;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        if (!v[i]) {
+            memcpy(p, "NULL", 4);
+            p += 4;
+            continue;
+        }
+        *p++ = '"';
+        for (const char *s = v[i]; *s; s++) {
+            if (*s == '"' || *s == '\\')
+                *p++ = '\\';
+            *p++ = *s;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = 0;
+    return out;
+}

@@ -236,6 +236,61 @@ out:
     return rc;
 }
 
+/* The runtime's migrations as files with versions -1, -2, ... (in order). */
+static void load_runtime(const migrate_embedded_t *rt, size_t n, migrate_files_t *fs)
+{
+    unsigned char hash[crypto_generichash_BYTES];
+
+    fs->v = n > 0 ? mem_calloc(n, sizeof *fs->v) : NULL;
+    fs->n = fs->cap = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        migrate_file_t *f = &fs->v[i];
+
+        f->version = -(long)i - 1;
+        f->name = mem_strdup(rt[i].name);
+        f->sql = mem_strdup(rt[i].sql);
+        crypto_generichash(hash, sizeof hash, (const unsigned char *)f->sql, strlen(f->sql), NULL,
+                           0);
+        sodium_bin2hex(f->checksum, sizeof f->checksum, hash, sizeof hash);
+    }
+}
+
+/* Marks the runtime migrations already applied; one whose SQL changed since
+ * is refused like a changed file. */
+static int verify_runtime(PGconn *pg, const char *ident, migrate_files_t *fs, char *err,
+                          size_t errlen)
+{
+    PGresult *res = NULL;
+    char *sql = mem_printf("CREATE TABLE IF NOT EXISTS %s.runtime_migrations ("
+                           "name text PRIMARY KEY, checksum text NOT NULL,"
+                           " applied_at timestamptz NOT NULL DEFAULT now())",
+                           ident);
+    int rc = run(pg, sql, 0, NULL, NULL, "creating runtime_migrations", err, errlen);
+
+    mem_free(sql);
+    sql = mem_printf("SELECT name, checksum FROM %s.runtime_migrations", ident);
+    if (rc == 0)
+        rc = run(pg, sql, 0, NULL, &res, "reading applied runtime migrations", err, errlen);
+    for (int row = 0; rc == 0 && row < PQntuples(res); row++) {
+        for (int i = 0; i < fs->n; i++) {
+            if (strcmp(fs->v[i].name, db_get(res, row, "name")) != 0)
+                continue;
+            if (strcmp(fs->v[i].checksum, db_get(res, row, "checksum")) != 0) {
+                set_err(err, errlen,
+                        "runtime migration %s was changed after it was applied; the runtime "
+                        "must add a new one instead",
+                        fs->v[i].name);
+                rc = ERR_FAILED_PRECONDITION;
+                break;
+            }
+            fs->v[i].applied = true;
+        }
+    }
+    PQclear(res);
+    mem_free(sql);
+    return rc;
+}
+
 /* Creates the schema unless it exists. Checking first lets a service whose
  * role owns its schema but may not create schemas in the database run. */
 static int ensure_schema(PGconn *pg, const char *schema, const char *ident, char *err,
@@ -328,14 +383,20 @@ static int line_of(const char *sql, long pos)
     return line;
 }
 
-/* Applies one file and records it, in one transaction. */
+/* Applies one migration and records it, in one transaction: a file in
+ * schema_migrations, a runtime migration (version < 0) in
+ * runtime_migrations. */
 static int apply(PGconn *pg, const char *ident, const migrate_file_t *f, char *err, size_t errlen)
 {
     char version[24];
     char *path = mem_printf("%s, public", ident);
-    char *insert = mem_printf("INSERT INTO %s.schema_migrations (version, name, checksum)"
-                              " VALUES ($1, $2, $3)",
-                              ident);
+    bool runtime = f->version < 0;
+    char *insert = runtime ? mem_printf("INSERT INTO %s.runtime_migrations (name, checksum)"
+                                        " VALUES ($1, $2)",
+                                        ident)
+                           : mem_printf("INSERT INTO %s.schema_migrations (version, name, checksum)"
+                                        " VALUES ($1, $2, $3)",
+                                        ident);
     const char *path_params[1] = {path};
     const char *row[3] = {version, f->name, f->checksum};
     PGresult *res = NULL;
@@ -375,7 +436,8 @@ static int apply(PGconn *pg, const char *ident, const migrate_file_t *f, char *e
         rc = ERR_FAILED_PRECONDITION;
         goto out;
     }
-    rc = run(pg, insert, 3, row, NULL, what, err, errlen);
+    rc = runtime ? run(pg, insert, 2, row + 1, NULL, what, err, errlen)
+                 : run(pg, insert, 3, row, NULL, what, err, errlen);
     if (rc < 0)
         goto out;
     PQclear(res);
@@ -400,12 +462,20 @@ out:
 int migrate_run(const char *db_url, const char *schema, const char *dir, migrate_result_t *result,
                 char *err, size_t errlen)
 {
+    return migrate_run_with(db_url, schema, NULL, 0, dir, result, err, errlen);
+}
+
+int migrate_run_with(const char *db_url, const char *schema, const migrate_embedded_t *runtime,
+                     size_t n_runtime, const char *dir, migrate_result_t *result, char *err,
+                     size_t errlen)
+{
     static const char lock_sql[] =
         "SELECT pg_catalog.pg_advisory_lock(hashtextextended('onceiot.migrate.' || $1, 0))";
     static const char unlock_sql[] =
         "SELECT pg_catalog.pg_advisory_unlock(hashtextextended('onceiot.migrate.' || $1, 0))";
     const char *schema_param[1] = {schema};
     migrate_files_t files = {0};
+    migrate_files_t rt = {0};
     PQconninfoOption *info = NULL;
     PGconn *pg = NULL;
     char *ident = NULL;
@@ -428,7 +498,8 @@ int migrate_run(const char *db_url, const char *schema, const char *dir, migrate
     rc = load_dir(dir, &files, err, errlen);
     if (rc < 0)
         goto out;
-    result->total = files.n;
+    load_runtime(runtime, n_runtime, &rt);
+    result->total = files.n + rt.n;
 
     info = PQconninfoParse(db_url, &perr);
     if (info == NULL) {
@@ -473,19 +544,23 @@ int migrate_run(const char *db_url, const char *schema, const char *dir, migrate
     rc = verify(pg, ident, &files, err, errlen);
     if (rc < 0)
         goto out;
-    for (int i = 0; i < files.n; i++) {
+    rc = verify_runtime(pg, ident, &rt, err, errlen);
+    if (rc < 0)
+        goto out;
+    for (int i = 0; i < rt.n + files.n; i++) {
+        migrate_file_t *f = i < rt.n ? &rt.v[i] : &files.v[i - rt.n];
         log_rec_t r;
 
-        if (files.v[i].applied)
+        if (f->applied)
             continue;
-        rc = apply(pg, ident, &files.v[i], err, errlen);
+        rc = apply(pg, ident, f, err, errlen);
         if (rc < 0)
             goto out;
         result->applied++;
         log_begin(&r, LOG_INFO, "migration_applied");
         log_str(&r, "schema", schema);
-        log_str(&r, "file", files.v[i].name);
-        log_int(&r, "version", files.v[i].version);
+        log_str(&r, "file", f->name);
+        log_int(&r, "version", f->version);
         log_end(&r);
     }
 out:
@@ -499,5 +574,6 @@ out:
     PQconninfoFree(info);
     PQfinish(pg);
     free_files(&files);
+    free_files(&rt);
     return rc;
 }

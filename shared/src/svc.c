@@ -134,8 +134,9 @@ static int svc__migrate(svc_t *svc)
 {
     char err[1024] = "";
     migrate_result_t res = {0, 0};
-    int rc = migrate_run(svc->cfg.database_url, svc->def->name, svc->cfg.schema_dir, &res, err,
-                         sizeof(err));
+    int rc = migrate_run_with(svc->cfg.database_url, svc->def->name, svc->def->runtime_migrations,
+                              svc->def->n_runtime_migrations, svc->cfg.schema_dir, &res, err,
+                              sizeof(err));
     if (rc < 0) {
         log_msg(LOG_ERROR, "migrate_failed", "%s", err);
         return rc;

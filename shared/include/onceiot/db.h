@@ -19,6 +19,7 @@
 #define ONCEIOT_DB_H
 
 #include "onceiot/err.h"
+#include "onceiot/mem.h"
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -84,6 +85,12 @@ const char *db_sqlstate(const db_conn_t *conn);
 /* The constraint named by the last error, or "" (helps name the bad field). */
 const char *db_constraint(const db_conn_t *conn);
 PGconn *db_pgconn(db_conn_t *conn);
+
+/* A PostgreSQL array literal ("{"a","b",NULL}") of n text values in the
+ * arena, for one $n parameter that unnest() or ANY() reads; NULL entries are
+ * SQL NULL. Batches travel as one array per column, not one row per
+ * statement. */
+const char *db_text_array(arena_t *a, const char *const *v, size_t n);
 
 /* Maps a SQLSTATE to an ERR_* code, as in the table above. */
 int db_map_sqlstate(const char *sqlstate);

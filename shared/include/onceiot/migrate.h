@@ -16,12 +16,27 @@
 
 typedef struct migrate_result {
     int applied; /* files applied by this run */
-    int total;   /* files in the directory */
+    int total;   /* files in the directory, plus runtime migrations */
 } migrate_result_t;
 
 /* Applies the pending migrations of dir to schema over a connection of its
  * own. On error returns a negative ERR_* code and writes a message naming the
  * file to err. */
+/* A migration the runtime itself owns (e.g. the outbox table), applied in
+ * every schema of a service that uses the module, before the service's own
+ * files, and recorded by name in <schema>.runtime_migrations. Its SQL is
+ * never edited once released (the checksum is checked like a file's); a
+ * change is a new entry. */
+typedef struct migrate_embedded {
+    const char *name; /* unique across the runtime, e.g. "outbox_0001_table" */
+    const char *sql;
+} migrate_embedded_t;
+
+/* migrate_run with the runtime's migrations (n_runtime of them) first. */
+int migrate_run_with(const char *db_url, const char *schema, const migrate_embedded_t *runtime,
+                     size_t n_runtime, const char *dir, migrate_result_t *result, char *err,
+                     size_t errlen) ONCEIOT_MUSTCHECK;
+
 int migrate_run(const char *db_url, const char *schema, const char *dir, migrate_result_t *result,
                 char *err, size_t errlen) ONCEIOT_MUSTCHECK;
 

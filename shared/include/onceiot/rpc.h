@@ -150,6 +150,9 @@ int rpc_send(rpc_call_t *call, const ProtobufCMessage *msg) ONCEIOT_MUSTCHECK;
  * set, 0 at the end of the client's stream, ERR_INVALID_ARGUMENT (status set)
  * for a message that does not parse, ERR_CANCELLED when the call is gone. */
 int rpc_recv(rpc_call_t *call, ProtobufCMessage **msg) ONCEIOT_MUSTCHECK;
+/* rpc_recv into arena a instead of the call's, so a long client stream can
+ * free each message (and what was made from it) before the next. */
+int rpc_recv_in(rpc_call_t *call, arena_t *a, ProtobufCMessage **msg) ONCEIOT_MUSTCHECK;
 
 /* Sets the call's status and message (printf-style) and returns err, so a
  * handler can write `return rpc_fail(call, ERR_NOT_FOUND, "no SIM %s", iccid);`.

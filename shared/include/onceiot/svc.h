@@ -11,6 +11,7 @@
 #define ONCEIOT_SVC_H
 
 #include "onceiot/db.h"
+#include "onceiot/migrate.h"
 #include "onceiot/principal.h"
 #include "onceiot/rpc.h"
 #include <stdbool.h>
@@ -24,6 +25,10 @@ typedef struct svc_def {
     bool authenticated;                 /* requires ONCEIOT_PRINCIPAL_KEY (every product service) */
     const rpc_service_impl_t *services; /* served in addition to health and reflection */
     size_t n_services;
+    /* Migrations of runtime modules the service uses (outbox_migrations),
+     * applied in its schema before its own files. */
+    const migrate_embedded_t *runtime_migrations;
+    size_t n_runtime_migrations;
     /* Optional: runs after the pool and migrations, before serving; returns 0
      * or an ERR_* code to abort the start. */
     int (*init)(svc_t *svc);

@@ -1,4 +1,4 @@
-/* Opaque keyset page tokens.
+/* Opaque keyset page tokens (see onceiot/pagetoken.h).
  *
  * A token is base64url (no padding) of: version byte, 8-byte hash of the
  * list's filters and order, then two length-prefixed strings: the sort key of
@@ -7,7 +7,7 @@
  * pages never shift what comes next. The hash makes a token used with other
  * filters an error instead of a silently wrong page. Tokens are not secret: a
  * forged one only moves the start of a list the caller may read anyway. */
-#include "sims.h"
+#include "onceiot/pagetoken.h"
 
 #include <sodium.h>
 #include <string.h>
@@ -15,7 +15,7 @@
 #define TOKEN_VERSION 1
 #define TOKEN_MAX     600
 
-uint64_t sims_filter_hash(const char *const *parts, size_t n)
+uint64_t pagetoken_hash(const char *const *parts, size_t n)
 {
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, 8);
@@ -31,7 +31,7 @@ uint64_t sims_filter_hash(const char *const *parts, size_t n)
     return h;
 }
 
-static size_t sims__put_str(unsigned char *p, const char *s)
+static size_t pagetoken__put_str(unsigned char *p, const char *s)
 {
     size_t n = strlen(s);
     p[0] = (unsigned char)(n >> 8);
@@ -40,7 +40,7 @@ static size_t sims__put_str(unsigned char *p, const char *s)
     return n + 2;
 }
 
-const char *sims_token_encode(arena_t *a, uint64_t hash, const char *key, const char *last)
+const char *pagetoken_encode(arena_t *a, uint64_t hash, const char *key, const char *last)
 {
     size_t cap = 1 + 8 + 4 + strlen(key) + strlen(last);
     unsigned char *buf = arena_alloc(a, cap);
@@ -48,15 +48,15 @@ const char *sims_token_encode(arena_t *a, uint64_t hash, const char *key, const 
     buf[n++] = TOKEN_VERSION;
     for (int i = 7; i >= 0; i--)
         buf[n++] = (unsigned char)(hash >> (8 * i));
-    n += sims__put_str(buf + n, key);
-    n += sims__put_str(buf + n, last);
+    n += pagetoken__put_str(buf + n, key);
+    n += pagetoken__put_str(buf + n, last);
     size_t out_len = sodium_base64_encoded_len(n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     char *out = arena_alloc(a, out_len);
     sodium_bin2base64(out, out_len, buf, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     return out;
 }
 
-static const char *sims__get_str(arena_t *a, const unsigned char *p, size_t len, size_t *off)
+static const char *pagetoken__get_str(arena_t *a, const unsigned char *p, size_t len, size_t *off)
 {
     if (*off + 2 > len)
         return NULL;
@@ -70,8 +70,8 @@ static const char *sims__get_str(arena_t *a, const unsigned char *p, size_t len,
     return s;
 }
 
-int sims_token_decode(rpc_call_t *call, const char *token, uint64_t hash, const char **key,
-                      const char **last)
+int pagetoken_decode(rpc_call_t *call, const char *token, uint64_t hash, const char **key,
+                     const char **last)
 {
     arena_t *a = rpc_call_arena(call);
     unsigned char buf[TOKEN_MAX];
@@ -89,8 +89,8 @@ int sims_token_decode(rpc_call_t *call, const char *token, uint64_t hash, const 
                       "was made for other filters or another order; start again without it");
         return rpc_check_violations(call);
     }
-    *key = sims__get_str(a, buf, len, &off);
-    *last = *key ? sims__get_str(a, buf, len, &off) : NULL;
+    *key = pagetoken__get_str(a, buf, len, &off);
+    *last = *key ? pagetoken__get_str(a, buf, len, &off) : NULL;
     if (!*last || off != len)
         goto bad;
     return 0;
@@ -99,7 +99,7 @@ bad:
     return rpc_check_violations(call);
 }
 
-int sims_page_size(rpc_call_t *call, int32_t asked, int def, int max)
+int pagetoken_page_size(rpc_call_t *call, int32_t asked, int def, int max)
 {
     if (asked == 0)
         return def;
@@ -108,18 +108,4 @@ int sims_page_size(rpc_call_t *call, int32_t asked, int def, int max)
         return -1;
     }
     return asked;
-}
-
-int sims_page_exec(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *params,
-                   const sims_page_t *page, PGresult **res, int *n, char **next)
-{
-    int rc = sims_exec(cx, stmt, params, res);
-    if (rc < 0)
-        return rc;
-    *n = rc > page->size ? page->size : rc;
-    if (rc > page->size)
-        *next =
-            (char *)sims_token_encode(cx->a, page->hash, db_get(*res, *n - 1, page->key_col),
-                                      page->last_col ? db_get(*res, *n - 1, page->last_col) : "");
-    return 0;
 }
