@@ -153,6 +153,8 @@ int usage_resolve_or_status(usage_ctx_t *cx, const char *const *iccids, size_t n
                          (usage_sim_t){r->sims[k]->sim_id, r->sims[k]->organization_id});
     /* From the answer itself, not the cache: a full cache may just have been
      * cleared. */
+    if (r->n_sims == 0)
+        return 0; /* none known: every missing one stays unknown */
     qsort(r->sims, r->n_sims, sizeof(*r->sims), usage__cmp_resolved);
     for (size_t i = 0; i < n; i++) {
         if (out[i].org != 0)
