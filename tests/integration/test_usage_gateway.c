@@ -4,6 +4,7 @@
  * through the proxy), customers read with keys scoped usage:read, and a
  * WatchEvents subscriber sees the quota threshold the ingested usage
  * crosses. Covers the route, each method's declared rule and tenancy. */
+#include "grpc/reflection/v1/reflection.pb-c.h"
 #include "identity/v1/identity.pb-c.h"
 #include "onceiot/client.h"
 #include "pg_harness.h"
@@ -387,4 +388,43 @@ Test(usage_gateway, ingested_usage_fires_the_threshold_event_a_customer_watches)
                  0, "%s", stt.message);
     cr_assert_eq(q->used_volume, 851);
     cr_assert(q->threshold_reached);
+}
+
+Test(usage_gateway, the_gateway_reflects_the_usage_api)
+{
+    rpc_call_opts_t o = {.timeout_ms = 20000};
+    rpc_stream_t *s;
+    cr_assert_eq(rpc_stream_open(gw, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                 arena, &o, &s),
+                 0);
+    Grpc__Reflection__V1__ServerReflectionRequest req =
+        GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
+    req.message_request_case =
+        GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
+    req.list_services = "*";
+    cr_assert_eq(rpc_stream_send(s, &req.base), 0);
+    req.message_request_case =
+        GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
+    req.file_containing_symbol = "onceiot.usage.v1.UsageService.IngestUsage";
+    cr_assert_eq(rpc_stream_send(s, &req.base), 0);
+    cr_assert_eq(rpc_stream_close_send(s), 0);
+    ProtobufCMessage *m;
+    cr_assert_eq(
+        rpc_stream_recv(s, &grpc__reflection__v1__server_reflection_response__descriptor, &m), 1);
+    const Grpc__Reflection__V1__ServerReflectionResponse *r = (const void *)m;
+    cr_assert_not_null(r->list_services_response);
+    bool listed = false;
+    for (size_t i = 0; i < r->list_services_response->n_service; i++)
+        listed |=
+            !strcmp(r->list_services_response->service[i]->name, "onceiot.usage.v1.UsageService");
+    cr_assert(listed, "UsageService is listed");
+    cr_assert_eq(
+        rpc_stream_recv(s, &grpc__reflection__v1__server_reflection_response__descriptor, &m), 1);
+    r = (const void *)m;
+    cr_assert_not_null(r->file_descriptor_response, "the file defining IngestUsage");
+    cr_assert_gt(r->file_descriptor_response->n_file_descriptor_proto, 0);
+    const ProtobufCBinaryData *f = &r->file_descriptor_response->file_descriptor_proto[0];
+    cr_assert(memmem(f->data, f->len, "usage/v1/usage.proto", 20), "usage.proto first");
+    rpc_status_t stt;
+    rpc_stream_finish(s, &stt);
 }
