@@ -1,5 +1,5 @@
-/* The SIM registry: GetSim, ListSims, CreateSim, ImportSims, UpdateSim and
- * BulkUpdateSims. */
+/* The SIM registry: GetSim, ListSims, CreateSim, ImportSims, UpdateSim,
+ * BulkUpdateSims and ResolveSims (for the usage service). */
 #include "sims.h"
 
 #include <stdlib.h>
@@ -498,4 +498,51 @@ int sims_bulk_update_sims(rpc_call_t *call, const ProtobufCMessage *req, Protobu
     }
     *resp = &out->base;
     return 0;
+}
+
+#define RESOLVE_MAX 10000
+
+static const db_stmt_t resolve_sims = {
+    "sims_resolve",
+    "SELECT iccid, id, organization_id FROM sims WHERE iccid = ANY($1::text[]) "
+    "AND " SIMS_ORG_FILTER("organization_id", "$2"),
+    2};
+
+/* One index probe per ICCID in one statement; unknown ICCIDs are simply not
+ * in the answer (the usage service names them in its own error). */
+int sims_resolve_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Sims__V1__ResolveSimsRequest *r = (const void *)req;
+    PGresult *res = NULL;
+    sims_ctx_t cx;
+    int rc = sims_ctx_or_status(call, &cx);
+    if (rc < 0)
+        return rc;
+    if (r->n_iccids == 0 || r->n_iccids > RESOLVE_MAX)
+        rpc_violation(call, "iccids", "must hold 1 to %d ICCIDs", RESOLVE_MAX);
+    for (size_t i = 0; i < r->n_iccids && i < RESOLVE_MAX; i++)
+        if (!sims_valid_iccid(call, arena_printf(cx.a, "iccids[%zu]", i), r->iccids[i]))
+            break;
+    if ((rc = rpc_check_violations(call)) < 0)
+        return rc;
+    const char *params[] = {db_text_array(cx.a, (const char *const *)r->iccids, r->n_iccids),
+                            cx.org};
+    if ((rc = sims_exec(&cx, &resolve_sims, params, &res)) < 0)
+        goto out;
+    Onceiot__Sims__V1__ResolveSimsResponse *out = arena_alloc(cx.a, sizeof(*out));
+    onceiot__sims__v1__resolve_sims_response__init(out);
+    out->sims = arena_alloc(cx.a, (size_t)rc * sizeof(*out->sims) + 1);
+    for (int i = 0; i < rc; i++) {
+        Onceiot__Sims__V1__ResolvedSim *s = arena_alloc(cx.a, sizeof(*s));
+        onceiot__sims__v1__resolved_sim__init(s);
+        s->iccid = arena_strdup(cx.a, db_get(res, i, "iccid"));
+        s->sim_id = db_get_int(res, i, "id", 0);
+        s->organization_id = db_get_int(res, i, "organization_id", 0);
+        out->sims[out->n_sims++] = s;
+    }
+    *resp = &out->base;
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
 }

@@ -33,6 +33,7 @@ void sims_h_start(void)
                     "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;"
                     "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;"
                     "DROP SCHEMA IF EXISTS sims CASCADE"));
+    sims_h.secret_hex = key_hex;
     ph_issuer_key(key_hex, "gateway", &sims_h.key);
     ph_issuer_key(key_hex, "usage", &sims_h.usage_key);
     ph_issuer_key(key_hex, "network", &sims_h.network_key);

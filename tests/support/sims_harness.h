@@ -18,6 +18,7 @@ typedef struct sims_h {
     ph_proc_t proc;              /* the sims process */
     const char *target;          /* where calls go (proc.addr unless changed) */
     const char *authorization;   /* NULL: sign principals; else a bearer credential */
+    const char *secret_hex;      /* the process's ONCEIOT_PRINCIPAL_KEY */
     principal_key_t key;         /* the gateway's key for the process */
     principal_key_t usage_key;   /* the usage service's (ApplyUsage, RecordEvents) */
     principal_key_t network_key; /* the network side's (ExpireSim, ReceiveSms, ...) */

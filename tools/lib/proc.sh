@@ -80,11 +80,16 @@ proc_log_tail() {
     echo "----" >&2
 }
 
-# The gateway's signing keys when every service has the secret $1: each
-# callee's key for the gateway is BLAKE2b-256 keyed with that secret of
-# "onceiot-principal:gateway" (shared/include/onceiot/principal.h).
-gateway_signing_keys() {
-    local k
-    k="$(/usr/bin/python3 -c 'import hashlib, sys; print(hashlib.blake2b(b"onceiot-principal:gateway", key=bytes.fromhex(sys.argv[1]), digest_size=32).hexdigest())' "$1")"
-    echo "identity:$k,sims:$k,usage:$k,commerce:$k,support:$k,test:$k"
+# ONCEIOT_PRINCIPAL_SIGNING_KEYS of issuer $2 for the callees $3..., when
+# every service has the principal secret $1 (as in the benchmarks): each
+# callee's key for the issuer is BLAKE2b-256 keyed with that secret of
+# "onceiot-principal:<issuer>" (shared/include/onceiot/principal.h).
+signing_keys() {
+    local secret="$1" issuer="$2" k out="" c
+    shift 2
+    k="$(/usr/bin/python3 -c 'import hashlib, sys; print(hashlib.blake2b(("onceiot-principal:" + sys.argv[2]).encode(), key=bytes.fromhex(sys.argv[1]), digest_size=32).hexdigest())' "$secret" "$issuer")"
+    for c in "$@"; do
+        out+="${out:+,}$c:$k"
+    done
+    echo "$out"
 }

@@ -1,0 +1,131 @@
+/* The usage service's internals: service state, the call context, ICCID
+ * resolution through sims, the quota dispatcher and the maintenance thread,
+ * used by the handlers_*.c files. */
+#ifndef ONCEIOT_USAGE_H
+#define ONCEIOT_USAGE_H
+
+#include "onceiot/client.h"
+#include "onceiot/outbox.h"
+#include "onceiot/svc.h"
+#include "sims/v1/sims.pb-c.h"
+#include "usage/v1/usage.pb-c.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define USAGE_MAX_RECORDS    10000
+#define USAGE_MAX_BATCH_ID   128
+#define USAGE_RETENTION_DAYS 730               /* raw records: 2 years (partman's retention) */
+#define USAGE_FUTURE_US      (300 * 1000000LL) /* records may be at most 5 minutes ahead */
+#define USAGE_TOPIC_QUOTA    "sims.apply_usage"
+
+typedef struct usage_cache usage_cache_t;
+typedef struct usage_maint usage_maint_t;
+
+/* The service state handed to handlers through svc_state. */
+typedef struct usage_state {
+    svc_t *svc;
+    rpc_channel_t *sims; /* onceiot-sims: ResolveSims, ApplyUsage */
+    usage_cache_t *cache;
+    outbox_t *outbox;
+    usage_maint_t *maint;
+} usage_state_t;
+
+/* What every handler needs about its call. */
+typedef struct usage_ctx {
+    rpc_call_t *call;
+    arena_t *a;
+    usage_state_t *st;
+    const principal_t *who;
+    const char *org; /* the caller's organization as text; NULL for superusers (all) */
+} usage_ctx_t;
+
+/* Verifies the principal and fills cx. Returns 0, or an ERR_* code with the
+ * call's status set. */
+int usage_ctx_or_status(rpc_call_t *call, usage_ctx_t *cx) ONCEIOT_MUSTCHECK;
+/* usage_ctx_or_status for the operator's methods (ingest, status): the
+ * gateway already enforces the rule; this keeps the service safe on its own.
+ * PERMISSION_DENIED (status set) for anyone but a superuser. */
+int usage_staff_ctx_or_status(rpc_call_t *call, usage_ctx_t *cx) ONCEIOT_MUSTCHECK;
+/* A valid ICCID (19 or 20 digits), else a violation on field. */
+bool usage_valid_iccid(rpc_call_t *call, const char *field, const char *iccid);
+/* Runs stmt on the call's connection (status set on failure). */
+int usage_exec(usage_ctx_t *cx, const db_stmt_t *stmt, const char *const *params,
+               PGresult **res) ONCEIOT_MUSTCHECK;
+const char *usage_i64(arena_t *a, int64_t v);
+
+/* ---- sims.c: calls to the sims service ---- */
+
+/* Fills md[0..1] with the usage service's own principal ("service:usage",
+ * superuser) for method, signed for the callee. The one place that knows how
+ * this service vouches for itself. */
+void usage_service_principal(const usage_state_t *st, const char *method, arena_t *a,
+                             rpc_md_t md[2]);
+/* Calls SimService/<method> as the usage service; parent (optional) lends
+ * its deadline and cancellation, else timeout_ms bounds the call. */
+int usage_sims_call(const usage_state_t *st, rpc_call_t *parent, int64_t timeout_ms,
+                    const char *method, const ProtobufCMessage *req,
+                    const ProtobufCMessageDescriptor *resp_desc, arena_t *a,
+                    ProtobufCMessage **resp, rpc_status_t *status);
+
+typedef struct usage_sim {
+    int64_t sim_id;
+    int64_t org; /* 0: unknown ICCID */
+} usage_sim_t;
+
+/* An in-process map ICCID → SIM, bounded (cleared when full: SIMs never
+ * change organization, so an entry never goes stale, only cold). */
+usage_cache_t *usage_cache_new(size_t max_entries);
+void usage_cache_free(usage_cache_t *c);
+
+/* Resolves n ICCIDs (valid format) into out[], asking sims once for those
+ * not cached. Unknown ICCIDs get org 0. Returns 0 or an ERR_* code with the
+ * call's status set (sims unreachable: UNAVAILABLE). */
+int usage_resolve_or_status(usage_ctx_t *cx, const char *const *iccids, size_t n,
+                            usage_sim_t *out) ONCEIOT_MUSTCHECK;
+/* One SIM of the caller's organization (any for superusers): NOT_FOUND
+ * (status set) when unknown or another organization's. */
+int usage_sim_or_status(usage_ctx_t *cx, const char *iccid, usage_sim_t *out) ONCEIOT_MUSTCHECK;
+
+/* The outbox handler of USAGE_TOPIC_QUOTA: sends a batch's per-SIM usage
+ * (a packed ApplyUsageRequest) to sims.ApplyUsage. ctx is the state. */
+outbox_verdict_t usage_apply_quota(void *ctx, const outbox_msg_t *msg, arena_t *a,
+                                   const char **why);
+
+/* ---- maintain.c: partitions and rollup retention ---- */
+
+/* Runs maintenance at start and every interval_s on a pool connection:
+ * pg_partman's run_maintenance for sim_usage (partitions ahead, drop past
+ * retention), hourly rollups past the raw retention, daily rollups past 5
+ * years, batch ids past 30 days. */
+int usage_maint_start(db_pool_t *pool, const char *schema, long interval_s,
+                      usage_maint_t **out) ONCEIOT_MUSTCHECK;
+void usage_maint_stop(usage_maint_t *m);
+
+/* ---- validate.c ---- */
+
+/* Checks every record of a batch, recording violations named
+ * "<prefix>records[i].<field>" (at most a few dozen), and the batch id. now_us
+ * is the time the batch is judged at. Returns false when anything is wrong. */
+bool usage_valid_batch(rpc_call_t *call, const Onceiot__Usage__V1__IngestUsageBatchRequest *b,
+                       int64_t now_us);
+/* Unix microseconds of a Timestamp. */
+int64_t usage_ts_us(const Google__Protobuf__Timestamp *ts);
+Google__Protobuf__Timestamp *usage_ts(arena_t *a, int64_t us);
+/* "YYYY-MM-DD HH:MM:SS.ffffff+00" and "YYYY-MM-DD" in the arena. */
+const char *usage_ts_text(arena_t *a, int64_t us);
+const char *usage_day_text(arena_t *a, int64_t day);
+/* Floor division helpers: hours and days since the epoch. */
+int64_t usage_floor_div(int64_t a, int64_t b);
+
+/* Handlers. */
+int usage_ingest_usage(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int usage_ingest_usage_batch(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int usage_get_sim_usage(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int usage_list_usage_records(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int usage_get_fleet_usage(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int usage_list_top_sims(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int usage_get_ingest_status(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+
+#endif

@@ -1,0 +1,293 @@
+/* The usage test harness (see usage_harness.h). */
+#include "usage_harness.h"
+#include "pg_harness.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+usage_h_t usage_h;
+
+static char key_env[96];
+static char signing_env[256]; /* usage signs for sims */
+static char sims_env[96];
+static char db_env[600];
+static char dir_env[600];
+
+/* Spawns binary with env listening on port (a restart keeps its address),
+ * and waits until it is SERVING. */
+static void usage_h__spawn_at(ph_proc_t *p, const char *binary, const char *const *env, int port)
+{
+    size_t n = 0;
+    while (env && env[n])
+        n++;
+    const char **e = mem_calloc(n + 2, sizeof(char *));
+    char listen[64];
+    snprintf(listen, sizeof(listen), "ONCEIOT_LISTEN=127.0.0.1:%d", port);
+    e[0] = listen;
+    for (size_t i = 0; i < n; i++)
+        e[i + 1] = env[i];
+    ph_spawn(p, binary, e);
+    mem_free(e);
+    p->port = port;
+    snprintf(p->addr, sizeof(p->addr), "127.0.0.1:%d", port);
+    cr_assert(ph_wait_health(p->addr, "", 1, 30000), "%s did not become SERVING (log %s)", binary,
+              p->log);
+}
+
+static const char **usage_h__env(void)
+{
+    size_t n = 0;
+    while (usage_h.env && usage_h.env[n])
+        n++;
+    const char **e = mem_calloc(n + 9, sizeof(char *));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        e[k++] = usage_h.env[i];
+    e[k++] = key_env;
+    e[k++] = signing_env;
+    e[k++] = sims_env;
+    e[k++] = db_env;
+    e[k++] = dir_env;
+    e[k++] = "ONCEIOT_HEALTH_INTERVAL_MS=100";
+    e[k++] = "ONCEIOT_GRACE_MS=3000";
+    e[k++] = "ONCEIOT_LOG_LEVEL=warn";
+    return e;
+}
+
+static void usage_h__start_usage(int port)
+{
+    const char **env = usage_h__env();
+    char *bin = ph_build_path("services/onceiot-usage");
+    usage_h__spawn_at(&usage_h.proc, bin, env, port);
+    mem_free(bin);
+    mem_free(env);
+}
+
+void usage_h_start(const char *const *env)
+{
+    sims_h_start();
+    memset(&usage_h, 0, sizeof(usage_h));
+    usage_h.env = env;
+    PQclear(pgh_sql("SET client_min_messages = warning; DROP SCHEMA IF EXISTS usage CASCADE"));
+    /* Test processes share one principal secret (sims_h.secret_hex). */
+    snprintf(key_env, sizeof(key_env), "ONCEIOT_PRINCIPAL_KEY=%s", sims_h.secret_hex);
+    char *signing =
+        ph_signing_keys_env(sims_h.secret_hex, "usage", (const char *const[]){"sims", NULL});
+    snprintf(signing_env, sizeof(signing_env), "%s", signing);
+    mem_free(signing);
+    snprintf(sims_env, sizeof(sims_env), "ONCEIOT_SIMS_ADDR=%s", sims_h.proc.addr);
+    snprintf(db_env, sizeof(db_env), "ONCEIOT_DATABASE_URL=%s", pgh_url());
+    char *schema = ph_source_path("schema");
+    snprintf(dir_env, sizeof(dir_env), "ONCEIOT_SCHEMA_DIR=%s/usage", schema);
+    mem_free(schema);
+    usage_h__start_usage(ph_free_port());
+    cr_assert(rpc_channel_new(usage_h.proc.addr, 16 << 20, &usage_h.ch) == 0);
+}
+
+void usage_h_stop(void)
+{
+    rpc_channel_free(usage_h.ch);
+    usage_h.ch = NULL;
+    if (usage_h.proc.pid) {
+        int code = ph_stop(&usage_h.proc, SIGTERM, 20000);
+        cr_expect_eq(code, 0, "usage exited with %d (log %s)", code, usage_h.proc.log);
+    }
+    cr_expect(!ph_log_has_sanitizer_report(&usage_h.proc), "sanitizer report in %s",
+              usage_h.proc.log);
+    sims_h_stop();
+}
+
+void usage_h_restart_usage(int sig)
+{
+    int port = usage_h.proc.port;
+    int code = ph_stop(&usage_h.proc, sig, 20000);
+    if (sig == SIGTERM)
+        cr_expect_eq(code, 0, "usage exited with %d (log %s)", code, usage_h.proc.log);
+    cr_expect(!ph_log_has_sanitizer_report(&usage_h.proc), "sanitizer report in %s",
+              usage_h.proc.log);
+    usage_h__start_usage(port);
+}
+
+void usage_h_stop_sims(void)
+{
+    int port = sims_h.proc.port;
+    int code = ph_stop(&sims_h.proc, SIGTERM, 20000);
+    cr_expect_eq(code, 0, "sims exited with %d (log %s)", code, sims_h.proc.log);
+    cr_expect(!ph_log_has_sanitizer_report(&sims_h.proc), "sanitizer report in %s",
+              sims_h.proc.log);
+    sims_h.proc.port = port;
+}
+
+void usage_h_start_sims(void)
+{
+    char key[96];
+    snprintf(key, sizeof(key), "ONCEIOT_PRINCIPAL_KEY=%s", sims_h.secret_hex);
+    char *schema = ph_source_path("schema");
+    char *dir = mem_printf("ONCEIOT_SCHEMA_DIR=%s/sims", schema);
+    const char *env[] = {key,
+                         db_env,
+                         dir,
+                         "ONCEIOT_HEALTH_INTERVAL_MS=100",
+                         "ONCEIOT_GRACE_MS=3000",
+                         "ONCEIOT_LOG_LEVEL=warn",
+                         NULL};
+    char *bin = ph_build_path("services/onceiot-sims");
+    usage_h__spawn_at(&sims_h.proc, bin, env, sims_h.proc.port);
+    mem_free(bin);
+    mem_free(dir);
+    mem_free(schema);
+}
+
+static principal_t usage_h__principal(int64_t org, bool root, char **scopes, size_t n)
+{
+    principal_t p = ONCEIOT__COMMON__V1__PRINCIPAL__INIT;
+    p.user_id = 2000 + org;
+    p.username = "usage-tester";
+    p.organization_id = org;
+    p.role =
+        root ? ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN : ONCEIOT__COMMON__V1__ROLE__ROLE_READONLY;
+    p.is_superuser = root;
+    p.scopes = scopes;
+    p.n_scopes = n;
+    p.credential = "token";
+    return p;
+}
+
+principal_t usage_h_writer(void)
+{
+    static char *scopes[] = {"usage:write"};
+    return usage_h__principal(1, true, scopes, 1);
+}
+
+principal_t usage_h_reader(int64_t org)
+{
+    static char *scopes[] = {"usage:read", "sims:read"};
+    return usage_h__principal(org, false, scopes, 2);
+}
+
+principal_t usage_h_operator(void)
+{
+    static char *scopes[] = {"usage:read"};
+    return usage_h__principal(1, true, scopes, 1);
+}
+
+int usage_h_call(const char *method, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *resp_desc, const principal_t *who, arena_t *a,
+                 void *resp, rpc_status_t *st)
+{
+    const char *path = arena_printf(a, "/onceiot.usage.v1.UsageService/%s", method);
+    rpc_md_t *md = arena_alloc(a, 2 * sizeof(*md));
+    principal_t p = *who;
+    principal_sign(&sims_h.key, &p, path, a, md);
+    rpc_call_opts_t opts = {.timeout_ms = 60000, .metadata = md, .n_metadata = 2};
+    ProtobufCMessage *out = NULL;
+    int rc = rpc_unary(usage_h.ch, path, req, resp_desc, a, &opts, &out, st);
+    if (resp)
+        *(ProtobufCMessage **)resp = out;
+    return rc;
+}
+
+usage_rec_t *usage_h_rec(arena_t *a, const char *iccid, int64_t ts_us, int64_t rx, int64_t tx,
+                         int32_t mo, int32_t mt, const char *country, const char *mcc,
+                         const char *mnc)
+{
+    usage_rec_t *r = arena_alloc(a, sizeof(*r));
+    onceiot__usage__v1__usage_record__init(r);
+    r->iccid = (char *)iccid;
+    Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
+    google__protobuf__timestamp__init(ts);
+    ts->seconds = ts_us / 1000000;
+    ts->nanos = (int32_t)(ts_us % 1000000) * 1000;
+    r->timestamp = ts;
+    r->volume_rx = rx;
+    r->volume_tx = tx;
+    r->sms_mo = mo;
+    r->sms_mt = mt;
+    r->session_count = 1;
+    if (country)
+        r->country = (char *)country;
+    if (mcc)
+        r->mcc = (char *)mcc;
+    if (mnc)
+        r->mnc = (char *)mnc;
+    return r;
+}
+
+int usage_h_ingest(arena_t *a, const char *batch_id, usage_rec_t **recs, size_t n,
+                   Onceiot__Usage__V1__BatchResult **out, rpc_status_t *st)
+{
+    Onceiot__Usage__V1__IngestUsageBatchRequest req =
+        ONCEIOT__USAGE__V1__INGEST_USAGE_BATCH_REQUEST__INIT;
+    req.batch_id = (char *)batch_id;
+    req.records = recs;
+    req.n_records = n;
+    principal_t w = usage_h_writer();
+    return usage_h_call("IngestUsageBatch", &req.base,
+                        &onceiot__usage__v1__batch_result__descriptor, &w, a, out, st);
+}
+
+bool usage_h_violation(arena_t *a, const rpc_status_t *st, const char *field)
+{
+    const char **fields, **descs;
+    size_t n = rpc_status_violations(st, a, &fields, &descs);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(fields[i], field) == 0)
+            return true;
+    return false;
+}
+
+const char *usage_h_sim(int64_t org, long long n, int64_t data_volume, int64_t sms_volume)
+{
+    principal_t admin = sims_h_admin(org);
+    const char *iccid = sims_h_iccid(n);
+    Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
+    in.iccid = (char *)iccid;
+    in.data_volume = data_volume;
+    in.sms_volume = sms_volume;
+    Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
+    req.sim = &in;
+    ProtobufCMessage *resp;
+    rpc_status_t st;
+    int rc = sims_h_call("CreateSim", &req.base, &onceiot__sims__v1__sim__descriptor, &admin, NULL,
+                         &resp, &st);
+    cr_assert_eq(rc, 0, "CreateSim %s: %s", iccid, st.message);
+    return iccid;
+}
+
+int64_t usage_h_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t usage_h_hour_us(void)
+{
+    int64_t h = 3600LL * 1000000;
+    return usage_h_now_us() / h * h;
+}
+
+long long usage_h_sql_int(const char *sql)
+{
+    PGresult *r = pgh_sql(sql);
+    cr_assert_eq(PQntuples(r), 1, "%s: %d rows", sql, PQntuples(r));
+    long long v = PQgetisnull(r, 0, 0) ? 0 : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return v;
+}
+
+bool usage_h_wait_outbox_empty(int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 50) {
+        if (usage_h_sql_int("SELECT count(*) FROM usage.outbox") == 0)
+            return true;
+        usleep(50000);
+    }
+    return false;
+}

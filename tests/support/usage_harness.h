@@ -1,0 +1,76 @@
+/* Calling the usage service in tests: real onceiot-sims (sims_harness) and
+ * onceiot-usage processes on fresh schemas of the test cluster, with the
+ * test playing the gateway (principals signed with the shared key). Helpers
+ * restart either process on its port, keeping its data, for the crash
+ * tests. */
+#ifndef ONCEIOT_TEST_USAGE_HARNESS_H
+#define ONCEIOT_TEST_USAGE_HARNESS_H
+
+#include "onceiot/client.h"
+#include "onceiot/principal.h"
+#include "proc_harness.h"
+#include "sims_harness.h"
+#include "usage/v1/usage.pb-c.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef Onceiot__Usage__V1__UsageRecord usage_rec_t;
+
+typedef struct usage_h {
+    ph_proc_t proc; /* onceiot-usage */
+    rpc_channel_t *ch;
+    const char *const *env; /* extra environment of usage (restarts reuse it) */
+} usage_h_t;
+
+extern usage_h_t usage_h;
+
+/* sims_h_start, then onceiot-usage on a dropped "usage" schema with env
+ * ("K=V", NULL-terminated, may be NULL; must outlive the suite) added. */
+void usage_h_start(const char *const *env);
+/* Stops both (SIGTERM), expecting clean exits without sanitizer reports. */
+void usage_h_stop(void);
+/* Sends sig to usage and waits for it to end (SIGKILL: no clean exit
+ * expected), then starts it again on the same port, keeping its schema. */
+void usage_h_restart_usage(int sig);
+/* Stops sims (SIGTERM) / starts it again on the same port with its data. */
+void usage_h_stop_sims(void);
+void usage_h_start_sims(void);
+
+/* Principals: the telemetry pipeline (superuser, usage:write), a reader of
+ * one organization (usage:read, sims:read), an operator (superuser,
+ * usage:read). */
+principal_t usage_h_writer(void);
+principal_t usage_h_reader(int64_t org);
+principal_t usage_h_operator(void);
+
+/* Calls UsageService/<method> as who; resp in a. Returns like rpc_unary. */
+int usage_h_call(const char *method, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *resp_desc, const principal_t *who, arena_t *a,
+                 void *resp, rpc_status_t *st);
+
+/* A record in a (country, mcc, mnc may be NULL). */
+usage_rec_t *usage_h_rec(arena_t *a, const char *iccid, int64_t ts_us, int64_t rx, int64_t tx,
+                         int32_t mo, int32_t mt, const char *country, const char *mcc,
+                         const char *mnc);
+/* IngestUsageBatch of n records as the writer. */
+int usage_h_ingest(arena_t *a, const char *batch_id, usage_rec_t **recs, size_t n,
+                   Onceiot__Usage__V1__BatchResult **out, rpc_status_t *st);
+/* True when a violation of st names field exactly. */
+bool usage_h_violation(arena_t *a, const rpc_status_t *st, const char *field);
+
+/* Creates a SIM of org in sims (data quota data_volume bytes, SMS quota
+ * sms_volume) and returns its ICCID (arena of sims_h). */
+const char *usage_h_sim(int64_t org, long long n, int64_t data_volume, int64_t sms_volume);
+
+/* Unix microseconds now, and at the start of the current UTC hour. */
+int64_t usage_h_now_us(void);
+int64_t usage_h_hour_us(void);
+
+/* One integer from SQL run as the test cluster's superuser. */
+long long usage_h_sql_int(const char *sql);
+/* Waits until the usage outbox is empty (every batch reached the quotas);
+ * false after timeout_ms. */
+bool usage_h_wait_outbox_empty(int timeout_ms);
+
+#endif

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Benchmark of the usage service (printed, never asserted).
+#
+# In one run, against a throwaway database holding BENCH_USAGE_SIMS generated
+# SIMs (tools/gen_sims), with onceiot-sims, onceiot-identity,
+# onceiot-usage and onceiot-gateway, onceiot-bench-usage
+# (tools/bench/bench_usage.c) measures over SIMS x HOURS hourly records:
+#   1. ingest through the gateway (IngestUsage, batches of BENCH_USAGE_BATCH,
+#      rollups, idempotency and outbox on) in rows/s next to COPY of the same
+#      rows into the same raw table;
+#   2. the quota lag (usage commit -> sims ApplyUsage) p50/p99 under that load;
+#   3. the fleet daily summary (GetFleetUsage) next to the seed's
+#      v_daily_usage_summary over the same rows;
+#   4. per-SIM daily usage over 6 months (GetSimUsage) p50/p99.
+#
+# usage: BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/postgres tools/bench/usage.sh
+# (a superuser URL; ONCEIOT_TEST_PG_URL is used when BENCH_PG_URL is unset).
+# Tunables: BENCH_USAGE_SIMS (10000), BENCH_USAGE_HOURS (720), BENCH_USAGE_BATCH
+# (1000), ONCEIOT_BUILD_DIR (build/ of this checkout). Needs psql, python3.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BUILD_DIR="${ONCEIOT_BUILD_DIR:-$ROOT/build}"
+BIN="$BUILD_DIR/services"
+CLIENT="$BUILD_DIR/tools/bench/onceiot-bench-usage"
+PG_URL="${BENCH_PG_URL:-${ONCEIOT_TEST_PG_URL:?set BENCH_PG_URL to a superuser URL}}"
+N_SIMS="${BENCH_USAGE_SIMS:-10000}"
+HOURS="${BENCH_USAGE_HOURS:-720}"
+BATCH="${BENCH_USAGE_BATCH:-1000}"
+DB=onceiot_usage_bench
+# shellcheck source=../lib/proc.sh
+source "$ROOT/tools/lib/proc.sh"
+KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/usage-bench.XXXXXX")"
+PIDS=()
+BENCH_URL=""
+
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    [[ -n "${BENCH_URL:-}" ]] && psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in psql python3; do
+    command -v "$tool" >/dev/null || die "$tool is missing"
+done
+for b in "$BIN/onceiot-sims" "$BIN/onceiot-identity" "$BIN/onceiot-usage" \
+    "$BIN/onceiot-gateway" "$CLIENT"; do
+    [[ -x "$b" ]] || die "$b is missing: build first"
+done
+
+BENCH_URL="$(python3 - "$PG_URL" "$DB" <<'PY'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))
+PY
+)"
+
+echo "== setting up $DB with $N_SIMS SIMs"
+psql -q -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<'SQL'
+CREATE SCHEMA partman;
+CREATE EXTENSION pg_partman SCHEMA partman;
+CREATE EXTENSION pg_trgm SCHEMA public;
+SQL
+ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
+    "$BIN/onceiot-sims" migrate
+ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
+    "$BIN/onceiot-usage" migrate
+"$ROOT/tools/gen_sims" "$BENCH_URL" "$N_SIMS" 10 >/dev/null
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "nothing listens on port $1"
+}
+hex32() {
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'
+}
+# start NAME PORT VAR=value...: one process in the background, logged in $WORK.
+start() {
+    local name="$1" port="$2"
+    shift 2
+    env ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$port" ONCEIOT_LOG_LEVEL=warn "$@" \
+        "$BIN/onceiot-$name" >"$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$port"
+}
+
+SIMS_PORT=$(free_port)
+start sims "$SIMS_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL"
+ID_PORT=$(free_port)
+start identity "$ID_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" \
+    ONCEIOT_API_KEY_PEPPER="$(hex32)" ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long \
+    ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key"
+USAGE_PORT=$(free_port)
+start usage "$USAGE_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_SIMS_ADDR="127.0.0.1:$SIMS_PORT" \
+    ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" usage sims)"
+GW_PORT=$(free_port)
+NOWHERE="127.0.0.1:$(free_port)"
+start gateway "$GW_PORT" ONCEIOT_IDENTITY_ADDR="127.0.0.1:$ID_PORT" \
+    ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" gateway identity sims usage commerce support)" \
+    ONCEIOT_SIMS_ADDR="127.0.0.1:$SIMS_PORT" ONCEIOT_USAGE_ADDR="127.0.0.1:$USAGE_PORT" \
+    ONCEIOT_COMMERCE_ADDR="$NOWHERE" ONCEIOT_SUPPORT_ADDR="$NOWHERE" \
+    ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000
+ADMIN_KEY="$(head -n 1 "$WORK/admin.key")"
+[[ -n "$ADMIN_KEY" ]] || die "identity wrote no bootstrap API key"
+
+echo "== $N_SIMS SIMs x $HOURS hourly records, batches of $BATCH"
+"$CLIENT" "127.0.0.1:$GW_PORT" "Bearer $ADMIN_KEY" "$BENCH_URL" "$N_SIMS" "$HOURS" "$BATCH"
