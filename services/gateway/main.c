@@ -90,7 +90,7 @@ static int gw__init(svc_t *svc)
     gw->ratelimit = gw_ratelimit_new((double)c.rate_rps, (double)c.rate_burst, (size_t)c.rate_keys);
     rpc_server_set_proxy(gw->srv, gw_proxy, gw);
     gw_auth_start(gw->auth);
-    gw_upstreams_watch(gw->upstreams, gw->srv, (int)c.health_interval_ms);
+    gw_upstreams_watch(gw->upstreams, gw->srv, gw->auth, (int)c.health_interval_ms);
 
     log_rec_t r;
     log_begin(&r, LOG_INFO, "routes_loaded");

@@ -104,6 +104,15 @@ static grpc_metadata *client__metadata(const rpc_call_opts_t *opts, arena_t *a, 
     return md;
 }
 
+/* The flags of the call's SEND_INITIAL_METADATA: wait-for-ready when asked. */
+static uint32_t client__md_flags(const rpc_call_opts_t *opts)
+{
+    if (!opts || !opts->wait_for_ready)
+        return 0;
+    return GRPC_INITIAL_METADATA_WAIT_FOR_READY |
+           GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
+}
+
 static void client__metadata_free(grpc_metadata *md, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -193,6 +202,7 @@ int rpc_unary_raw(rpc_channel_t *ch, const char *method, const uint8_t *req, siz
     grpc_op ops[6];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].flags = client__md_flags(opts);
     ops[0].data.send_initial_metadata.count = n_md;
     ops[0].data.send_initial_metadata.metadata = md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
@@ -266,6 +276,7 @@ int rpc_stream_open(rpc_channel_t *ch, const char *method, arena_t *arena,
     s->send_md = client__metadata(opts, arena, &s->n_send_md);
     grpc_op op = {0};
     op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    op.flags = client__md_flags(opts);
     op.data.send_initial_metadata.count = s->n_send_md;
     op.data.send_initial_metadata.metadata = s->send_md;
     /* A failure here shows up in the final status. */

@@ -474,7 +474,7 @@ int rpc_server_start(rpc_server_t *srv, int *port_out)
     }
     grpc_server_start(srv->server);
     srv->started = true;
-    srv__health_set_all(srv->health, RPC_HEALTH_SERVING);
+    srv__health_start(srv->health);
 
     for (size_t i = 0; i < srv->n_methods; i++)
         for (int k = 0; k < SRV_SLOTS_PER_METHOD; k++)

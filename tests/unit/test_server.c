@@ -396,6 +396,21 @@ Test(server, unknown_methods_are_unimplemented_and_health_is_served)
     cr_assert_eq(ph_health(addr, "onceiot.test.v1.OtherService"), -1);
 }
 
+Test(server, health_set_before_the_start_is_kept_and_the_rest_starts_serving)
+{
+    srv = new_server("127.0.0.1:0", 2, 16);
+    cr_assert_eq(rpc_server_add_service(srv, &full_service, &ctx_marker), 0);
+    /* A server that is ready only later (the gateway) says so first. */
+    rpc_server_set_health(srv, "", RPC_HEALTH_NOT_SERVING);
+    cr_assert_eq(rpc_server_start(srv, &port), 0);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    cr_assert_eq(ph_health(addr, ""), 2, "kept NOT_SERVING through the start");
+    cr_assert_eq(ph_health(addr, "onceiot.test.v1.TestService"), 1, "the others start SERVING");
+    cr_assert_eq(ph_health(addr, "grpc.health.v1.Health"), 1);
+    rpc_server_set_health(srv, "", RPC_HEALTH_SERVING);
+    cr_assert_eq(ph_health(addr, ""), 1);
+}
+
 Test(server, a_second_server_on_the_same_port_fails)
 {
     start_server(2, 16);

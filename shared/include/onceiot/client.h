@@ -18,6 +18,7 @@
 #include "onceiot/rpc.h"
 #include <grpc/grpc.h>
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 
 typedef struct rpc_channel rpc_channel_t;
 
@@ -38,6 +39,9 @@ typedef struct rpc_call_opts {
     rpc_call_t *parent;       /* server call to inherit deadline and cancellation from */
     const rpc_md_t *metadata; /* sent with the call */
     size_t n_metadata;
+    /* Wait while the channel (re)connects instead of failing at once with
+     * UNAVAILABLE; the deadline bounds the wait, so set one. */
+    bool wait_for_ready;
 } rpc_call_opts_t;
 
 /* Opens a channel to target ("127.0.0.1:50061", "dns:///sims:50061").

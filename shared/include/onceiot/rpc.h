@@ -97,7 +97,10 @@ grpc_completion_queue *rpc_server_cq(rpc_server_t *srv);
 int rpc_server_start(rpc_server_t *srv, int *port_out) ONCEIOT_MUSTCHECK;
 /* Sets the health of a service name ("" is the whole server; NULL means every
  * registered service and ""). Thread-safe; Watch streams see the change.
- * Registered services and "" start SERVING when the server starts. */
+ * Registered services and "" start SERVING when the server starts, except
+ * the names set before rpc_server_start: those keep the status set (a server
+ * that is ready only once something else is, like the gateway, sets "" to
+ * NOT_SERVING before the start and to SERVING when it is ready). */
 void rpc_server_set_health(rpc_server_t *srv, const char *service, rpc_health_t status);
 /* Starts a drain: health goes NOT_SERVING, new calls are refused, calls in
  * flight get up to grace_ms, then the rest are cancelled. Async-signal-safe. */
