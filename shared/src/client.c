@@ -330,6 +330,15 @@ static size_t client__initial_md_op(rpc_stream_t *s, grpc_op *ops)
     return 1;
 }
 
+int rpc_stream_headers(rpc_stream_t *s)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    if (client__initial_md_op(s, &op) == 0)
+        return 0;
+    return client__run(s->cq, s->call, &op, 1) ? 0 : ERR_CANCELLED;
+}
+
 int rpc_stream_recv_raw(rpc_stream_t *s, ProtobufCBinaryData *msg)
 {
     msg->len = 0;

@@ -230,6 +230,14 @@ void rpc_server_set_proxy(rpc_server_t *srv, rpc_proxy_fn fn, void *ctx)
     srv->proxy_ctx = ctx;
 }
 
+int rpc_server_queued(rpc_server_t *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    int n = srv->q_len;
+    pthread_mutex_unlock(&srv->mu);
+    return n;
+}
+
 grpc_completion_queue *rpc_server_cq(rpc_server_t *srv)
 {
     return srv->cq;

@@ -469,8 +469,9 @@ Test(server, a_full_worker_queue_answers_resource_exhausted)
     pthread_create(&first.thread, NULL, sleep_call_main, &first);
     cr_assert(wait_sleeping(1, 5000), "the first call reached the only worker");
     pthread_create(&second.thread, NULL, sleep_call_main, &second);
-    /* The second call waits in the queue; give it time to get there. */
-    usleep(300 * 1000);
+    for (int i = 0; i < 500 && rpc_server_queued(srv) < 1; i++)
+        usleep(10 * 1000);
+    cr_assert_eq(rpc_server_queued(srv), 1, "the second call waits in the queue");
     cr_assert_eq(sleeping_now(), 1, "the second call is queued, not running");
 
     Onceiot__Test__V1__SleepRequest req = ONCEIOT__TEST__V1__SLEEP_REQUEST__INIT;

@@ -110,6 +110,8 @@ void rpc_server_drain(rpc_server_t *srv);
 int rpc_server_wait(rpc_server_t *srv);
 /* Frees a server that was never started, or one rpc_server_wait returned for. */
 void rpc_server_free(rpc_server_t *srv);
+/* How many unary calls wait for a worker right now (tests, metrics). */
+int rpc_server_queued(rpc_server_t *srv);
 /* The index of the server's descriptor set. */
 const struct descset *rpc_server_descset(const rpc_server_t *srv);
 
@@ -146,6 +148,10 @@ void rpc_call_set_local(rpc_call_t *call, void *p);
 /* The underlying core call, for code that proxies (the gateway). */
 grpc_call *rpc_call_grpc(rpc_call_t *call);
 
+/* Sends the response headers (initial metadata) now rather than with the
+ * first reply, to tell a streaming client that something took effect (a
+ * subscription, say). Returns 0 (also when already sent) or ERR_CANCELLED. */
+int rpc_send_headers(rpc_call_t *call) ONCEIOT_MUSTCHECK;
 /* Sends one streamed reply; blocks until core accepted it. Returns 0, or
  * ERR_CANCELLED when the call is gone. */
 int rpc_send(rpc_call_t *call, const ProtobufCMessage *msg) ONCEIOT_MUSTCHECK;
