@@ -57,6 +57,7 @@ struct gw_auth {
     auth_entry_t *cache;
     size_t cache_mask;
     bool stopping;
+    bool refresh; /* fetch now instead of waiting out the interval */
     pthread_t thread;
     bool started;
     bool fetch_failing; /* only the polling thread touches it */
@@ -215,8 +216,9 @@ static void *auth__keys_main(void *arg)
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += refresh_s;
-        if (!a->stopping)
+        if (!a->stopping && !a->refresh)
             pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+        a->refresh = false;
     }
     pthread_mutex_unlock(&a->mu);
     return NULL;
@@ -225,6 +227,22 @@ static void *auth__keys_main(void *arg)
 void gw_auth_start(gw_auth_t *a)
 {
     a->started = pthread_create(&a->thread, NULL, auth__keys_main, a) == 0;
+}
+
+bool gw_auth_ready(gw_auth_t *a)
+{
+    pthread_mutex_lock(&a->mu);
+    bool ready = a->keys != NULL;
+    pthread_mutex_unlock(&a->mu);
+    return ready;
+}
+
+void gw_auth_refresh(gw_auth_t *a)
+{
+    pthread_mutex_lock(&a->mu);
+    a->refresh = true;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
 }
 
 /* The current key set with a reference the caller drops, or NULL. */
@@ -508,6 +526,10 @@ void gw_auth_key_lookup(gw_auth_t *a, grpc_completion_queue *cq, const char *sec
     grpc_op ops[6];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    /* identity reconnecting (say, just restarted) is waited for within the
+     * deadline rather than failing the caller at once. */
+    ops[0].flags =
+        GRPC_INITIAL_METADATA_WAIT_FOR_READY | GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
     ops[0].data.send_initial_metadata.count = 3;
     ops[0].data.send_initial_metadata.metadata = l->send_md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;

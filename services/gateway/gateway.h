@@ -73,9 +73,22 @@ typedef struct gw_upstreams gw_upstreams_t;
  * ERR_CONFIG with err naming the missing variable. */
 int gw_upstreams_open(const gw_routes_t *routes, size_t max_message_bytes, size_t n_proxy,
                       gw_upstreams_t **out, char *err, size_t errlen) ONCEIOT_MUSTCHECK;
-/* Starts the thread that checks each upstream's health every interval_ms and
- * mirrors it into srv's health for the upstream's service names. */
-void gw_upstreams_watch(gw_upstreams_t *u, rpc_server_t *srv, int interval_ms);
+typedef struct gw_auth gw_auth_t;
+
+/* Starts the thread that checks each upstream's health every interval_ms
+ * (every 100 ms while any is not SERVING) and mirrors it into srv's health
+ * for the upstream's service names. The gateway's own health ("") is
+ * SERVING only while it can authenticate: identity SERVING and auth's
+ * verification keys loaded; it and the upstreams' names are NOT_SERVING
+ * until the first checks. An upstream seen back has its channels' connect
+ * backoff reset, so they reconnect at once. Call before the server starts. */
+void gw_upstreams_watch(gw_upstreams_t *u, rpc_server_t *srv, gw_auth_t *auth, int interval_ms);
+/* The flags of the SEND_INITIAL_METADATA of a proxied call to upstream i
+ * with this deadline: wait-for-ready (the call waits, within its deadline,
+ * for a channel that is connecting or in backoff) unless the upstream is
+ * known to be down or the call has no deadline; then it fails at once with
+ * UNAVAILABLE. */
+uint32_t gw_upstreams_call_flags(const gw_upstreams_t *u, size_t i, gpr_timespec deadline);
 /* Stops the health thread and closes the channels. */
 void gw_upstreams_free(gw_upstreams_t *u);
 rpc_channel_t *gw_upstreams_channel(const gw_upstreams_t *u, size_t i);
@@ -86,8 +99,6 @@ const char *gw_upstreams_name(const gw_upstreams_t *u, size_t i);
 rpc_channel_t *gw_upstreams_find(const gw_upstreams_t *u, const char *name);
 
 /* ---- auth.c ---- */
-
-typedef struct gw_auth gw_auth_t;
 
 typedef struct gw_auth_opts {
     rpc_channel_t *identity;    /* where Authenticate and GetVerificationKeys go */
@@ -100,6 +111,11 @@ typedef struct gw_auth_opts {
 gw_auth_t *gw_auth_new(const gw_auth_opts_t *opts);
 /* Starts the thread polling identity's verification keys and revocations. */
 void gw_auth_start(gw_auth_t *a);
+/* True once identity's verification keys have been loaded (they stay
+ * loaded while identity is away). */
+bool gw_auth_ready(gw_auth_t *a);
+/* Makes the polling thread fetch the keys now (identity just came back). */
+void gw_auth_refresh(gw_auth_t *a);
 void gw_auth_free(gw_auth_t *a);
 
 /* Verifies a login token locally. Returns 0 with *out (in arena) and the

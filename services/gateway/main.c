@@ -141,7 +141,7 @@ static int gw__init(svc_t *svc)
     rpc_server_set_proxy(gw->srv, gw_proxy, gw);
     gw_auth_start(gw->auth);
     gw_streams_start(gw->streams);
-    gw_upstreams_watch(gw->upstreams, gw->srv, (int)c.health_interval_ms);
+    gw_upstreams_watch(gw->upstreams, gw->srv, gw->auth, (int)c.health_interval_ms);
 
     log_rec_t r;
     log_begin(&r, LOG_INFO, "routes_loaded");

@@ -70,6 +70,7 @@ struct gw_call {
     grpc_metadata *up_md;
     size_t n_up_md;
     size_t first_own_md;            /* up_md[first_own_md..] hold our own copied values */
+    uint32_t up_md_flags;           /* wait-for-ready or not (gw_upstreams_call_flags) */
     grpc_metadata_array up_init_md; /* upstream's initial metadata, relayed as is */
     grpc_metadata_array up_trailers;
     grpc_status_code up_status;
@@ -308,6 +309,7 @@ static void gw__on_unary_recv(rpc_tag_t *tag, bool ok)
     size_t n = 0;
     memset(ops, 0, sizeof(ops));
     ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].flags = c->up_md_flags;
     ops[n].data.send_initial_metadata.count = c->n_up_md;
     ops[n++].data.send_initial_metadata.metadata = c->up_md;
     if (c->c2u) {
@@ -536,6 +538,8 @@ static void gw__connect(gw_call_t *c, principal_t *p)
         pthread_mutex_unlock(&c->mu);
         return;
     }
+    c->up_md_flags =
+        gw_upstreams_call_flags(gw->upstreams, c->route->upstream, c->details.deadline);
     c->up =
         grpc_channel_create_call(gw_upstreams_proxy_channel(gw->upstreams, c->route->upstream),
                                  c->down, GRPC_PROPAGATE_DEFAULTS, rpc_server_cq(gw->srv),
@@ -550,6 +554,7 @@ static void gw__connect(gw_call_t *c, principal_t *p)
         return;
     }
     op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    op.flags = c->up_md_flags;
     op.data.send_initial_metadata.count = c->n_up_md;
     op.data.send_initial_metadata.metadata = c->up_md;
     gw__start(c, c->up, &op, 1, &c->t_up_start);

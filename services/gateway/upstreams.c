@@ -1,5 +1,8 @@
 /* One persistent channel per upstream service, and a thread that keeps the
- * gateway's health for each upstream's services true. */
+ * gateway's health for each upstream's services true, decides when the
+ * gateway itself is ready (it can authenticate: identity is SERVING and its
+ * verification keys are loaded), and reconnects the channels of an upstream
+ * as soon as it is seen back instead of waiting out their connect backoff. */
 #include "gateway.h"
 
 #include "grpc/health/v1/health.pb-c.h"
@@ -9,11 +12,17 @@
 
 #include <ctype.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+/* An upstream that is not SERVING is checked this often (one that comes
+ * back is routed to again within about this long). */
+#define GW_RECOVERY_POLL_MS 100
+#define GW_MAX_BACKOFF_MS   1000
 
 typedef struct gw_upstream {
     char *name;           /* "sims" */
@@ -21,7 +30,7 @@ typedef struct gw_upstream {
     rpc_channel_t *ch;    /* persistent HTTP/2 channel */
     grpc_channel **proxy; /* n_proxy channels for proxied calls */
     atomic_uint next;     /* round-robin position in proxy */
-    int last;             /* last health seen, -1 before the first check */
+    atomic_int last;      /* last health seen, -1 before the first check */
 } gw_upstream_t;
 
 struct gw_upstreams {
@@ -30,7 +39,10 @@ struct gw_upstreams {
     size_t n_proxy;
     const gw_routes_t *routes;
     rpc_server_t *srv;
+    gw_auth_t *auth; /* readiness: its keys are loaded */
     int interval_ms;
+    int identity; /* index of the identity upstream, -1 if none */
+    bool ready;   /* "" was last set SERVING (only the thread touches it) */
     pthread_t thread;
     bool watching;
     pthread_mutex_t mu;
@@ -50,6 +62,10 @@ static grpc_channel *upstreams__proxy_channel(const char *addr, size_t max_messa
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = (int)max_message_bytes}},
         {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_RETRIES, {.integer = 0}},
         {GRPC_ARG_INTEGER, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, {.integer = 1}},
+        /* The health thread resets the backoff when it sees the upstream
+         * back; this bounds the wait should it not (core's default grows to
+         * 120 s). */
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, {.integer = GW_MAX_BACKOFF_MS}},
     };
     grpc_channel_args cargs = {sizeof(args) / sizeof(args[0]), args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
@@ -72,9 +88,12 @@ int gw_upstreams_open(const gw_routes_t *routes, size_t max_message_bytes, size_
     pthread_cond_init(&u->cv, NULL);
     cfg_var_t *vars = mem_calloc(n, sizeof(*vars));
     char **names = mem_calloc(n, sizeof(*names));
+    u->identity = -1;
     for (size_t i = 0; i < n; i++) {
         u->u[i].name = mem_strdup(gw_routes_upstream_name(routes, i));
-        u->u[i].last = -1;
+        atomic_init(&u->u[i].last, -1);
+        if (strcmp(u->u[i].name, "identity") == 0)
+            u->identity = (int)i;
         names[i] = mem_printf("ONCEIOT_%s_ADDR", u->u[i].name);
         for (char *p = names[i]; *p; p++)
             *p = (char)toupper((unsigned char)*p);
@@ -121,51 +140,144 @@ static int upstreams__check(gw_upstream_t *up, int timeout_ms)
     return out;
 }
 
-/* Checks every upstream each interval and sets the health of its services
- * at the gateway, every time: the server marks all names SERVING when it
- * starts, and this corrects it within one interval. */
+/* The upstream is back: its channels reconnect now rather than when their
+ * connect backoff (grown while it was down) ends, so calls waiting for them
+ * (wait-for-ready) go through at once. */
+static void upstreams__reconnect(gw_upstreams_t *u, gw_upstream_t *up)
+{
+    for (size_t k = 0; k < u->n_proxy; k++) {
+        grpc_channel_reset_connect_backoff(up->proxy[k]);
+        (void)grpc_channel_check_connectivity_state(up->proxy[k], 1);
+    }
+}
+
+/* Sets the gateway's health for the services of upstream i. */
+static void upstreams__mirror(gw_upstreams_t *u, size_t i, int st)
+{
+    for (size_t k = 0; k < gw_routes_service_count(u->routes); k++) {
+        size_t up;
+        const char *name = gw_routes_service_name(u->routes, k, &up);
+        if (up == i)
+            rpc_server_set_health(u->srv, name, (rpc_health_t)st);
+    }
+}
+
+static int64_t upstreams__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Checks upstream i and sets the health of its services at the gateway.
+ * Returns the status seen. */
+static int upstreams__check_one(gw_upstreams_t *u, size_t i)
+{
+    gw_upstream_t *up = &u->u[i];
+    int last = atomic_load(&up->last);
+    /* A down upstream's health channel is in backoff too: without the
+     * reset, the check would fail fast until the backoff ends. */
+    if (last != RPC_HEALTH_SERVING)
+        grpc_channel_reset_connect_backoff(rpc_channel_grpc(up->ch));
+    int st = upstreams__check(up, u->interval_ms);
+    if (st != last) {
+        log_rec_t r;
+        log_begin(&r, st == RPC_HEALTH_SERVING ? LOG_INFO : LOG_WARN, "upstream_health");
+        log_str(&r, "upstream", up->name);
+        log_str(&r, "addr", up->addr);
+        log_str(&r, "status", st == RPC_HEALTH_SERVING ? "SERVING" : "NOT_SERVING");
+        log_end(&r);
+        if (st == RPC_HEALTH_SERVING) {
+            upstreams__reconnect(u, up);
+            if ((int)i == u->identity && u->auth)
+                gw_auth_refresh(u->auth); /* new keys or revocations, at once */
+        }
+        atomic_store(&up->last, st);
+    }
+    upstreams__mirror(u, i, st);
+    return st;
+}
+
+/* Sets the gateway's own health: ready means a caller can be authenticated,
+ * identity answers and its verification keys are here. Returns it. */
+static bool upstreams__readiness(gw_upstreams_t *u)
+{
+    bool ready = (u->identity < 0 || atomic_load(&u->u[u->identity].last) == RPC_HEALTH_SERVING) &&
+                 (!u->auth || gw_auth_ready(u->auth));
+    if (ready != u->ready) {
+        log_msg(
+            ready ? LOG_INFO : LOG_WARN, "gateway_health", "%s",
+            ready ? "SERVING: callers can be authenticated"
+                  : "NOT_SERVING: callers cannot be authenticated (identity or its keys missing)");
+        u->ready = ready;
+    }
+    rpc_server_set_health(u->srv, "", ready ? RPC_HEALTH_SERVING : RPC_HEALTH_NOT_SERVING);
+    return ready;
+}
+
+/* Checks a SERVING upstream every interval and one that is not every
+ * GW_RECOVERY_POLL_MS (whichever is shorter), so an upstream that comes back
+ * is seen within about that; readiness is re-evaluated just as often while
+ * the gateway is not ready. */
 static void *upstreams__watch_main(void *arg)
 {
     gw_upstreams_t *u = arg;
+    int64_t interval = (int64_t)u->interval_ms * 1000000;
+    int64_t poll = (int64_t)GW_RECOVERY_POLL_MS * 1000000;
+    if (poll > interval)
+        poll = interval;
+    int64_t *next = mem_calloc(u->n, sizeof(*next));
     pthread_mutex_lock(&u->mu);
     while (!u->stopping) {
         pthread_mutex_unlock(&u->mu);
+        int64_t wake = INT64_MAX;
         for (size_t i = 0; i < u->n; i++) {
-            int st = upstreams__check(&u->u[i], u->interval_ms);
-            if (st != u->u[i].last) {
-                log_rec_t r;
-                log_begin(&r, st == RPC_HEALTH_SERVING ? LOG_INFO : LOG_WARN, "upstream_health");
-                log_str(&r, "upstream", u->u[i].name);
-                log_str(&r, "addr", u->u[i].addr);
-                log_str(&r, "status", st == RPC_HEALTH_SERVING ? "SERVING" : "NOT_SERVING");
-                log_end(&r);
-                u->u[i].last = st;
+            if (next[i] <= upstreams__now_ns()) {
+                int st = upstreams__check_one(u, i);
+                next[i] = upstreams__now_ns() + (st == RPC_HEALTH_SERVING ? interval : poll);
             }
-            for (size_t k = 0; k < gw_routes_service_count(u->routes); k++) {
-                size_t up;
-                const char *name = gw_routes_service_name(u->routes, k, &up);
-                if (up == i)
-                    rpc_server_set_health(u->srv, name, (rpc_health_t)st);
-            }
+            if (next[i] < wake)
+                wake = next[i];
         }
+        if (!upstreams__readiness(u) && upstreams__now_ns() + poll < wake)
+            wake = upstreams__now_ns() + poll;
+        int64_t wait_ns = wake - upstreams__now_ns();
         pthread_mutex_lock(&u->mu);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + (int64_t)u->interval_ms * 1000000;
-        ts.tv_sec += ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        if (!u->stopping)
+        if (wait_ns > 0 && !u->stopping) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ns = ts.tv_nsec + wait_ns;
+            ts.tv_sec += ns / 1000000000;
+            ts.tv_nsec = ns % 1000000000;
             pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+        }
     }
     pthread_mutex_unlock(&u->mu);
+    mem_free(next);
     return NULL;
 }
 
-void gw_upstreams_watch(gw_upstreams_t *u, rpc_server_t *srv, int interval_ms)
+void gw_upstreams_watch(gw_upstreams_t *u, rpc_server_t *srv, gw_auth_t *auth, int interval_ms)
 {
     u->srv = srv;
+    u->auth = auth;
     u->interval_ms = interval_ms;
+    /* Not ready until the first checks say so; the server would otherwise
+     * start every name SERVING. */
+    rpc_server_set_health(srv, "", RPC_HEALTH_NOT_SERVING);
+    for (size_t i = 0; i < u->n; i++)
+        upstreams__mirror(u, i, RPC_HEALTH_NOT_SERVING);
     u->watching = pthread_create(&u->thread, NULL, upstreams__watch_main, u) == 0;
+}
+
+uint32_t gw_upstreams_call_flags(const gw_upstreams_t *u, size_t i, gpr_timespec deadline)
+{
+    if (atomic_load(&u->u[i].last) == RPC_HEALTH_NOT_SERVING)
+        return 0; /* known down: say so at once */
+    if (gpr_time_cmp(deadline, gpr_inf_future(deadline.clock_type)) == 0)
+        return 0; /* nothing would bound the wait */
+    return GRPC_INITIAL_METADATA_WAIT_FOR_READY |
+           GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
 }
 
 void gw_upstreams_free(gw_upstreams_t *u)

@@ -7,6 +7,7 @@
 #define EVENTS_MAX     1000
 #define RECORD_MAX     1000
 #define WATCH_POLL_MS  500
+#define WATCH_SYNC_MS  10000 /* longest wait for a subscription to take effect */
 
 static const db_stmt_t list_events = {
     "sims_list_events",
@@ -193,6 +194,46 @@ out:
     return rc;
 }
 
+static const db_stmt_t watch_sync = {"sims_watch_sync", "SELECT pg_notify('sims_events', $1)", 1};
+
+/* Makes the subscription take effect (see watch.c): notifies its sync point
+ * on a pool connection, in a transaction of its own, and waits until the
+ * listener has read it. Then tells the client with the response headers. */
+static int sims__subscribe_or_status(rpc_call_t *call, sims_watch_t *w, sims_sub_t *sub)
+{
+    db_pool_t *pool = svc_db(rpc_call_ctx(call));
+    db_conn_t *conn = NULL;
+    PGresult *res = NULL;
+    arena_t *a = arena_new();
+    int rc = db_pool_acquire(pool, 5000, &conn);
+    if (rc < 0) {
+        rc = rpc_fail(call, rc, "no database connection for the watch");
+        goto out;
+    }
+    const char *params[] = {sims_watch_sync_payload(w, sub, a)};
+    rc = db_exec(conn, &watch_sync, params, &res);
+    db_pool_release(pool, conn);
+    if (rc < 0) {
+        rc = rpc_fail(call, rc, "cannot subscribe to the events");
+        goto out;
+    }
+    for (int waited = 0; !sims_watch_active(w, sub, WATCH_POLL_MS); waited += WATCH_POLL_MS) {
+        if (rpc_call_cancelled(call)) {
+            rc = ERR_CANCELLED;
+            goto out;
+        }
+        if (waited >= WATCH_SYNC_MS) {
+            rc = rpc_fail(call, ERR_UNAVAILABLE, "the event listener is not connected; retry");
+            goto out;
+        }
+    }
+    rc = rpc_send_headers(call);
+out:
+    PQclear(res);
+    arena_free(a);
+    return rc;
+}
+
 int sims_watch_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Sims__V1__WatchEventsRequest *r = (const void *)req;
@@ -210,7 +251,7 @@ int sims_watch_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMe
     sims_state_t *st = svc_state(rpc_call_ctx(call));
     sims_sub_t *sub = sims_watch_subscribe(st->watch, cx.org);
     arena_t *scratch = arena_new();
-    rc = 0;
+    rc = sims__subscribe_or_status(call, st->watch, sub);
     while (rc >= 0 && !rpc_call_cancelled(call)) {
         const char *id, *us;
         int got = sims_watch_next(st->watch, sub, WATCH_POLL_MS, scratch, &id, &us);

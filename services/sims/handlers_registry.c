@@ -123,16 +123,23 @@ static bool sims__valid_input(sims_ctx_t *cx, const char *prefix,
                       "volumes and ids must not be negative");
         ok = false;
     }
-    if (in->organization_id && !cx->who->is_superuser) {
-        rpc_violation(c, arena_printf(a, "%sorganization_id", prefix),
-                      "only superusers may choose the organization");
-        ok = false;
-    }
     return ok;
 }
 
-/* The organization a new SIM belongs to: the caller's, or the one a
- * superuser names. */
+/* SIMs are registered by the operator's staff (superusers), who provision
+ * them and register them to the customer's organization; a tenant may not,
+ * or an ALREADY_EXISTS would tell it about another tenant's ICCID. The
+ * gateway's rule says the same; this is the second wall. */
+static int sims__operator_or_status(sims_ctx_t *cx)
+{
+    if (cx->who->is_superuser)
+        return 0;
+    return rpc_fail(cx->call, ERR_PERMISSION_DENIED,
+                    "SIMs are registered by the operator's staff (superusers) only");
+}
+
+/* The organization a new SIM belongs to: the one the superuser names, or
+ * the superuser's own. */
 static const char *sims__owner(sims_ctx_t *cx, const Onceiot__Sims__V1__SimInput *in)
 {
     return sims_i64(cx, in->organization_id ? in->organization_id : cx->who->organization_id);
@@ -178,7 +185,7 @@ int sims_create_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMess
     PGresult *res = NULL;
     sims_ctx_t cx;
     int rc = sims_ctx_or_status(call, &cx);
-    if (rc < 0)
+    if (rc < 0 || (rc = sims__operator_or_status(&cx)) < 0)
         return rc;
     if (!r->sim)
         rpc_violation(call, "sim", "is required");
@@ -253,7 +260,7 @@ int sims_import_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     PGresult *res = NULL;
     sims_ctx_t cx;
     int rc = sims_ctx_or_status(call, &cx);
-    if (rc < 0)
+    if (rc < 0 || (rc = sims__operator_or_status(&cx)) < 0)
         return rc;
     size_t n = r->n_sims;
     if (n == 0 || n > IMPORT_MAX)

@@ -146,8 +146,16 @@ typedef struct sims_sub sims_sub_t;
  * pg_partman maintenance of the event table at start and hourly. */
 int sims_watch_start(const char *url, const char *schema, sims_watch_t **out) ONCEIOT_MUSTCHECK;
 void sims_watch_stop(sims_watch_t *w);
-/* Subscribes to the events of org (NULL: all). */
+/* Subscribes to the events of org (NULL: all). The subscription takes
+ * effect once the payload of sims_watch_sync_payload, sent with pg_notify on
+ * the "sims_events" channel, reaches the listener: from then on the
+ * subscriber gets every event committed after that notification, none
+ * committed before. */
 sims_sub_t *sims_watch_subscribe(sims_watch_t *w, const char *org);
+const char *sims_watch_sync_payload(sims_watch_t *w, sims_sub_t *s, arena_t *a);
+/* Waits up to timeout_ms for the subscription to take effect; false if it
+ * has not (the listener is not connected). */
+bool sims_watch_active(sims_watch_t *w, sims_sub_t *s, int timeout_ms);
 void sims_watch_unsubscribe(sims_watch_t *w, sims_sub_t *s);
 /* Waits up to timeout_ms for the next event notice: returns 1 with *id and
  * *occurred_us (text, copied into a), 0 on timeout, ERR_RESOURCE_EXHAUSTED

@@ -3,6 +3,13 @@
  * One libpq connection (not from the pool) LISTENs on "sims_events"; one
  * thread waits on its socket with poll, reads notifications and hands each
  * (event id, occurrence time) to the subscribers of the event's organization.
+ *
+ * A subscription takes effect at a sync point: the stream sends a
+ * notification "sync <n>" of its own on the same channel, and the listener
+ * starts handing events to that subscriber when it reads it. PostgreSQL
+ * delivers notifications in commit order, so the subscriber gets exactly the
+ * events committed after the sync point and none committed before it, even
+ * those whose notices were still on their way when it subscribed.
  * A subscriber's stream reads the row itself. Each subscriber has a bounded
  * queue: one that falls too far behind is told so and its stream ends, rather
  * than the listener buffering without limit.
@@ -33,8 +40,10 @@ typedef struct sims_notice {
 
 struct sims_sub {
     sims_sub_t *next;
-    bool all;    /* a superuser: every organization */
-    int64_t org; /* otherwise this one */
+    uint64_t sync; /* the sync point's number */
+    bool active;   /* the sync point was read: events are queued */
+    bool all;      /* a superuser: every organization */
+    int64_t org;   /* otherwise this one */
     pthread_cond_t cv;
     sims_notice_t q[SUB_QUEUE];
     unsigned head, tail; /* tail - head notices are queued */
@@ -45,7 +54,8 @@ struct sims_watch {
     pthread_t thread;
     pthread_mutex_t mu;
     sims_sub_t *subs;
-    int wake[2]; /* written to stop the thread */
+    uint64_t next_sync; /* guarded by mu */
+    int wake[2];        /* written to stop the thread */
     char *url;
     char *schema; /* the service's schema */
     char *parent; /* "<schema>.sim_events" for partman */
@@ -55,13 +65,24 @@ static void sims__dispatch(sims_watch_t *w, const char *payload)
 {
     sims_notice_t n;
     long long id, org, us;
+    unsigned long long sync;
+    if (sscanf(payload, "sync %llu", &sync) == 1) {
+        pthread_mutex_lock(&w->mu);
+        for (sims_sub_t *s = w->subs; s; s = s->next)
+            if (s->sync == sync) {
+                s->active = true;
+                pthread_cond_signal(&s->cv);
+            }
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
     if (sscanf(payload, "%lld %lld %lld", &id, &org, &us) != 3)
         return;
     n.id = id;
     n.us = us;
     pthread_mutex_lock(&w->mu);
     for (sims_sub_t *s = w->subs; s; s = s->next) {
-        if (!s->all && s->org != org)
+        if (!s->active || (!s->all && s->org != org))
             continue;
         if (s->tail - s->head >= SUB_QUEUE)
             s->lost = true;
@@ -200,10 +221,45 @@ sims_sub_t *sims_watch_subscribe(sims_watch_t *w, const char *org)
     s->org = org ? strtoll(org, NULL, 10) : 0;
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_lock(&w->mu);
+    s->sync = ++w->next_sync;
     s->next = w->subs;
     w->subs = s;
     pthread_mutex_unlock(&w->mu);
     return s;
+}
+
+const char *sims_watch_sync_payload(sims_watch_t *w, sims_sub_t *s, arena_t *a)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t n = s->sync;
+    pthread_mutex_unlock(&w->mu);
+    return arena_printf(a, "sync %" PRIu64, n);
+}
+
+/* The CLOCK_REALTIME time timeout_ms from now, for pthread_cond_timedwait. */
+static struct timespec sims__deadline(int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    return until;
+}
+
+bool sims_watch_active(sims_watch_t *w, sims_sub_t *s, int timeout_ms)
+{
+    struct timespec until = sims__deadline(timeout_ms);
+    pthread_mutex_lock(&w->mu);
+    while (!s->active)
+        if (pthread_cond_timedwait(&s->cv, &w->mu, &until) == ETIMEDOUT)
+            break;
+    bool active = s->active;
+    pthread_mutex_unlock(&w->mu);
+    return active;
 }
 
 void sims_watch_unsubscribe(sims_watch_t *w, sims_sub_t *s)
@@ -222,14 +278,7 @@ void sims_watch_unsubscribe(sims_watch_t *w, sims_sub_t *s)
 int sims_watch_next(sims_watch_t *w, sims_sub_t *s, int timeout_ms, arena_t *a, const char **id,
                     const char **occurred_us)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = sims__deadline(timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&w->mu);
     while (s->head == s->tail && !s->lost)

@@ -265,6 +265,18 @@ static int call__send_bb(rpc_call_t *c, grpc_byte_buffer *bb)
     return ok ? 0 : ERR_CANCELLED;
 }
 
+int rpc_send_headers(rpc_call_t *c)
+{
+    if (c->initial_md_sent)
+        return 0;
+    if (rpc_call_cancelled(c))
+        return ERR_CANCELLED;
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    call__initial_md_op(c, &op);
+    return call__sync(c, &op, 1) ? 0 : ERR_CANCELLED;
+}
+
 int rpc_send(rpc_call_t *c, const ProtobufCMessage *msg)
 {
     if (rpc_call_cancelled(c))

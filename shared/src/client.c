@@ -108,6 +108,15 @@ static grpc_metadata *client__metadata(const rpc_call_opts_t *opts, arena_t *a, 
     return md;
 }
 
+/* The flags of the call's SEND_INITIAL_METADATA: wait-for-ready when asked. */
+static uint32_t client__md_flags(const rpc_call_opts_t *opts)
+{
+    if (!opts || !opts->wait_for_ready)
+        return 0;
+    return GRPC_INITIAL_METADATA_WAIT_FOR_READY |
+           GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
+}
+
 static void client__metadata_free(grpc_metadata *md, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -197,6 +206,7 @@ int rpc_unary_raw(rpc_channel_t *ch, const char *method, const uint8_t *req, siz
     grpc_op ops[6];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].flags = client__md_flags(opts);
     ops[0].data.send_initial_metadata.count = n_md;
     ops[0].data.send_initial_metadata.metadata = md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
@@ -270,6 +280,7 @@ int rpc_stream_open(rpc_channel_t *ch, const char *method, arena_t *arena,
     s->send_md = client__metadata(opts, arena, &s->n_send_md);
     grpc_op op = {0};
     op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    op.flags = client__md_flags(opts);
     op.data.send_initial_metadata.count = s->n_send_md;
     op.data.send_initial_metadata.metadata = s->send_md;
     /* A failure here shows up in the final status. */
@@ -321,6 +332,15 @@ static size_t client__initial_md_op(rpc_stream_t *s, grpc_op *ops)
     ops[0].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[0].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
     return 1;
+}
+
+int rpc_stream_headers(rpc_stream_t *s)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    if (client__initial_md_op(s, &op) == 0)
+        return 0;
+    return client__run(s->cq, s->call, &op, 1) ? 0 : ERR_CANCELLED;
 }
 
 int rpc_stream_recv_raw(rpc_stream_t *s, ProtobufCBinaryData *msg)

@@ -11,6 +11,7 @@
 typedef struct srv_health_entry {
     char *name;
     rpc_health_t status;
+    bool held; /* set by the owner before the start: the start leaves it alone */
 } srv_health_entry_t;
 
 struct srv_health {
@@ -20,6 +21,7 @@ struct srv_health {
     size_t n;
     uint64_t version; /* bumped on every change */
     bool shutdown;    /* Watch streams end */
+    bool started;     /* srv__health_start ran */
 };
 
 srv_health_t *srv__health_new(void)
@@ -59,6 +61,7 @@ void srv__health_add(srv_health_t *h, const char *service)
         h->entries = mem_realloc(h->entries, (h->n + 1) * sizeof(*h->entries));
         h->entries[h->n].name = mem_strdup(service);
         h->entries[h->n].status = RPC_HEALTH_NOT_SERVING;
+        h->entries[h->n].held = false;
         h->n++;
         h->version++;
     }
@@ -74,7 +77,10 @@ void srv__health_set(srv_health_t *h, const char *service, rpc_health_t st)
         e = &h->entries[h->n++];
         e->name = mem_strdup(service);
         e->status = RPC_HEALTH_UNKNOWN;
+        e->held = false;
     }
+    if (!h->started)
+        e->held = true;
     if (e->status != st) {
         e->status = st;
         h->version++;
@@ -87,8 +93,24 @@ void srv__health_set_all(srv_health_t *h, rpc_health_t st)
 {
     pthread_mutex_lock(&h->mu);
     for (size_t i = 0; i < h->n; i++) {
+        if (!h->started)
+            h->entries[i].held = true;
         if (h->entries[i].status != st) {
             h->entries[i].status = st;
+            h->version++;
+        }
+    }
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void srv__health_start(srv_health_t *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->started = true;
+    for (size_t i = 0; i < h->n; i++) {
+        if (!h->entries[i].held && h->entries[i].status != RPC_HEALTH_SERVING) {
+            h->entries[i].status = RPC_HEALTH_SERVING;
             h->version++;
         }
     }

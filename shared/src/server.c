@@ -237,6 +237,14 @@ void rpc_server_set_proxy(rpc_server_t *srv, rpc_proxy_fn fn, void *ctx)
     srv->proxy_ctx = ctx;
 }
 
+int rpc_server_queued(rpc_server_t *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    int n = srv->q_len;
+    pthread_mutex_unlock(&srv->mu);
+    return n;
+}
+
 grpc_completion_queue *rpc_server_cq(rpc_server_t *srv)
 {
     return srv->cq;
@@ -481,7 +489,7 @@ int rpc_server_start(rpc_server_t *srv, int *port_out)
     }
     grpc_server_start(srv->server);
     srv->started = true;
-    srv__health_set_all(srv->health, RPC_HEALTH_SERVING);
+    srv__health_start(srv->health);
 
     for (size_t i = 0; i < srv->n_methods; i++)
         for (int k = 0; k < SRV_SLOTS_PER_METHOD; k++)

@@ -109,6 +109,9 @@ void srv__health_set(srv_health_t *h, const char *service, rpc_health_t st);
 /* Every known name set to st (used at start and at drain). */
 void srv__health_set_all(srv_health_t *h, rpc_health_t st);
 void srv__health_add(srv_health_t *h, const char *service);
+/* At the server's start: every name SERVING except those set before it
+ * (srv__health_set), which keep the status their owner gave them. */
+void srv__health_start(srv_health_t *h);
 extern const rpc_service_impl_t srv__health_service; /* ctx: srv_health_t * */
 /* Sets everything NOT_SERVING and ends Watch streams (after telling them). */
 void srv__health_shutdown(srv_health_t *h);

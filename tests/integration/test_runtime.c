@@ -276,8 +276,12 @@ Test(runtime, health_and_reflection_are_always_served)
     cr_assert_eq(ph_health(svc.addr, "no.such.Service"), -1, "unknown service is NOT_FOUND");
 }
 
+/* A Sleep call on a thread of its own, with its own channel (opened and
+ * closed by the test's thread: the worker asserts nothing). */
 struct slow_call {
     int millis;
+    rpc_channel_t *ch;
+    pthread_t thread;
     int rc;
     grpc_status_code code;
 };
@@ -285,8 +289,7 @@ struct slow_call {
 static void *slow_call_main(void *arg)
 {
     struct slow_call *r = arg;
-    rpc_channel_t *c2;
-    cr_assert(rpc_channel_new(svc.addr, 0, &c2) == 0);
+    rpc_channel_t *c2 = r->ch;
     arena_t *a = arena_new();
     Onceiot__Test__V1__SleepRequest req = ONCEIOT__TEST__V1__SLEEP_REQUEST__INIT;
     req.millis = r->millis;
@@ -296,23 +299,43 @@ static void *slow_call_main(void *arg)
                       &onceiot__test__v1__sleep_reply__descriptor, a, NULL, &resp, &st);
     r->code = st.code;
     arena_free(a);
-    rpc_channel_free(c2);
     return NULL;
+}
+
+static void slow_call_start(struct slow_call *r)
+{
+    cr_assert_eq(rpc_channel_new(svc.addr, 0, &r->ch), 0);
+    cr_assert_eq(pthread_create(&r->thread, NULL, slow_call_main, r), 0);
+}
+
+static void slow_call_join(struct slow_call *r)
+{
+    pthread_join(r->thread, NULL);
+    rpc_channel_free(r->ch);
+    r->ch = NULL;
+}
+
+/* Waits (up to 10 s) until the service's log has needle. */
+static bool log_shows(const char *needle)
+{
+    for (int i = 0; i < 1000 && !ph_log_contains(&svc, needle); i++)
+        usleep(10 * 1000);
+    return ph_log_contains(&svc, needle);
 }
 
 Test(runtime, sigterm_drains_a_call_in_flight_then_exits_zero)
 {
     struct slow_call r = {.millis = 1500};
-    pthread_t t;
-    pthread_create(&t, NULL, slow_call_main, &r);
-    usleep(400 * 1000);
+    slow_call_start(&r);
+    cr_assert(log_shows("\"event\":\"sleep_started\""), "the call is in its handler");
     kill(svc.pid, SIGTERM);
     /* While draining, health says NOT_SERVING or the server is already gone
      * for new connections; it never says SERVING again. */
-    usleep(100 * 1000);
+    cr_assert(log_shows("\"event\":\"drain_started\""));
     cr_assert_neq(ph_health(svc.addr, ""), 1, "health must not say SERVING during a drain");
-    pthread_join(t, NULL);
-    cr_assert_eq(r.rc, 0, "the call in flight completes (status %d)", r.code);
+    slow_call_join(&r);
+    cr_assert_eq(r.rc, 0, "the call in flight completes (status %s)", err_grpc_name(r.code));
+    cr_assert_eq(r.code, GRPC_STATUS_OK);
     cr_assert_eq(ph_stop(&svc, 0, 10000), 0);
     cr_assert(ph_log_contains(&svc, "\"event\":\"drain_finished\""));
     cr_assert(ph_log_contains(&svc, "\"clean\":true"));
@@ -322,13 +345,12 @@ Test(runtime, drain_cancels_calls_that_outlive_the_grace)
 {
     /* The grace is 3 s; this call would take 20 s. */
     struct slow_call r = {.millis = 20000};
-    pthread_t t;
     int64_t t0 = now_ms();
-    pthread_create(&t, NULL, slow_call_main, &r);
-    usleep(300 * 1000);
+    slow_call_start(&r);
+    cr_assert(log_shows("\"event\":\"sleep_started\""), "the call is in its handler");
     kill(svc.pid, SIGTERM);
-    pthread_join(t, NULL);
-    cr_assert_neq(r.rc, 0, "the call was cut short");
+    slow_call_join(&r);
+    cr_assert_eq(r.rc, ERR_UNAVAILABLE, "the call was cut short: %s", err_grpc_name(r.code));
     cr_assert_eq(ph_stop(&svc, 0, 10000), 0, "a drain that cancels still exits 0");
     cr_assert_lt(now_ms() - t0, 10000);
     cr_assert(ph_log_contains(&svc, "\"clean\":false"));

@@ -6,7 +6,6 @@
 
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -125,36 +124,19 @@ Test(sims_events, events_land_in_daily_partitions_managed_by_pg_partman)
     PQclear(r);
 }
 
-typedef struct writer {
-    const char *mine, *theirs;
-    volatile int stop;
-} writer_t;
-
-/* Writes an event for another organization, then one for the watcher's,
- * every 100 ms until told to stop (the watcher may subscribe a little after
- * its stream opens). */
-static void *write_events(void *arg)
-{
-    writer_t *w = arg;
-    principal_t svc = sims_h_root();
-    svc.credential = "service:usage";
-    arena_t *a = sims_h_thread_arena();
-    for (int i = 0; i < 100 && !w->stop; i++) {
-        rpc_status_t st;
-        cr_assert_eq(record(&svc, a, w->theirs, "attach", "connectivity", NULL, &st), 0);
-        cr_assert_eq(record(&svc, a, w->mine, "attach", "connectivity", NULL, &st), 0);
-        struct timespec ts = {0, 100 * 1000000};
-        nanosleep(&ts, NULL);
-    }
-    return NULL;
-}
-
+/* Events of the watcher's organization written by another caller after the
+ * subscription took effect (the response headers say when) reach it, in
+ * order; another organization's and those from before do not. */
 Test(sims_events, a_watcher_sees_events_written_by_another_caller_in_its_organization)
 {
-    principal_t u1 = sims_h_user(1), u2 = sims_h_user(2);
-    writer_t w = {sims_h_iccid(10), sims_h_iccid(11), 0};
-    sims_h_create(&u1, w.mine);
-    sims_h_create(&u2, w.theirs);
+    principal_t u1 = sims_h_user(1), u2 = sims_h_user(2), svc = sims_h_root();
+    svc.credential = "service:usage";
+    const char *mine = sims_h_iccid(10), *theirs = sims_h_iccid(11);
+    sims_h_create(&u1, mine);
+    sims_h_create(&u2, theirs);
+    rpc_status_t st;
+    cr_assert_eq(record(&svc, NULL, mine, "detach", "connectivity", NULL, &st), 0, "%s",
+                 st.message);
     Onceiot__Sims__V1__WatchEventsRequest req = ONCEIOT__SIMS__V1__WATCH_EVENTS_REQUEST__INIT;
     req.event_category = "connectivity";
     const char *path = "/onceiot.sims.v1.SimService/WatchEvents";
@@ -165,21 +147,23 @@ Test(sims_events, a_watcher_sees_events_written_by_another_caller_in_its_organiz
     cr_assert_eq(rpc_stream_open(sims_h.ch, path, sims_h.arena, &opts, &s), 0);
     cr_assert_eq(rpc_stream_send(s, &req.base), 0);
     cr_assert_eq(rpc_stream_close_send(s), 0);
-    pthread_t th;
-    pthread_create(&th, NULL, write_events, &w);
+    cr_assert_eq(rpc_stream_headers(s), 0, "the subscription took effect");
+    static const char *const types[] = {"attach", "pdp_context_created", "pdp_context_deleted"};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(record(&svc, NULL, theirs, "attach", "connectivity", NULL, &st), 0);
+        cr_assert_eq(record(&svc, NULL, mine, types[i], "connectivity", NULL, &st), 0, "%s",
+                     st.message);
+    }
     for (int i = 0; i < 3; i++) {
         ProtobufCMessage *m;
         cr_assert_eq(rpc_stream_recv(s, &onceiot__sims__v1__sim_event__descriptor, &m), 1);
         Onceiot__Sims__V1__SimEvent *e = (Onceiot__Sims__V1__SimEvent *)m;
-        cr_assert_str_eq(e->iccid, w.mine, "only the watcher's organization");
+        cr_assert_str_eq(e->iccid, mine, "only the watcher's organization");
         cr_assert_eq(e->organization_id, 1);
-        cr_assert_str_eq(e->event_type, "attach");
+        cr_assert_str_eq(e->event_type, types[i], "in commit order, none from before the watch");
         cr_assert_str_eq(e->triggered_by, "service:usage");
     }
-    w.stop = 1;
-    pthread_join(th, NULL);
     rpc_stream_cancel(s);
-    rpc_status_t st;
     rpc_stream_finish(s, &st);
     cr_assert_eq(st.code, GRPC_STATUS_CANCELLED);
 }

@@ -9,7 +9,6 @@
 #include "stack_harness.h"
 
 #include <criterion/criterion.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -34,6 +33,7 @@ typedef Onceiot__Sims__V1__SimStatus status_t;
 typedef struct caller {
     const char *auth;
     const char *actor;
+    int64_t org;
 } caller_t;
 
 static sh_stack_t st;
@@ -41,7 +41,6 @@ static rpc_channel_t *gw;
 /* Freed only after the channel: core keeps metadata values without copying
  * them, and the channel's header compressor may look at them later. */
 static arena_t *arena;
-static arena_t *writer_arena;
 static char bearer[256];
 
 /* The callers every test has: an admin and a user in organization 1, an
@@ -95,7 +94,7 @@ static caller_t user_with_key(const char *name, Onceiot__Common__V1__Role role, 
     cr_assert_eq(rc, 0, "CreateApiKey: %s %s", err_grpc_name(s.code), s.message);
     const Onceiot__Identity__V1__CreateApiKeyResponse *r = (const void *)resp;
     return (caller_t){arena_printf(arena, "Bearer %s", r->secret),
-                      arena_printf(arena, "api_key:%lld", (long long)r->api_key->id)};
+                      arena_printf(arena, "api_key:%lld", (long long)r->api_key->id), org};
 }
 
 static void setup(void)
@@ -103,7 +102,6 @@ static void setup(void)
     sh_start_with_sims(&st, NULL, NULL);
     cr_assert(rpc_channel_new(st.gateway.addr, 4 << 20, &gw) == 0);
     arena = arena_new();
-    writer_arena = arena_new();
     snprintf(bearer, sizeof(bearer), "Bearer %s", st.admin_key);
     static const char *const both[] = {"sims:read", "sims:write"};
     admin1 = user_with_key("admin1", ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN, 1, both, 2);
@@ -119,7 +117,6 @@ static void teardown(void)
 {
     rpc_channel_free(gw);
     arena_free(arena);
-    arena_free(writer_arena);
     sh_stop(&st);
 }
 
@@ -150,11 +147,14 @@ static const char *iccid_of(long long n)
     return arena_printf(arena, "8988%015lld", n);
 }
 
+/* Registers a SIM for who's organization, as the operator's staff do (the
+ * bootstrap superuser: tenants may not register SIMs). */
 static Onceiot__Sims__V1__Sim *create_sim(const caller_t *who, const char *iccid, const char *label,
                                           const char *tag)
 {
     Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
     in.iccid = (char *)iccid;
+    in.organization_id = who->org;
     in.label = (char *)label;
     char *tags[] = {(char *)tag};
     in.tags = tags;
@@ -165,7 +165,8 @@ static Onceiot__Sims__V1__Sim *create_sim(const caller_t *who, const char *iccid
     req.sim = &in;
     Onceiot__Sims__V1__Sim *s;
     rpc_status_t stt;
-    cr_assert_eq(call(who, "CreateSim", &req.base, SIM_D, &s, &stt), 0, "CreateSim %s: %s %s",
+    caller_t staff = {bearer, NULL, 0};
+    cr_assert_eq(call(&staff, "CreateSim", &req.base, SIM_D, &s, &stt), 0, "CreateSim %s: %s %s",
                  iccid, err_grpc_name(stt.code), stt.message);
     return s;
 }
@@ -322,7 +323,7 @@ Test(sims_gateway, a_login_token_works_for_get_sim)
                  0, "Login: %s", stt.message);
     caller_t token = {
         arena_printf(arena, "Bearer %s", ((Onceiot__Identity__V1__LoginResponse *)resp)->token),
-        NULL};
+        NULL, 1};
     Onceiot__Sims__V1__Sim *s;
     cr_assert_eq(get_sim(&token, iccid_of(300), &s, &stt), 0, "%s", stt.message);
     cr_assert_str_eq(s->label, "via token");
@@ -401,51 +402,32 @@ Test(sims_gateway, quota_top_up_and_sms_round_trip)
     cr_assert_eq(m->segments, 1);
 }
 
-typedef struct writer {
-    const char *iccid;
-    volatile int stop;
-} writer_t;
-
-/* Tops up as admin1 every 100 ms until told to stop (or 10 s pass): the
- * watcher may subscribe a moment after its stream opens. */
-static void *write_events(void *arg)
-{
-    writer_t *w = arg;
-    for (int i = 0; i < 100 && !w->stop; i++) {
-        rpc_status_t stt;
-        cr_assert_eq(top_up_in(writer_arena, &admin1, w->iccid, 1, NULL, &stt), 0, "%s",
-                     stt.message);
-        struct timespec ts = {0, 100 * 1000000};
-        nanosleep(&ts, NULL);
-    }
-    return NULL;
-}
-
+/* The event written before the stream opened (sim_created) is not sent: the
+ * watcher sees what is committed once its subscription is in effect, which
+ * the response headers announce. */
 Test(sims_gateway, a_watcher_sees_an_event_written_by_another_caller)
 {
-    writer_t w = {iccid_of(600), 0};
-    create_sim(&admin1, w.iccid, NULL, NULL);
+    const char *iccid = iccid_of(600);
+    create_sim(&admin1, iccid, NULL, NULL);
     Onceiot__Sims__V1__WatchEventsRequest req = ONCEIOT__SIMS__V1__WATCH_EVENTS_REQUEST__INIT;
-    req.iccid = (char *)w.iccid;
+    req.iccid = (char *)iccid;
     rpc_call_opts_t o = opts_for(reader1.auth);
     rpc_stream_t *s;
     cr_assert_eq(rpc_stream_open(gw, SIMS "WatchEvents", arena, &o, &s), 0);
     cr_assert_eq(rpc_stream_send(s, &req.base), 0);
     cr_assert_eq(rpc_stream_close_send(s), 0);
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, write_events, &w), 0);
+    cr_assert_eq(rpc_stream_headers(s), 0, "the subscription took effect");
+    rpc_status_t stt;
+    cr_assert_eq(top_up_in(arena, &admin1, iccid, 1, NULL, &stt), 0, "%s", stt.message);
     ProtobufCMessage *m;
-    int rc = rpc_stream_recv(s, &onceiot__sims__v1__sim_event__descriptor, &m);
-    w.stop = 1;
-    pthread_join(th, NULL);
-    cr_assert_eq(rc, 1, "the watcher got an event through the gateway");
+    cr_assert_eq(rpc_stream_recv(s, &onceiot__sims__v1__sim_event__descriptor, &m), 1,
+                 "the watcher got an event through the gateway");
     const Onceiot__Sims__V1__SimEvent *e = (const void *)m;
-    cr_assert_str_eq(e->iccid, w.iccid);
-    cr_assert_str_eq(e->event_type, "quota_added");
+    cr_assert_str_eq(e->iccid, iccid);
+    cr_assert_str_eq(e->event_type, "quota_added", "not the sim_created from before the watch");
     cr_assert_str_eq(e->triggered_by, admin1.actor, "written by the other caller");
     cr_assert_eq(e->organization_id, 1);
     rpc_stream_cancel(s);
-    rpc_status_t stt;
     rpc_stream_finish(s, &stt);
     cr_assert_eq(stt.code, GRPC_STATUS_CANCELLED);
 }
@@ -511,7 +493,8 @@ Test(sims_gateway, the_gateway_enforces_each_methods_role_and_scope)
     Onceiot__Sims__V1__Quota *q;
     cr_assert_eq(top_up_in(arena, &readonly_scope1, iccid, 5, &q, &stt), ERR_PERMISSION_DENIED);
 
-    /* Creating and importing SIMs is for admins. */
+    /* Registering SIMs is for the operator's staff: not even a tenant's
+     * admin may (admin1 below). */
     Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
     in.iccid = (char *)iccid_of(801);
     Onceiot__Sims__V1__SimInput *items[] = {&in};
@@ -525,6 +508,10 @@ Test(sims_gateway, the_gateway_enforces_each_methods_role_and_scope)
     Onceiot__Sims__V1__CreateSimRequest cr = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
     cr.sim = &in;
     cr_assert_eq(call(&user1, "CreateSim", &cr.base, SIM_D, &resp, &stt), ERR_PERMISSION_DENIED);
+    cr_assert_eq(call(&admin1, "CreateSim", &cr.base, SIM_D, &resp, &stt), ERR_PERMISSION_DENIED);
+    cr_assert_eq(call(&admin1, "ImportSims", &imp.base,
+                      &onceiot__sims__v1__import_sims_response__descriptor, &resp, &stt),
+                 ERR_PERMISSION_DENIED, "%s", stt.message);
     cr_assert_eq(get_sim(&admin1, iccid_of(801), &s, &stt), ERR_NOT_FOUND, "nothing was created");
 
     cr_assert_eq(get_sim(&user1, iccid, &s, &stt), 0);
@@ -537,7 +524,7 @@ Test(sims_gateway, internal_methods_are_not_reachable_through_the_gateway)
 {
     const char *iccid = iccid_of(900);
     create_sim(&admin1, iccid, NULL, NULL);
-    caller_t root = {bearer, NULL};
+    caller_t root = {bearer, NULL, 0};
     Onceiot__Sims__V1__SimActionRequest action = ONCEIOT__SIMS__V1__SIM_ACTION_REQUEST__INIT;
     action.iccid = (char *)iccid;
     Onceiot__Sims__V1__UsageItem item = ONCEIOT__SIMS__V1__USAGE_ITEM__INIT;

@@ -56,16 +56,17 @@ static size_t count_events(const principal_t *who, const char *iccid, const char
 
 Test(sims_quota, get_quota_returns_the_initial_volume_and_not_found_without_one)
 {
-    principal_t u = sims_h_user(1);
+    principal_t u = sims_h_user(1), staff = sims_h_root();
     Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
     in.iccid = (char *)sims_h_iccid(1);
     in.data_volume = 5000;
+    in.organization_id = 1;
     Onceiot__Sims__V1__CreateSimRequest creq = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
     creq.sim = &in;
     ProtobufCMessage *resp;
     rpc_status_t st;
-    cr_assert_eq(sims_h_call("CreateSim", &creq.base, &onceiot__sims__v1__sim__descriptor, &u, NULL,
-                             &resp, &st),
+    cr_assert_eq(sims_h_call("CreateSim", &creq.base, &onceiot__sims__v1__sim__descriptor, &staff,
+                             NULL, &resp, &st),
                  0, "%s", st.message);
     Onceiot__Sims__V1__Quota *q;
     cr_assert_eq(get_quota(&u, in.iccid, DATA, &q, &st), 0, "%s", st.message);
@@ -247,51 +248,103 @@ Test(sims_quota, a_batch_naming_an_unknown_sim_applies_nothing)
 
 #define THREADS 6
 #define BATCHES 30
+#define AMOUNT  4 /* (6 * 30 + 30) * 4 = 840 of 1000 bytes: the 80 % threshold is crossed once */
 
 typedef struct worker {
     int n;
     const char *iccid;
-    int failures;
+    arena_t *arena;
+    pthread_barrier_t *together; /* the shared batches start at once in every thread */
+    int failures;                /* calls that failed or answered wrongly */
+    char error[256];             /* the first of them */
+    int applied_shared;          /* shared batches this worker's call applied (not replayed) */
+    int thresholds;              /* quota_threshold_reached in the answers it applied */
 } worker_t;
 
+/* Records a failure of w; assertions stay in the test's own thread. */
+static void worker_fail(worker_t *w, const char *what, const char *batch, const rpc_status_t *st)
+{
+    if (w->failures++ == 0)
+        snprintf(w->error, sizeof(w->error), "%s %s: %s: %s", what, batch,
+                 st ? err_grpc_name(st->code) : "-", st ? st->message : "");
+}
+
+static int thresholds_in(const Onceiot__Sims__V1__ApplyUsageResponse *r)
+{
+    int n = 0;
+    for (size_t i = 0; i < r->n_outcomes; i++)
+        for (size_t k = 0; k < r->outcomes[i]->n_events; k++)
+            n += strcmp(r->outcomes[i]->events[k], "quota_threshold_reached") == 0;
+    return n;
+}
+
+/* Each round: a batch of the worker's own, sent twice (the retry must be a
+ * no-op), then one batch id every worker sends at the same moment (only one
+ * of them may apply it). */
 static void *run_batches(void *arg)
 {
     worker_t *w = arg;
     principal_t u = sims_h_user(1);
-    arena_t *a = sims_h_thread_arena();
     for (int i = 0; i < BATCHES; i++) {
         char batch[64];
         snprintf(batch, sizeof(batch), "w%d-%d", w->n, i);
         Onceiot__Sims__V1__ApplyUsageResponse *r;
         rpc_status_t st;
-        /* Each batch is sent twice: the retry must be a no-op. */
-        for (int k = 0; k < 2; k++)
-            if (apply(&u, a, batch, w->iccid, 5, 0, &r, &st) != 0)
-                w->failures++;
+        for (int k = 0; k < 2; k++) {
+            if (apply(&u, w->arena, batch, w->iccid, AMOUNT, 0, &r, &st) != 0)
+                worker_fail(w, "ApplyUsage", batch, &st);
+            else if (r->replayed != (k == 1))
+                worker_fail(w, k ? "a retry was applied again" : "a new batch was replayed",
+                            batch, NULL);
+            else if (!r->replayed)
+                w->thresholds += thresholds_in(r);
+        }
+        snprintf(batch, sizeof(batch), "shared-%d", i);
+        pthread_barrier_wait(w->together);
+        if (apply(&u, w->arena, batch, w->iccid, AMOUNT, 0, &r, &st) != 0) {
+            worker_fail(w, "ApplyUsage", batch, &st);
+        } else if (!r->replayed) {
+            w->applied_shared++;
+            w->thresholds += thresholds_in(r);
+        }
     }
     return NULL;
 }
 
-Test(sims_quota, concurrent_batches_for_one_sim_lose_no_update)
+Test(sims_quota, concurrent_batches_for_one_sim_lose_no_update_and_apply_each_once)
 {
     principal_t u = sims_h_user(1);
     const char *iccid = sims_h_iccid(7);
     sims_h_create(&u, iccid);
+    pthread_barrier_t together;
+    cr_assert_eq(pthread_barrier_init(&together, NULL, THREADS), 0);
     pthread_t th[THREADS];
     worker_t w[THREADS];
     for (int i = 0; i < THREADS; i++) {
-        w[i] = (worker_t){i, iccid, 0};
-        pthread_create(&th[i], NULL, run_batches, &w[i]);
+        w[i] = (worker_t){.n = i, .iccid = iccid, .together = &together};
+        w[i].arena = sims_h_thread_arena();
+        cr_assert_eq(pthread_create(&th[i], NULL, run_batches, &w[i]), 0);
     }
+    int applied_shared = 0, thresholds = 0;
     for (int i = 0; i < THREADS; i++) {
         pthread_join(th[i], NULL);
-        cr_assert_eq(w[i].failures, 0);
+        applied_shared += w[i].applied_shared;
+        thresholds += w[i].thresholds;
     }
+    pthread_barrier_destroy(&together);
+    for (int i = 0; i < THREADS; i++)
+        cr_assert_eq(w[i].failures, 0, "worker %d: %d failures, first: %s", i, w[i].failures,
+                     w[i].error);
+    cr_assert_eq(applied_shared, BATCHES, "each batch id sent by %d threads at once applied once",
+                 THREADS);
+    cr_assert_eq(thresholds, 1, "quota_threshold_reached answered once");
+    cr_assert_eq(count_events(&u, iccid, "quota_threshold_reached"), 1, "and recorded once");
     Onceiot__Sims__V1__Quota *q;
     rpc_status_t st;
     cr_assert_eq(get_quota(&u, iccid, DATA, &q, &st), 0);
-    cr_assert_eq(q->used_volume, THREADS * BATCHES * 5);
-    cr_assert_eq(q->remaining_volume, 1000 - THREADS * BATCHES * 5);
+    cr_assert_eq(q->used_volume, (THREADS + 1) * BATCHES * AMOUNT);
+    cr_assert_eq(q->remaining_volume, 1000 - (THREADS + 1) * BATCHES * AMOUNT);
+    cr_assert(q->threshold_reached);
 }
 
 Test(sims_quota, policy_and_usage_for_another_organizations_sim_are_not_found)

@@ -5,8 +5,11 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 TestSuite(sims_registry, .init = sims_h_start, .fini = sims_h_stop, .timeout = 120);
 
@@ -57,21 +60,54 @@ Test(sims_registry, created_sim_is_disabled_and_carries_its_quota_summary)
 
 Test(sims_registry, creating_a_known_iccid_is_already_exists_naming_it)
 {
-    principal_t admin = sims_h_admin(1);
+    principal_t admin = sims_h_admin(1), staff = sims_h_root();
     const char *iccid = sims_h_iccid(2);
     sims_h_create(&admin, iccid);
     Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
     in.iccid = (char *)iccid;
+    in.organization_id = 2;
     Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
     req.sim = &in;
     ProtobufCMessage *resp;
     rpc_status_t st;
-    principal_t other = sims_h_admin(2);
-    cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &other, NULL, &resp, &st),
+    cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &staff, NULL, &resp, &st),
                  ERR_ALREADY_EXISTS);
     char want[64];
     snprintf(want, sizeof(want), "SIM %s already exists", iccid);
     cr_assert_str_eq(st.message, want);
+}
+
+/* Only the operator's staff register SIMs, so no tenant learns from an
+ * ALREADY_EXISTS that another tenant holds an ICCID. */
+Test(sims_registry, a_tenant_cannot_register_sims_so_cannot_probe_for_other_tenants_iccids)
+{
+    principal_t owner = sims_h_admin(1), other = sims_h_admin(2);
+    const char *known = sims_h_iccid(3), *fresh = sims_h_iccid(4);
+    sims_h_create(&owner, known);
+    const char *tries[] = {known, fresh};
+    for (size_t i = 0; i < 2; i++) {
+        Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
+        in.iccid = (char *)tries[i];
+        Onceiot__Sims__V1__SimInput *items[] = {&in};
+        Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
+        req.sim = &in;
+        Onceiot__Sims__V1__ImportSimsRequest imp = ONCEIOT__SIMS__V1__IMPORT_SIMS_REQUEST__INIT;
+        imp.sims = items;
+        imp.n_sims = 1;
+        ProtobufCMessage *resp;
+        rpc_status_t st;
+        cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &other, NULL, &resp, &st),
+                     ERR_PERMISSION_DENIED, "%s", st.message);
+        cr_assert(!strstr(st.message, tries[i]), "the answer names no ICCID: %s", st.message);
+        cr_assert_eq(sims_h_call("ImportSims", &imp.base,
+                                 &onceiot__sims__v1__import_sims_response__descriptor, &owner, NULL,
+                                 &resp, &st),
+                     ERR_PERMISSION_DENIED, "not even the owner's admin: %s", st.message);
+    }
+    Onceiot__Sims__V1__Sim *s;
+    rpc_status_t st;
+    cr_assert_eq(get_sim(&other, fresh, &s, &st), ERR_NOT_FOUND, "nothing was registered");
+    cr_assert_eq(get_sim(&owner, fresh, &s, &st), ERR_NOT_FOUND);
 }
 
 typedef struct iccid {
@@ -149,7 +185,8 @@ ParameterizedTest(bad_input_t *b, sims_registry, bad_sim_fields_are_refused_and_
     req.sim = &in;
     ProtobufCMessage *resp;
     rpc_status_t st;
-    cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &admin, NULL, &resp, &st),
+    principal_t staff = sims_h_root();
+    cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &staff, NULL, &resp, &st),
                  ERR_INVALID_ARGUMENT);
     cr_assert(has_violation(&st, b->field), "expected %s in: %s", b->field, st.message);
     Onceiot__Sims__V1__Sim *s;
@@ -158,7 +195,7 @@ ParameterizedTest(bad_input_t *b, sims_registry, bad_sim_fields_are_refused_and_
 
 Test(sims_registry, invalid_json_metadata_is_invalid_argument)
 {
-    principal_t admin = sims_h_admin(1);
+    principal_t staff = sims_h_root();
     Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
     in.iccid = (char *)sims_h_iccid(4);
     in.metadata_json = "{not json}";
@@ -166,11 +203,12 @@ Test(sims_registry, invalid_json_metadata_is_invalid_argument)
     req.sim = &in;
     ProtobufCMessage *resp;
     rpc_status_t st;
-    cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &admin, NULL, &resp, &st),
+    cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &staff, NULL, &resp, &st),
                  ERR_INVALID_ARGUMENT, "%s", st.message);
 }
 
-/* Imports n SIMs numbered from first; returns the call's result. */
+/* Imports n SIMs numbered from first into who's organization (as the
+ * operator's staff: a superuser); returns the call's result. */
 static int import(const principal_t *who, long long first, int n, rpc_status_t *st,
                   int32_t *imported)
 {
@@ -190,12 +228,14 @@ static int import(const principal_t *who, long long first, int n, rpc_status_t *
         in->tags = tags;
         in->n_tags = (first + i) % 2 ? 2 : 1;
         in->data_volume = 1 << 20;
+        in->organization_id = who->organization_id;
         req.sims[req.n_sims++] = in;
     }
     ProtobufCMessage *resp;
+    principal_t staff = sims_h_root();
     int rc =
         sims_h_call("ImportSims", &req.base, &onceiot__sims__v1__import_sims_response__descriptor,
-                    who, NULL, &resp, st);
+                    &staff, NULL, &resp, st);
     if (rc == 0 && imported)
         *imported = ((Onceiot__Sims__V1__ImportSimsResponse *)resp)->imported;
     return rc;
@@ -232,7 +272,7 @@ Test(sims_registry, import_is_all_or_nothing_and_names_the_duplicate)
 
 Test(sims_registry, import_of_a_bad_item_names_its_index)
 {
-    principal_t admin = sims_h_admin(1);
+    principal_t staff = sims_h_root();
     Onceiot__Sims__V1__SimInput a = ONCEIOT__SIMS__V1__SIM_INPUT__INIT, b = a;
     a.iccid = (char *)sims_h_iccid(7);
     b.iccid = "12";
@@ -243,13 +283,13 @@ Test(sims_registry, import_of_a_bad_item_names_its_index)
     ProtobufCMessage *resp;
     rpc_status_t st;
     cr_assert_eq(sims_h_call("ImportSims", &req.base,
-                             &onceiot__sims__v1__import_sims_response__descriptor, &admin, NULL,
+                             &onceiot__sims__v1__import_sims_response__descriptor, &staff, NULL,
                              &resp, &st),
                  ERR_INVALID_ARGUMENT);
     cr_assert(has_violation(&st, "sims[1].iccid"), "%s", st.message);
     req.n_sims = 0;
     cr_assert_eq(sims_h_call("ImportSims", &req.base,
-                             &onceiot__sims__v1__import_sims_response__descriptor, &admin, NULL,
+                             &onceiot__sims__v1__import_sims_response__descriptor, &staff, NULL,
                              &resp, &st),
                  ERR_INVALID_ARGUMENT);
 }
@@ -357,25 +397,82 @@ Test(sims_registry, a_page_token_used_with_other_filters_is_invalid)
     cr_assert_eq(list(&admin, &req, &page, &st), ERR_INVALID_ARGUMENT);
 }
 
-static volatile int inserting;
+/* The inserter of pages_stay_correct_while_sims_are_inserted: it registers
+ * SIMs (numbers ending in 25: before, between and after the existing ones)
+ * until told to stop, at most AHEAD more than the pages read so far, so the
+ * inserts spread over the whole paging. Failures are recorded, not asserted
+ * (Criterion's assertions belong to the test's own thread). */
+typedef struct inserter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* broadcast on every insert and every page */
+    arena_t *arena;
+    bool stop;       /* guarded by mu */
+    int pages;       /* pages read; guarded by mu */
+    int inserted;    /* guarded by mu */
+    int failures;    /* guarded by mu */
+    char error[256]; /* the first failure */
+} inserter_t;
+
+#define MAX_INSERTS 1000
+#define AHEAD       3
 
 static void *insert_while_paging(void *arg)
 {
-    (void)arg;
-    principal_t admin = sims_h_admin(1);
-    arena_t *a = sims_h_thread_arena();
-    /* New SIMs land before, between and after the existing ones. */
-    for (long long i = 0; i < 60 && inserting; i++) {
-        Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
-        in.iccid = arena_printf(a, "8988%015lld", i * 50 + 25);
+    inserter_t *in = arg;
+    principal_t staff = sims_h_root();
+    for (long long i = 0; i < MAX_INSERTS; i++) {
+        pthread_mutex_lock(&in->mu);
+        while (!in->stop && in->inserted >= in->pages + AHEAD)
+            pthread_cond_wait(&in->cv, &in->mu);
+        bool stop = in->stop;
+        pthread_mutex_unlock(&in->mu);
+        if (stop)
+            break;
+        Onceiot__Sims__V1__SimInput sim = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
+        sim.iccid = arena_printf(in->arena, "8988%015lld", i * 50 + 25);
+        sim.organization_id = 1;
         Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
-        req.sim = &in;
+        req.sim = &sim;
         ProtobufCMessage *resp;
         rpc_status_t st;
-        cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &admin, a, &resp, &st), 0, "%s",
-                     st.message);
+        int rc = sims_h_call("CreateSim", &req.base, SIM_D, &staff, in->arena, &resp, &st);
+        pthread_mutex_lock(&in->mu);
+        if (rc == 0) {
+            in->inserted++;
+        } else if (in->failures++ == 0) {
+            snprintf(in->error, sizeof(in->error), "CreateSim %s: %s: %s", sim.iccid,
+                     err_grpc_name(st.code), st.message);
+        }
+        pthread_cond_broadcast(&in->cv);
+        pthread_mutex_unlock(&in->mu);
+        if (rc != 0)
+            break;
     }
     return NULL;
+}
+
+/* Before page k (from 0): waits (up to 10 s) until the inserter has
+ * registered more than k SIMs; returns how many it has. */
+static int inserted_before_page(inserter_t *in, int k)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&in->mu);
+    while (in->inserted <= k && !in->failures)
+        if (pthread_cond_timedwait(&in->cv, &in->mu, &until) != 0)
+            break;
+    int got = in->inserted;
+    pthread_mutex_unlock(&in->mu);
+    return got;
+}
+
+static void page_read(inserter_t *in)
+{
+    pthread_mutex_lock(&in->mu);
+    in->pages++;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
 }
 
 Test(sims_registry, pages_stay_correct_while_sims_are_inserted)
@@ -389,35 +486,54 @@ Test(sims_registry, pages_stay_correct_while_sims_are_inserted)
         Onceiot__Sims__V1__SimInput *in = arena_alloc(sims_h.arena, sizeof(*in));
         onceiot__sims__v1__sim_input__init(in);
         in->iccid = (char *)sims_h_iccid((long long)i * 50);
+        in->organization_id = 1;
         imp.sims[imp.n_sims++] = in;
     }
     ProtobufCMessage *resp;
+    principal_t staff = sims_h_root();
     cr_assert_eq(sims_h_call("ImportSims", &imp.base,
-                             &onceiot__sims__v1__import_sims_response__descriptor, &admin, NULL,
+                             &onceiot__sims__v1__import_sims_response__descriptor, &staff, NULL,
                              &resp, &st),
                  0, "%s", st.message);
-    inserting = 1;
+    inserter_t ins = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    ins.arena = sims_h_thread_arena();
     pthread_t th;
-    pthread_create(&th, NULL, insert_while_paging, NULL);
+    cr_assert_eq(pthread_create(&th, NULL, insert_while_paging, &ins), 0);
     Onceiot__Sims__V1__ListSimsRequest req = ONCEIOT__SIMS__V1__LIST_SIMS_REQUEST__INIT;
     req.page_size = 25;
     static char seen[1001];
-    const char *prev = "";
+    char prev[32] = "";
     Onceiot__Sims__V1__ListSimsResponse *page;
+    int pages = 0, first = -1, last = -1;
     do {
+        /* Page k is read once more than k SIMs were inserted, and the
+         * inserter stays at most AHEAD inserts ahead of the pages: the inserts
+         * run alongside the paging from its first page to its last. */
+        last = inserted_before_page(&ins, pages);
+        if (first < 0)
+            first = last;
         cr_assert_eq(list(&admin, &req, &page, &st), 0, "%s", st.message);
+        pages++;
+        page_read(&ins);
         for (size_t i = 0; i < page->n_sims; i++) {
             const char *iccid = page->sims[i]->iccid;
             cr_assert_gt(strcmp(iccid, prev), 0, "order broken or duplicate at %s", iccid);
-            prev = iccid;
+            snprintf(prev, sizeof(prev), "%s", iccid);
             long long n = atoll(iccid + 4);
             if (n % 50 == 0)
                 seen[n / 50]++;
         }
         req.page_token = page->next_page_token;
     } while (*req.page_token);
-    inserting = 0;
+    pthread_mutex_lock(&ins.mu);
+    ins.stop = true;
+    pthread_mutex_unlock(&ins.mu);
     pthread_join(th, NULL);
+    cr_assert_eq(ins.failures, 0, "%s", ins.error);
+    cr_assert_geq(pages, 40, "1000 existing SIMs in pages of 25");
+    cr_assert_leq(first, AHEAD, "few inserts before the first page (%d)", first);
+    cr_assert_geq(last, pages, "inserts kept coming until the last page (%d, %d pages)", last,
+                  pages);
     for (int i = 1; i <= 1000; i++)
         cr_assert_eq(seen[i], 1, "pre-existing SIM %d seen %d times", i * 50, seen[i]);
 }

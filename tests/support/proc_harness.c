@@ -63,8 +63,13 @@ char *ph_source_path(const char *rel)
 
 void ph_spawn(ph_proc_t *p, const char *binary, const char *const *env)
 {
+    ph_spawn_at(p, ph_free_port(), binary, env);
+}
+
+void ph_spawn_at(ph_proc_t *p, int port, const char *binary, const char *const *env)
+{
     memset(p, 0, sizeof(*p));
-    p->port = ph_free_port();
+    p->port = port;
     snprintf(p->addr, sizeof(p->addr), "127.0.0.1:%d", p->port);
     const char *base = strrchr(binary, '/');
     base = base ? base + 1 : binary;
@@ -155,7 +160,12 @@ static void ph__print_log_tail(const ph_proc_t *p)
 
 void ph_start(ph_proc_t *p, const char *binary, const char *const *env)
 {
-    ph_spawn(p, binary, env);
+    ph_start_at(p, ph_free_port(), binary, env);
+}
+
+void ph_start_at(ph_proc_t *p, int port, const char *binary, const char *const *env)
+{
+    ph_spawn_at(p, port, binary, env);
     if (!ph_wait_health(p->addr, "", 1, 30000)) {
         ph__print_log_tail(p);
         cr_assert_fail("%s did not become SERVING on %s", binary, p->addr);
@@ -207,15 +217,22 @@ bool ph_log_has_sanitizer_report(const ph_proc_t *p)
 
 void ph_start_testsvc(ph_proc_t *p, const char *const *env)
 {
+    ph_start_testsvc_at(p, ph_free_port(), true, env);
+}
+
+void ph_start_testsvc_at(ph_proc_t *p, int port, bool fresh, const char *const *env)
+{
     const char *url = getenv("ONCEIOT_TEST_PG_URL");
     cr_assert(url, "ONCEIOT_TEST_PG_URL is not set; run tests via ./tools/stack test");
-    PGconn *c = PQconnectdb(url);
-    cr_assert(PQstatus(c) == CONNECTION_OK, "test database: %s", PQerrorMessage(c));
-    PGresult *r =
-        PQexec(c, "SET client_min_messages = warning; DROP SCHEMA IF EXISTS testsvc CASCADE");
-    cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
+    if (fresh) {
+        PGconn *c = PQconnectdb(url);
+        cr_assert(PQstatus(c) == CONNECTION_OK, "test database: %s", PQerrorMessage(c));
+        PGresult *r =
+            PQexec(c, "SET client_min_messages = warning; DROP SCHEMA IF EXISTS testsvc CASCADE");
+        cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+    }
 
     char *db = mem_printf("ONCEIOT_DATABASE_URL=%s", url);
     char *dir_path = ph_source_path("tests/testsvc/schema");
@@ -229,7 +246,7 @@ void ph_start_testsvc(ph_proc_t *p, const char *const *env)
         all[k++] = env[i];
     all[k] = NULL;
     char *bin = ph_build_path("tests/onceiot-testsvc");
-    ph_start(p, bin, all);
+    ph_start_at(p, port, bin, all);
     mem_free(bin);
     mem_free(db);
     mem_free(dir);

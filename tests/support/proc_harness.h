@@ -26,6 +26,9 @@ char *ph_source_path(const char *rel);
  * NULL-terminated; may be NULL) plus ONCEIOT_LISTEN on a free port. Does not
  * wait. Asserts that the fork worked. */
 void ph_spawn(ph_proc_t *p, const char *binary, const char *const *env);
+/* ph_spawn on a given port (say, the port of a process that was killed, so
+ * that its clients find it again). */
+void ph_spawn_at(ph_proc_t *p, int port, const char *binary, const char *const *env);
 /* Health of a service name at addr: 0 UNKNOWN, 1 SERVING, 2 NOT_SERVING,
  * -1 when the call failed. */
 int ph_health(const char *addr, const char *service);
@@ -33,6 +36,7 @@ int ph_health(const char *addr, const char *service);
 bool ph_wait_health(const char *addr, const char *service, int want, int timeout_ms);
 /* ph_spawn + wait until SERVING (asserts, printing the log's tail on failure). */
 void ph_start(ph_proc_t *p, const char *binary, const char *const *env);
+void ph_start_at(ph_proc_t *p, int port, const char *binary, const char *const *env);
 /* Sends sig and waits up to timeout_ms for the exit (SIGKILL after that).
  * Returns the exit code, or 128+signal if killed by one. */
 int ph_stop(ph_proc_t *p, int sig, int timeout_ms);
@@ -51,5 +55,8 @@ char *ph_signing_keys_env(const char *secret_hex, const char *issuer, const char
 /* Starts onceiot-testsvc against the test database (ONCEIOT_TEST_PG_URL) with
  * a freshly dropped "testsvc" schema; extra env as for ph_spawn. */
 void ph_start_testsvc(ph_proc_t *p, const char *const *env);
+/* The same on a given port; fresh: drop the schema first (else keep it, as a
+ * restart does). */
+void ph_start_testsvc_at(ph_proc_t *p, int port, bool fresh, const char *const *env);
 
 #endif

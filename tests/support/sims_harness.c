@@ -153,11 +153,13 @@ Onceiot__Sims__V1__Sim *sims_h_create(const principal_t *who, const char *iccid)
     in.iccid = (char *)iccid;
     in.data_volume = 1000;
     in.sms_volume = 10;
+    in.organization_id = who->organization_id;
     Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
     req.sim = &in;
     ProtobufCMessage *resp;
     rpc_status_t st;
-    int rc = sims_h_call("CreateSim", &req.base, &onceiot__sims__v1__sim__descriptor, who, NULL,
+    principal_t staff = sims_h_root();
+    int rc = sims_h_call("CreateSim", &req.base, &onceiot__sims__v1__sim__descriptor, &staff, NULL,
                          &resp, &st);
     cr_assert_eq(rc, 0, "CreateSim %s: %s", iccid, st.message);
     return (Onceiot__Sims__V1__Sim *)resp;

@@ -34,7 +34,8 @@ void sims_h_start(void);
 /* Stops the process (asserting a clean exit without sanitizer reports). */
 void sims_h_stop(void);
 
-/* A new arena for a test thread, freed by sims_h_stop after the channel:
+/* A new arena for a test thread, freed by sims_h_stop after the channel
+ * (call it from the test's own thread and hand the arena over: it asserts):
  * the runtime's client hands metadata to core without copying it, and the
  * channel's header compressor may look at earlier calls' values later. */
 arena_t *sims_h_thread_arena(void);
@@ -50,7 +51,10 @@ int sims_h_call(const char *method, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *resp_desc, const principal_t *who, arena_t *arena,
                 ProtobufCMessage **resp, rpc_status_t *st);
 
-/* Shorthands over sims_h_call for the common cases; they assert success. */
+/* Shorthands over sims_h_call for the common cases; they assert success, so
+ * call them from the test's own thread only. sims_h_create registers a SIM
+ * (1000 bytes of data, 10 SMS) for who's organization as the operator's
+ * staff do (a superuser: tenants may not register SIMs). */
 Onceiot__Sims__V1__Sim *sims_h_create(const principal_t *who, const char *iccid);
 Onceiot__Sims__V1__Sim *sims_h_act(const principal_t *who, const char *method, const char *iccid);
 /* An ICCID made of prefix and a number, 19 digits. */

@@ -60,7 +60,8 @@ static const char **sh__env(const char *const *base, size_t n_base, const char *
     return env;
 }
 
-void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env)
+/* Starts the gateway with the stack's addresses; wait: until SERVING. */
+static void sh__launch_gateway(sh_stack_t *s, const char *const *gateway_env, bool wait)
 {
     char key[96], identity[96], test[96];
     snprintf(key, sizeof(key), "ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
@@ -81,10 +82,18 @@ void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env)
     const char *base[] = {key, signing, identity, test, sims, usage, commerce, support};
     const char **env = sh__env(base, sizeof(base) / sizeof(*base), gateway_env);
     char *bin = ph_build_path("tests/onceiot-gateway-test");
-    ph_start(&s->gateway, bin, env);
+    if (wait)
+        ph_start(&s->gateway, bin, env);
+    else
+        ph_spawn(&s->gateway, bin, env);
     mem_free(bin);
     mem_free(env);
     mem_free(signing);
+}
+
+void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env)
+{
+    sh__launch_gateway(s, gateway_env, true);
 }
 
 /* Starts onceiot-sims on a fresh "sims" schema with the stack's key. */
@@ -110,45 +119,89 @@ static void sh__start_sims(sh_stack_t *s)
     mem_free(key);
 }
 
-/* sh_start, with sims behind the gateway when with_sims. */
-static void sh__start(sh_stack_t *s, bool with_sims, const char *const *identity_env,
-                      const char *const *gateway_env)
+/* Fresh keys and schema for a new stack; the bootstrap key file is reset. */
+static void sh__prepare(sh_stack_t *s)
 {
     memset(s, 0, sizeof(*s));
     cr_assert(sodium_init() >= 0);
     sh__hex32(s->principal_key);
+    sh__hex32(s->signing_seed);
+    sh__hex32(s->pepper);
     sh__sql("SET client_min_messages = warning; DROP SCHEMA IF EXISTS identity CASCADE");
     snprintf(s->key_file, sizeof(s->key_file), "/tmp/onceiot-gw-admin-%d.key", (int)getpid());
     unlink(s->key_file);
+}
 
+/* Starts identity on port (0: a free one), waits until it is SERVING and
+ * reads the bootstrap admin's key. */
+static void sh__start_identity(sh_stack_t *s, int port, const char *const *identity_env)
+{
     char key[96], signing[96], pepper[96], db[512], kf[300];
-    char pepper_hex[65];
-    sh__hex32(s->signing_seed);
-    sh__hex32(pepper_hex);
     snprintf(key, sizeof(key), "ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
     snprintf(signing, sizeof(signing), "ONCEIOT_TOKEN_SIGNING_KEY=%s", s->signing_seed);
-    snprintf(pepper, sizeof(pepper), "ONCEIOT_API_KEY_PEPPER=%s", pepper_hex);
+    snprintf(pepper, sizeof(pepper), "ONCEIOT_API_KEY_PEPPER=%s", s->pepper);
     snprintf(db, sizeof(db), "ONCEIOT_DATABASE_URL=%s", getenv("ONCEIOT_TEST_PG_URL"));
     snprintf(kf, sizeof(kf), "ONCEIOT_BOOTSTRAP_KEY_FILE=%s", s->key_file);
     const char *base[] = {key, signing, pepper,
                           db,  kf,      "ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=" SH_PASSWORD};
     const char **env = sh__env(base, sizeof(base) / sizeof(*base), identity_env);
     char *bin = ph_build_path("services/onceiot-identity");
-    ph_start(&s->identity, bin, env);
+    ph_start_at(&s->identity, port ? port : ph_free_port(), bin, env);
     mem_free(bin);
     mem_free(env);
     cr_assert(sh__read_line(s->key_file, s->admin_key, sizeof(s->admin_key)),
               "identity wrote no bootstrap key to %s (log %s)", s->key_file, s->identity.log);
+}
 
-    ph_start_testsvc(&s->testsvc, (const char *const[]){key, NULL});
+static void sh__start_testsvc(sh_stack_t *s, int port, bool fresh)
+{
+    char key[96];
+    snprintf(key, sizeof(key), "ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
+    ph_start_testsvc_at(&s->testsvc, port ? port : ph_free_port(), fresh,
+                        (const char *const[]){key, NULL});
+}
+
+/* sh_start, with sims behind the gateway when with_sims. */
+static void sh__start(sh_stack_t *s, bool with_sims, const char *const *identity_env,
+                      const char *const *gateway_env)
+{
+    sh__prepare(s);
+    sh__start_identity(s, 0, identity_env);
+    sh__start_testsvc(s, 0, true);
     if (with_sims)
         sh__start_sims(s);
     sh_start_gateway(s, gateway_env);
-    /* Login tokens verify only once the gateway has identity's keys. */
-    for (int i = 0; i < 100 && !ph_log_contains(&s->gateway, "verification_keys_loaded"); i++)
-        usleep(50000);
+    /* The gateway is SERVING only once it has identity's keys. */
     cr_assert(ph_log_contains(&s->gateway, "verification_keys_loaded"),
-              "the gateway never loaded identity's verification keys (log %s)", s->gateway.log);
+              "the gateway SERVING without identity's verification keys (log %s)", s->gateway.log);
+}
+
+void sh_start_gateway_first(sh_stack_t *s, const char *const *gateway_env)
+{
+    sh__prepare(s);
+    sh__start_testsvc(s, 0, true);
+    /* identity's address is known before anything listens there. */
+    s->identity.port = ph_free_port();
+    snprintf(s->identity.addr, sizeof(s->identity.addr), "127.0.0.1:%d", s->identity.port);
+    sh__launch_gateway(s, gateway_env, false);
+    /* Answering at all (any status) is when the test can look. */
+    for (int i = 0; i < 600 && ph_health(s->gateway.addr, "") < 0; i++)
+        usleep(50000);
+    cr_assert(ph_health(s->gateway.addr, "") >= 0, "the gateway never answered (log %s)",
+              s->gateway.log);
+}
+
+void sh_start_identity(sh_stack_t *s, const char *const *identity_env)
+{
+    sh__start_identity(s, s->identity.port, identity_env);
+}
+
+void sh_restart_testsvc(sh_stack_t *s)
+{
+    int port = s->testsvc.port;
+    if (s->testsvc.pid)
+        ph_stop(&s->testsvc, SIGKILL, 5000);
+    sh__start_testsvc(s, port, false);
 }
 
 void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const *gateway_env)

@@ -19,6 +19,7 @@ typedef struct sh_stack {
     char admin_key[128];    /* the bootstrap admin's API key (superuser, scope "admin") */
     char key_file[256];
     char signing_seed[65]; /* identity's ONCEIOT_TOKEN_SIGNING_KEY (an Ed25519 seed, hex) */
+    char pepper[65];       /* identity's ONCEIOT_API_KEY_PEPPER */
 } sh_stack_t;
 
 /* Starts identity on a freshly dropped "identity" schema, the test service
@@ -34,6 +35,14 @@ void sh_start_with_sims(sh_stack_t *s, const char *const *identity_env,
                         const char *const *gateway_env);
 /* Starts (again) only the gateway, e.g. after sh_stop_gateway. */
 void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env);
+/* The start-up race: the test service, then the gateway before identity
+ * (which is given a port nothing listens on yet). Returns once the gateway
+ * answers health; sh_start_identity then starts identity on that port. */
+void sh_start_gateway_first(sh_stack_t *s, const char *const *gateway_env);
+void sh_start_identity(sh_stack_t *s, const char *const *identity_env);
+/* kill -9 of the test service, then the same service started again on the
+ * same port with its data (waits until it is SERVING). */
+void sh_restart_testsvc(sh_stack_t *s);
 /* SIGTERM to every process still running; expects clean exits and no
  * sanitizer reports. */
 void sh_stop(sh_stack_t *s);

@@ -1,5 +1,6 @@
 /* onceiot-testsvc: a service that exists only to exercise the runtime in
  * integration tests and benchmarks (see tests/proto/test/v1/test.proto). */
+#include "onceiot/log.h"
 #include "onceiot/svc.h"
 #include "test/v1/test.pb-c.h"
 
@@ -40,6 +41,9 @@ static int test_sleep(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMe
         rpc_violation(call, "millis", "must be between 0 and 600000");
         return rpc_check_violations(call);
     }
+    /* Tests wait for this line to know the call is in its handler. */
+    log_msg(LOG_INFO, "sleep_started", "sleeping %d ms (request %s)", r->millis,
+            rpc_call_request_id(call));
     if (r->in_database) {
         char ms[16];
         snprintf(ms, sizeof(ms), "%d", r->millis);

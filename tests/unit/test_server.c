@@ -396,6 +396,21 @@ Test(server, unknown_methods_are_unimplemented_and_health_is_served)
     cr_assert_eq(ph_health(addr, "onceiot.test.v1.OtherService"), -1);
 }
 
+Test(server, health_set_before_the_start_is_kept_and_the_rest_starts_serving)
+{
+    srv = new_server("127.0.0.1:0", 2, 16);
+    cr_assert_eq(rpc_server_add_service(srv, &full_service, &ctx_marker), 0);
+    /* A server that is ready only later (the gateway) says so first. */
+    rpc_server_set_health(srv, "", RPC_HEALTH_NOT_SERVING);
+    cr_assert_eq(rpc_server_start(srv, &port), 0);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    cr_assert_eq(ph_health(addr, ""), 2, "kept NOT_SERVING through the start");
+    cr_assert_eq(ph_health(addr, "onceiot.test.v1.TestService"), 1, "the others start SERVING");
+    cr_assert_eq(ph_health(addr, "grpc.health.v1.Health"), 1);
+    rpc_server_set_health(srv, "", RPC_HEALTH_SERVING);
+    cr_assert_eq(ph_health(addr, ""), 1);
+}
+
 Test(server, a_second_server_on_the_same_port_fails)
 {
     start_server(2, 16);
@@ -454,8 +469,9 @@ Test(server, a_full_worker_queue_answers_resource_exhausted)
     pthread_create(&first.thread, NULL, sleep_call_main, &first);
     cr_assert(wait_sleeping(1, 5000), "the first call reached the only worker");
     pthread_create(&second.thread, NULL, sleep_call_main, &second);
-    /* The second call waits in the queue; give it time to get there. */
-    usleep(300 * 1000);
+    for (int i = 0; i < 500 && rpc_server_queued(srv) < 1; i++)
+        usleep(10 * 1000);
+    cr_assert_eq(rpc_server_queued(srv), 1, "the second call waits in the queue");
     cr_assert_eq(sleeping_now(), 1, "the second call is queued, not running");
 
     Onceiot__Test__V1__SleepRequest req = ONCEIOT__TEST__V1__SLEEP_REQUEST__INIT;

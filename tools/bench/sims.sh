@@ -161,7 +161,9 @@ elif kind == "import":
     method, org, first, n = "ImportSims", 1, int(args[0]), int(args[1])
     msg = b"".join(field(1, field(1, "8988%015d" % i) + field(6, "device %d" % i)
                           + field(4, "35%013d" % i)) for i in range(first, first + n))
-p = (field(1, 1) + field(2, "bench") + field(3, org) + field(4, 3) + field(6, "sims:read")
+# ImportSims is for the operator's staff: the bench's importer is a superuser.
+p = (field(1, 1) + field(2, "bench") + field(3, org) + field(4, 3)
+     + (field(5, 1) if kind == "import" else b"") + field(6, "sims:read")
      + field(6, "sims:write") + field(8, "token") + field(9, svc + method)
      + field(10, int(time.time() * 1000)) + field(12, "gateway"))
 sig = hmac.new(key, p, hashlib.sha512).digest()[:32] + b"gateway"

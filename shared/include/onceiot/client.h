@@ -18,6 +18,7 @@
 #include "onceiot/rpc.h"
 #include <grpc/grpc.h>
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 
 typedef struct rpc_channel rpc_channel_t;
 
@@ -38,6 +39,9 @@ typedef struct rpc_call_opts {
     rpc_call_t *parent;       /* server call to inherit deadline and cancellation from */
     const rpc_md_t *metadata; /* sent with the call */
     size_t n_metadata;
+    /* Wait while the channel (re)connects instead of failing at once with
+     * UNAVAILABLE; the deadline bounds the wait, so set one. */
+    bool wait_for_ready;
 } rpc_call_opts_t;
 
 /* Opens a channel to target ("127.0.0.1:50061", "dns:///sims:50061").
@@ -68,6 +72,11 @@ int rpc_stream_send(rpc_stream_t *s, const ProtobufCMessage *msg) ONCEIOT_MUSTCH
 int rpc_stream_send_raw(rpc_stream_t *s, const uint8_t *data, size_t len) ONCEIOT_MUSTCHECK;
 /* Half-closes: the server sees the end of the client's stream. */
 int rpc_stream_close_send(rpc_stream_t *s) ONCEIOT_MUSTCHECK;
+/* Waits for the server's response headers (initial metadata), which a
+ * server may send before its first message to say it is ready. Returns 0,
+ * or ERR_CANCELLED when the call ended without them (rpc_stream_finish has
+ * the status). */
+int rpc_stream_headers(rpc_stream_t *s) ONCEIOT_MUSTCHECK;
 /* 1 with *msg set, 0 at the end of the server's stream, <0 on error. */
 int rpc_stream_recv(rpc_stream_t *s, const ProtobufCMessageDescriptor *desc,
                     ProtobufCMessage **msg) ONCEIOT_MUSTCHECK;

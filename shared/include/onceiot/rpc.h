@@ -97,7 +97,10 @@ grpc_completion_queue *rpc_server_cq(rpc_server_t *srv);
 int rpc_server_start(rpc_server_t *srv, int *port_out) ONCEIOT_MUSTCHECK;
 /* Sets the health of a service name ("" is the whole server; NULL means every
  * registered service and ""). Thread-safe; Watch streams see the change.
- * Registered services and "" start SERVING when the server starts. */
+ * Registered services and "" start SERVING when the server starts, except
+ * the names set before rpc_server_start: those keep the status set (a server
+ * that is ready only once something else is, like the gateway, sets "" to
+ * NOT_SERVING before the start and to SERVING when it is ready). */
 void rpc_server_set_health(rpc_server_t *srv, const char *service, rpc_health_t status);
 /* Starts a drain: health goes NOT_SERVING, new calls are refused, calls in
  * flight get up to grace_ms, then the rest are cancelled. Async-signal-safe. */
@@ -107,6 +110,8 @@ void rpc_server_drain(rpc_server_t *srv);
 int rpc_server_wait(rpc_server_t *srv);
 /* Frees a server that was never started, or one rpc_server_wait returned for. */
 void rpc_server_free(rpc_server_t *srv);
+/* How many unary calls wait for a worker right now (tests, metrics). */
+int rpc_server_queued(rpc_server_t *srv);
 /* The index of the server's descriptor set. */
 const struct descset *rpc_server_descset(const rpc_server_t *srv);
 /* Serves ds instead of the embedded set through reflection (the gateway
@@ -147,6 +152,10 @@ void rpc_call_set_local(rpc_call_t *call, void *p);
 /* The underlying core call, for code that proxies (the gateway). */
 grpc_call *rpc_call_grpc(rpc_call_t *call);
 
+/* Sends the response headers (initial metadata) now rather than with the
+ * first reply, to tell a streaming client that something took effect (a
+ * subscription, say). Returns 0 (also when already sent) or ERR_CANCELLED. */
+int rpc_send_headers(rpc_call_t *call) ONCEIOT_MUSTCHECK;
 /* Sends one streamed reply; blocks until core accepted it. Returns 0, or
  * ERR_CANCELLED when the call is gone. */
 int rpc_send(rpc_call_t *call, const ProtobufCMessage *msg) ONCEIOT_MUSTCHECK;
