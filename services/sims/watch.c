@@ -138,6 +138,16 @@ static PGconn *sims__listen(const char *url, const char *schema)
     return c;
 }
 
+/* Hands out every notification libpq has queued. */
+static void sims__drain_notifies(sims_watch_t *w, PGconn *c)
+{
+    PGnotify *note;
+    while ((note = PQnotifies(c))) {
+        sims__dispatch(w, note->extra);
+        PQfreemem(note);
+    }
+}
+
 static void *sims__listener(void *arg)
 {
     sims_watch_t *w = arg;
@@ -153,6 +163,9 @@ static void *sims__listener(void *arg)
         if (time(NULL) - last_maintenance >= MAINTENANCE_SECS) {
             sims__maintain(c, w->parent);
             last_maintenance = time(NULL);
+            /* Notifications that came in during the maintenance statements
+             * are already in libpq's queue: the socket will not say so. */
+            sims__drain_notifies(w, c);
         }
         struct pollfd p[2] = {{PQsocket(c), POLLIN, 0}, {w->wake[0], POLLIN, 0}};
         int n = poll(p, 2, 1000);
@@ -168,11 +181,7 @@ static void *sims__listener(void *arg)
             c = NULL;
             continue;
         }
-        PGnotify *note;
-        while ((note = PQnotifies(c))) {
-            sims__dispatch(w, note->extra);
-            PQfreemem(note);
-        }
+        sims__drain_notifies(w, c);
     }
     PQfinish(c);
     return NULL;

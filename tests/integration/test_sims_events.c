@@ -156,7 +156,11 @@ Test(sims_events, a_watcher_sees_events_written_by_another_caller_in_its_organiz
     }
     for (int i = 0; i < 3; i++) {
         ProtobufCMessage *m;
-        cr_assert_eq(rpc_stream_recv(s, &onceiot__sims__v1__sim_event__descriptor, &m), 1);
+        if (rpc_stream_recv(s, &onceiot__sims__v1__sim_event__descriptor, &m) != 1) {
+            rpc_stream_finish(s, &st);
+            cr_assert_fail("event %d: the stream ended: %s: %s", i, err_grpc_name(st.code),
+                           st.message);
+        }
         Onceiot__Sims__V1__SimEvent *e = (Onceiot__Sims__V1__SimEvent *)m;
         cr_assert_str_eq(e->iccid, mine, "only the watcher's organization");
         cr_assert_eq(e->organization_id, 1);

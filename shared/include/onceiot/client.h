@@ -74,8 +74,9 @@ int rpc_stream_send_raw(rpc_stream_t *s, const uint8_t *data, size_t len) ONCEIO
 int rpc_stream_close_send(rpc_stream_t *s) ONCEIOT_MUSTCHECK;
 /* Waits for the server's response headers (initial metadata), which a
  * server may send before its first message to say it is ready. Returns 0,
- * or ERR_CANCELLED when the call ended without them (rpc_stream_finish has
- * the status). */
+ * or ERR_CANCELLED when the call ended without them. A server that fails
+ * the call sends headers with its status: then the next rpc_stream_recv
+ * ends the stream and rpc_stream_finish has the status. */
 int rpc_stream_headers(rpc_stream_t *s) ONCEIOT_MUSTCHECK;
 /* 1 with *msg set, 0 at the end of the server's stream, <0 on error. */
 int rpc_stream_recv(rpc_stream_t *s, const ProtobufCMessageDescriptor *desc,
