@@ -244,10 +244,12 @@ bool usage_h_violation(arena_t *a, const rpc_status_t *st, const char *field)
 
 const char *usage_h_sim(int64_t org, long long n, int64_t data_volume, int64_t sms_volume)
 {
-    principal_t admin = sims_h_admin(org);
+    /* SIMs are registered by the operator's staff into the tenant's organization. */
+    principal_t admin = sims_h_root();
     const char *iccid = sims_h_iccid(n);
     Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
     in.iccid = (char *)iccid;
+    in.organization_id = org;
     in.data_volume = data_volume;
     in.sms_volume = sms_volume;
     Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
