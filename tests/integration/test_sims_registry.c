@@ -30,6 +30,20 @@ static int list(const principal_t *who, Onceiot__Sims__V1__ListSimsRequest *req,
     return sims_h_call("ListSims", &req->base, LIST_D, who, NULL, (ProtobufCMessage **)out, st);
 }
 
+/* UpdateSim of the fields named in paths. */
+static int update(const principal_t *who, const char *iccid, Onceiot__Sims__V1__SimChanges *ch,
+                  char **paths, size_t n, Onceiot__Sims__V1__Sim **out, rpc_status_t *st)
+{
+    Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+    mask.paths = paths;
+    mask.n_paths = n;
+    Onceiot__Sims__V1__UpdateSimRequest req = ONCEIOT__SIMS__V1__UPDATE_SIM_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    req.changes = ch;
+    req.update_mask = &mask;
+    return sims_h_call("UpdateSim", &req.base, SIM_D, who, NULL, (ProtobufCMessage **)out, st);
+}
+
 static bool has_violation(rpc_status_t *st, const char *field)
 {
     const char **fields, **descs;
@@ -376,18 +390,9 @@ Test(sims_registry, paging_by_the_longest_labels_reaches_every_sim)
         Onceiot__Sims__V1__SimChanges ch = ONCEIOT__SIMS__V1__SIM_CHANGES__INIT;
         ch.label = label;
         char *paths[] = {"label"};
-        Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
-        mask.paths = paths;
-        mask.n_paths = 1;
-        Onceiot__Sims__V1__UpdateSimRequest req = ONCEIOT__SIMS__V1__UPDATE_SIM_REQUEST__INIT;
-        req.iccid = (char *)iccid;
-        req.changes = &ch;
-        req.update_mask = &mask;
         Onceiot__Sims__V1__Sim *s;
         rpc_status_t st;
-        cr_assert_eq(
-            sims_h_call("UpdateSim", &req.base, SIM_D, &admin, NULL, (ProtobufCMessage **)&s, &st),
-            0, "%s", st.message);
+        cr_assert_eq(update(&admin, iccid, &ch, paths, 1, &s, &st), 0, "%s", st.message);
     }
     Onceiot__Sims__V1__ListSimsRequest req = ONCEIOT__SIMS__V1__LIST_SIMS_REQUEST__INIT;
     req.order_by = ONCEIOT__SIMS__V1__SIM_ORDER_BY__SIM_ORDER_BY_LABEL;
