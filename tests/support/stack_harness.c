@@ -60,8 +60,9 @@ static const char **sh__env(const char *const *base, size_t n_base, const char *
     return env;
 }
 
-/* Starts the gateway with the stack's addresses; wait: until SERVING. */
-static void sh__launch_gateway(sh_stack_t *s, const char *const *gateway_env, bool wait)
+/* Starts the gateway with the stack's addresses on port (0: a free one);
+ * wait: until SERVING. */
+static void sh__launch_gateway(sh_stack_t *s, const char *const *gateway_env, bool wait, int port)
 {
     char key[96], identity[96], test[96];
     snprintf(key, sizeof(key), "ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
@@ -82,10 +83,12 @@ static void sh__launch_gateway(sh_stack_t *s, const char *const *gateway_env, bo
     const char *base[] = {key, signing, identity, test, sims, usage, commerce, support};
     const char **env = sh__env(base, sizeof(base) / sizeof(*base), gateway_env);
     char *bin = ph_build_path("tests/onceiot-gateway-test");
+    if (!port)
+        port = ph_free_port();
     if (wait)
-        ph_start(&s->gateway, bin, env);
+        ph_start_at(&s->gateway, port, bin, env);
     else
-        ph_spawn(&s->gateway, bin, env);
+        ph_spawn_at(&s->gateway, port, bin, env);
     mem_free(bin);
     mem_free(env);
     mem_free(signing);
@@ -93,17 +96,19 @@ static void sh__launch_gateway(sh_stack_t *s, const char *const *gateway_env, bo
 
 void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env)
 {
-    sh__launch_gateway(s, gateway_env, true);
+    sh__launch_gateway(s, gateway_env, true, 0);
 }
 
-/* Starts onceiot-sims on a fresh "sims" schema with the stack's key. */
-static void sh__start_sims(sh_stack_t *s)
+/* Starts onceiot-sims with the stack's key on port (0: a free one), on a
+ * fresh "sims" schema unless it is a restart (port given). */
+static void sh__start_sims(sh_stack_t *s, int port)
 {
-    sh__sql("SET client_min_messages = warning;"
-            "CREATE SCHEMA IF NOT EXISTS partman;"
-            "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;"
-            "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;"
-            "DROP SCHEMA IF EXISTS sims CASCADE");
+    if (!port)
+        sh__sql("SET client_min_messages = warning;"
+                "CREATE SCHEMA IF NOT EXISTS partman;"
+                "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;"
+                "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;"
+                "DROP SCHEMA IF EXISTS sims CASCADE");
     char *key = mem_printf("ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
     char *db = mem_printf("ONCEIOT_DATABASE_URL=%s", getenv("ONCEIOT_TEST_PG_URL"));
     char *schema = ph_source_path("schema");
@@ -111,7 +116,7 @@ static void sh__start_sims(sh_stack_t *s)
     const char *env[] = {key, db, dir, "ONCEIOT_HEALTH_INTERVAL_MS=100", "ONCEIOT_GRACE_MS=3000",
                          NULL};
     char *bin = ph_build_path("services/onceiot-sims");
-    ph_start(&s->sims, bin, env);
+    ph_start_at(&s->sims, port ? port : ph_free_port(), bin, env);
     mem_free(bin);
     mem_free(dir);
     mem_free(schema);
@@ -169,7 +174,7 @@ static void sh__start(sh_stack_t *s, bool with_sims, const char *const *identity
     sh__start_identity(s, 0, identity_env);
     sh__start_testsvc(s, 0, true);
     if (with_sims)
-        sh__start_sims(s);
+        sh__start_sims(s, 0);
     sh_start_gateway(s, gateway_env);
     /* The gateway is SERVING only once it has identity's keys. */
     cr_assert(ph_log_contains(&s->gateway, "verification_keys_loaded"),
@@ -183,7 +188,7 @@ void sh_start_gateway_first(sh_stack_t *s, const char *const *gateway_env)
     /* identity's address is known before anything listens there. */
     s->identity.port = ph_free_port();
     snprintf(s->identity.addr, sizeof(s->identity.addr), "127.0.0.1:%d", s->identity.port);
-    sh__launch_gateway(s, gateway_env, false);
+    sh__launch_gateway(s, gateway_env, false, 0);
     /* Answering at all (any status) is when the test can look. */
     for (int i = 0; i < 600 && ph_health(s->gateway.addr, "") < 0; i++)
         usleep(50000);
@@ -202,6 +207,21 @@ void sh_restart_testsvc(sh_stack_t *s)
     if (s->testsvc.pid)
         ph_stop(&s->testsvc, SIGKILL, 5000);
     sh__start_testsvc(s, port, false);
+}
+
+void sh_kill_restart(sh_stack_t *s, ph_proc_t *p)
+{
+    int port = p->port;
+    cr_assert(p->pid, "not running");
+    ph_stop(p, SIGKILL, 5000);
+    if (p == &s->identity)
+        sh__start_identity(s, port, NULL);
+    else if (p == &s->sims)
+        sh__start_sims(s, port);
+    else if (p == &s->gateway)
+        sh__launch_gateway(s, NULL, true, port);
+    else
+        cr_assert_fail("sh_kill_restart: identity, sims or the gateway");
 }
 
 void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const *gateway_env)
