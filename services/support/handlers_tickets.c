@@ -44,8 +44,13 @@ int support_create_ticket(rpc_call_t *call, const ProtobufCMessage *req, Protobu
         return rpc_fail(call, ERR_INVALID_ARGUMENT, "the caller has no organization");
     if ((rc = support_check_iccids_or_status(&cx, "iccids", r->iccids, r->n_iccids, org)) < 0)
         return rc;
-    if ((rc = svc_begin_or_status(call)) < 0)
-        return rc;
+    /* The ICCIDs are checked before the transaction: no claim waits on a
+     * call to sims. A retry is checked again, then replayed. */
+    db_conn_t *conn = svc_db_or_status(call);
+    if (!conn)
+        return ERR_UNAVAILABLE;
+    if ((rc = requestid_begin_or_status(call, conn, r->request_id, req, &cx.rq, resp)) != 0)
+        return rc < 0 ? rc : 0; /* or the first answer, replayed */
     const char *params[] = {support_i64(&cx, org),
                             cx.actor,
                             r->subject,

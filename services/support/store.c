@@ -205,7 +205,8 @@ int support_commit_answer(support_ctx_t *cx, int64_t id, ProtobufCMessage **resp
 {
     support_ticket_t *t;
     int rc = support_load_ticket_or_status(cx, id, true, &t);
-    if (rc < 0 || (rc = svc_commit_or_status(cx->call)) < 0)
+    if (rc < 0 || (rc = requestid_commit_or_status(cx->call, svc_db_or_status(cx->call), &cx->rq,
+                                                   &t->base)) < 0)
         return rc;
     *resp = &t->base;
     return 0;

@@ -5,6 +5,7 @@
 #define ONCEIOT_SUPPORT_H
 
 #include "onceiot/pagetoken.h"
+#include "onceiot/requestid.h"
 #include "onceiot/svc.h"
 #include "support/v1/support.pb-c.h"
 
@@ -31,6 +32,7 @@ typedef struct support_ctx {
     bool staff;        /* a superuser: sees and triages every organization */
     const char *org;   /* the caller's organization as text; NULL for staff (all) */
     const char *actor; /* the caller's user id as text (0 for a service) */
+    requestid_t rq;    /* the call's claimed request id, if any */
 } support_ctx_t;
 
 /* Verifies the principal and fills cx. Returns 0, or an ERR_* code with the
@@ -48,34 +50,40 @@ const char *support_nz(const char *s);
 /* A ticket row as every read selects it (SUPPORT_TICKET_COLUMNS over t). */
 support_ticket_t *support_ticket_from_row(arena_t *a, const PGresult *res, int row);
 #define SUPPORT_US(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
-#define SUPPORT_TICKET_COLUMNS                                                                                                                                                                         \
-    "t.id, t.external_id, t.organization_id, t.created_by, t.subject, t.description, "                                                                                                                 \
-    "t.priority, t.status, t.category, array_to_string(t.iccids, ',') AS iccids_csv, "                                                                                                                 \
-    "t.assignee_id, t.resolution, t.reopen_count, " SUPPORT_US(                                                                                                                                        \
-        "t.created_at") " AS "                                                                                                                                                                         \
-                        "created_us,"                                                                                                                                                                  \
-                        " " SUPPORT_US(                                                                                                                                                                \
-                            "t."                                                                                                                                                                       \
-                            "up"                                                                                                                                                                       \
-                            "da"                                                                                                                                                                       \
-                            "te"                                                                                                                                                                       \
-                            "d_"                                                                                                                                                                       \
-                            "a"                                                                                                                                                                        \
-                            "t") " AS updated_us, " SUPPORT_US("t.started_at") " AS "                                                                                                                  \
-                                                                               "started_us,"                                                                                                           \
-                                                                               " " SUPPORT_US("t."                                                                                                     \
-                                                                                              "re"                                                                                                     \
-                                                                                              "so"                                                                                                     \
-                                                                                              "lv"                                                                                                     \
-                                                                                              "ed"                                                                                                     \
-                                                                                              "_"                                                                                                      \
-                                                                                              "a"                                                                                                      \
-                                                                                              "t") " AS "                                                                                              \
-                                                                                                   "resolve"                                                                                           \
-                                                                                                   "d_us,"                                                                                             \
-                                                                                                   " " SUPPORT_US("t.closed_at") " AS closed_us, " SUPPORT_US(                                         \
-                                                                                                       "t.first_response_at") " AS first_response_us, " SUPPORT_US("t.response_due_at") " AS due_us, " \
-                                                                                                                                                                                        "coalesce(t.first_response_at, now()) > t.response_due_at AS overdue"
+#define SUPPORT_TICKET_COLUMNS                                                                                                                                              \
+    "t.id, t.external_id, t.organization_id, t.created_by, t.subject, t.description, "                                                                                      \
+    "t.priority, t.status, t.category, array_to_string(t.iccids, ',') AS iccids_csv, "                                                                                      \
+    "t.assignee_id, t.resolution, t.reopen_count, " SUPPORT_US(                                                                                                             \
+        "t.created_at") " AS "                                                                                                                                              \
+                        "created_us,"                                                                                                                                       \
+                        " " SUPPORT_US(                                                                                                                                     \
+                            "t."                                                                                                                                            \
+                            "up"                                                                                                                                            \
+                            "da"                                                                                                                                            \
+                            "te"                                                                                                                                            \
+                            "d_"                                                                                                                                            \
+                            "a"                                                                                                                                             \
+                            "t") " AS updated_us, " SUPPORT_US("t.started_at") " AS "                                                                                       \
+                                                                               "started_us,"                                                                                \
+                                                                               " " SUPPORT_US(                                                                              \
+                                                                                   "t."                                                                                     \
+                                                                                   "re"                                                                                     \
+                                                                                   "so"                                                                                     \
+                                                                                   "lv"                                                                                     \
+                                                                                   "ed"                                                                                     \
+                                                                                   "_"                                                                                      \
+                                                                                   "a"                                                                                      \
+                                                                                   "t") " AS "                                                                              \
+                                                                                        "resolve"                                                                           \
+                                                                                        "d_us,"                                                                             \
+                                                                                        " " SUPPORT_US("t.closed_at") " AS closed_us, " SUPPORT_US(                         \
+                                                                                            "t."                                                                            \
+                                                                                            "firs"                                                                          \
+                                                                                            "t_"                                                                            \
+                                                                                            "resp"                                                                          \
+                                                                                            "onse"                                                                          \
+                                                                                            "_at") " AS first_response_us, " SUPPORT_US("t.response_due_at") " AS due_us, " \
+                                                                                                                                                             "coalesce(t.first_response_at, now()) > t.response_due_at AS overdue"
 /* $n (unix microseconds, text) as a timestamptz, exactly. */
 #define SUPPORT_TS(n) "('epoch'::timestamptz + " n "::bigint * interval '1 microsecond')"
 
@@ -101,7 +109,8 @@ int support_begin_lock_or_status(support_ctx_t *cx, int64_t id,
 int support_record_history(support_ctx_t *cx, const char *ticket_id, const char *kind,
                            const char *from_status, const char *to_status,
                            const char *from_assignee, const char *to_assignee) ONCEIOT_MUSTCHECK;
-/* Reads the ticket back inside the transaction, commits, and answers it. */
+/* Reads the ticket back inside the transaction, records it as the answer
+ * of the call's claimed request id (if any), commits, and answers it. */
 int support_commit_answer(support_ctx_t *cx, int64_t id, ProtobufCMessage **resp) ONCEIOT_MUSTCHECK;
 
 /* ---- validate.c: names as stored and the proto enums ---- */

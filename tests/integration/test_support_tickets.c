@@ -573,3 +573,44 @@ Test(support_tickets, update_changes_only_the_masked_fields)
     cr_assert_str_eq(now->iccids[0], supp_h.sim_a2);
     cr_assert_str_eq(supp_h_get(supp_h.cust_a, t2->id)->external_id, "");
 }
+
+static int create_with_id(const char *auth, const char *subject, const char *request_id,
+                          supp_ticket_t **t, rpc_status_t *s)
+{
+    Onceiot__Support__V1__CreateTicketRequest req =
+        ONCEIOT__SUPPORT__V1__CREATE_TICKET_REQUEST__INIT;
+    req.subject = (char *)subject;
+    req.request_id = (char *)request_id;
+    return supp_h_call(auth, "CreateTicket", &req.base, T_DESC, t, s);
+}
+
+Test(support_tickets, a_retried_create_with_its_request_id_opens_one_ticket)
+{
+    supp_ticket_t *first = NULL, *again = NULL;
+    rpc_status_t s;
+    cr_assert_eq(create_with_id(supp_h.cust_a, "SIM lost", "retry-1", &first, &s), 0, "%s",
+                 s.message);
+    /* A later change does not alter the replayed answer: the first one. */
+    cr_assert_eq(supp_h_act(supp_h.staff, "StartTicket", first->id, NULL, NULL), 0);
+    cr_assert_eq(create_with_id(supp_h.cust_a, "SIM lost", "retry-1", &again, &s), 0, "%s",
+                 s.message);
+    cr_assert_eq(again->id, first->id);
+    cr_assert_eq(again->status, S(OPEN));
+    list_req_t lr = ONCEIOT__SUPPORT__V1__LIST_TICKETS_REQUEST__INIT;
+    cr_assert_eq(list_ok(supp_h.cust_a, &lr)->n_tickets, 1);
+    /* The same id with another request is refused and opens nothing. */
+    supp_ticket_t *out = NULL;
+    cr_assert_lt(create_with_id(supp_h.cust_a, "SIM found", "retry-1", &out, &s), 0);
+    cr_assert_eq(s.code, GRPC_STATUS_INVALID_ARGUMENT, "%s", err_grpc_name(s.code));
+    cr_assert_lt(create_with_id(supp_h.cust_a, "SIM lost", "not an id!", &out, &s), 0);
+    cr_assert(supp_h_violation(&s, "request_id"), "%s", s.message);
+    /* Ids are the caller's: another user's "retry-1" is a new ticket, and no
+     * id at all is never deduplicated. */
+    cr_assert_eq(create_with_id(supp_h.cust_b, "SIM lost", "retry-1", &out, &s), 0, "%s",
+                 s.message);
+    cr_assert_neq(out->id, first->id);
+    cr_assert_eq(create_with_id(supp_h.cust_a, "SIM lost", "", &out, &s), 0);
+    cr_assert_eq(create_with_id(supp_h.cust_a, "SIM lost", "", &again, &s), 0);
+    cr_assert_neq(out->id, again->id);
+    cr_assert_eq(list_ok(supp_h.cust_a, &lr)->n_tickets, 3);
+}
