@@ -9,8 +9,8 @@
 #define LIST_DEFAULT 100
 #define LIST_MAX     1000
 #define COMMENT_COLUMNS                                                                            \
-    "id, ticket_id, author_id, author_is_staff, visibility, body, " SUPPORT_US(                    \
-        "created_at") " AS created_us"
+    "id, ticket_id, author_id, author_is_staff, visibility, body, "                                \
+    "(extract(epoch FROM created_at) * 1000000)::bigint AS created_us"
 
 static support_comment_t *support__comment_from_row(arena_t *a, const PGresult *res, int row)
 {

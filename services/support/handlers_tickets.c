@@ -86,47 +86,8 @@ int support_get_ticket(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCM
     return 0;
 }
 
-/* Every filter of ListTickets is "($n IS NULL OR condition)"; with custom
- * plans (set before the statement) PostgreSQL drops the unused ones and
- * picks the index of the ones used. A customer's search reads the public
- * document ($10), staff's the one with internal notes ($11). */
-#define LIST_FILTERS                                                                               \
-    "FROM tickets t WHERE ($1::bigint IS NULL OR t.organization_id = $1) "                         \
-    "AND ($2::text IS NULL OR t.status = $2) "                                                     \
-    "AND ($3::text IS NULL OR t.priority = $3) "                                                   \
-    "AND ($4::text IS NULL OR t.category = $4) "                                                   \
-    "AND ($5::bigint IS NULL OR t.assignee_id = $5) "                                              \
-    "AND ($6::bool IS NULL OR t.assignee_id IS NULL) "                                             \
-    "AND ($7::text IS NULL OR t.iccids @> ARRAY[$7::text]) "                                       \
-    "AND ($8::bigint IS NULL OR t.created_at >= " SUPPORT_TS(                                      \
-        "$8") ") "                                                                                 \
-              "AND ($9::bigint IS NULL OR t.created_at < " SUPPORT_TS(                             \
-                  "$9") ") "                                                                       \
-                        "AND ($10::text IS NULL OR t.search_public @@ "                            \
-                        "websearch_to_tsquery('english', $10)) "                                   \
-                        "AND ($11::text IS NULL OR t.search_staff @@ "                             \
-                        "websearch_to_tsquery('english', $11)) "                                   \
-                        "AND ($12::bool IS NULL OR (t.first_response_at IS NULL "                  \
-                        "AND t.status IN ('open', 'in_progress') AND t.response_due_at < now())) " \
-                        "AND ($13::bigint IS NULL OR (t.first_response_at IS NULL "                \
-                        "AND t.status IN ('open', 'in_progress') AND t.response_due_at >= now() "  \
-                        "AND t.response_due_at <= now() + $13::bigint * interval '1 second')) "
-
-static const db_stmt_t list_by_created = {
-    "support_list_created",
-    "SELECT " SUPPORT_TICKET_COLUMNS ", " SUPPORT_US(
-        "t.created_at") " AS sort_key " LIST_FILTERS
-                        "AND ($15::bigint IS NULL OR (t.created_at, t.id) < (" SUPPORT_TS(
-                            "$15") ", $16::bigint)) "
-                                   "ORDER BY t.created_at DESC, t.id DESC LIMIT $14",
-    16};
-
-static const db_stmt_t list_by_priority = {
-    "support_list_priority",
-    "SELECT " SUPPORT_TICKET_COLUMNS ", t.priority_rank AS sort_key " LIST_FILTERS
-    "AND ($15::smallint IS NULL OR (t.priority_rank, t.id) > ($15::smallint, $16::bigint)) "
-    "ORDER BY t.priority_rank, t.id LIMIT $14",
-    16};
+static const db_stmt_t list_by_created = {"support_list_created", SUPPORT_LIST_BY_CREATED, 16};
+static const db_stmt_t list_by_priority = {"support_list_priority", SUPPORT_LIST_BY_PRIORITY, 16};
 
 int support_list_tickets(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {

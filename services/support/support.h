@@ -8,6 +8,7 @@
 #include "onceiot/requestid.h"
 #include "onceiot/svc.h"
 #include "support/v1/support.pb-c.h"
+#include "support_sql.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -47,46 +48,9 @@ const char *support_nz(const char *s);
 
 /* ---- store.c ---- */
 
-/* A ticket row as every read selects it (SUPPORT_TICKET_COLUMNS over t). */
+/* A ticket row as every read selects it (SUPPORT_TICKET_COLUMNS over t,
+ * support_sql.h). */
 support_ticket_t *support_ticket_from_row(arena_t *a, const PGresult *res, int row);
-#define SUPPORT_US(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
-#define SUPPORT_TICKET_COLUMNS                                                                                                                                              \
-    "t.id, t.external_id, t.organization_id, t.created_by, t.subject, t.description, "                                                                                      \
-    "t.priority, t.status, t.category, array_to_string(t.iccids, ',') AS iccids_csv, "                                                                                      \
-    "t.assignee_id, t.resolution, t.reopen_count, " SUPPORT_US(                                                                                                             \
-        "t.created_at") " AS "                                                                                                                                              \
-                        "created_us,"                                                                                                                                       \
-                        " " SUPPORT_US(                                                                                                                                     \
-                            "t."                                                                                                                                            \
-                            "up"                                                                                                                                            \
-                            "da"                                                                                                                                            \
-                            "te"                                                                                                                                            \
-                            "d_"                                                                                                                                            \
-                            "a"                                                                                                                                             \
-                            "t") " AS updated_us, " SUPPORT_US("t.started_at") " AS "                                                                                       \
-                                                                               "started_us,"                                                                                \
-                                                                               " " SUPPORT_US(                                                                              \
-                                                                                   "t."                                                                                     \
-                                                                                   "re"                                                                                     \
-                                                                                   "so"                                                                                     \
-                                                                                   "lv"                                                                                     \
-                                                                                   "ed"                                                                                     \
-                                                                                   "_"                                                                                      \
-                                                                                   "a"                                                                                      \
-                                                                                   "t") " AS "                                                                              \
-                                                                                        "resolve"                                                                           \
-                                                                                        "d_us,"                                                                             \
-                                                                                        " " SUPPORT_US("t.closed_at") " AS closed_us, " SUPPORT_US(                         \
-                                                                                            "t."                                                                            \
-                                                                                            "firs"                                                                          \
-                                                                                            "t_"                                                                            \
-                                                                                            "resp"                                                                          \
-                                                                                            "onse"                                                                          \
-                                                                                            "_at") " AS first_response_us, " SUPPORT_US("t.response_due_at") " AS due_us, " \
-                                                                                                                                                             "coalesce(t.first_response_at, now()) > t.response_due_at AS overdue"
-/* $n (unix microseconds, text) as a timestamptz, exactly. */
-#define SUPPORT_TS(n) "('epoch'::timestamptz + " n "::bigint * interval '1 microsecond')"
-
 /* Reads one ticket in the caller's tenant (with its history when
  * with_history). NOT_FOUND (status set) when it does not exist there. */
 int support_load_ticket_or_status(support_ctx_t *cx, int64_t id, bool with_history,
