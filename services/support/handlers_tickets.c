@@ -34,10 +34,9 @@ int support_create_ticket(rpc_call_t *call, const ProtobufCMessage *req, Protobu
         rpc_violation(call, "category", "unknown category %d", (int)r->category);
     if (r->organization_id < 0)
         rpc_violation(call, "organization_id", "must not be negative");
-    bool iccids_ok = support_valid_iccids(call, "iccids", r->iccids, r->n_iccids);
+    support_valid_iccids(call, "iccids", r->iccids, r->n_iccids);
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
-    (void)iccids_ok;
     /* Only staff choose the organization; others open tickets in their own. */
     int64_t org = cx.staff && r->organization_id ? r->organization_id : cx.who->organization_id;
     if (org <= 0)

@@ -212,6 +212,12 @@ Test(support_lifecycle, tickets_are_assigned_to_active_staff_only_and_reassigned
     void *out = NULL;
     cr_assert_lt(assign(supp_h.cust_a, t->id, supp_h.staff_id, (supp_ticket_t **)&out, &s), 0);
     cr_assert_eq(s.code, GRPC_STATUS_PERMISSION_DENIED);
+    /* Bad ids name their field; an unknown ticket is NOT_FOUND. */
+    cr_assert_lt(assign(supp_h.staff, 0, -1, (supp_ticket_t **)&out, &s), 0);
+    cr_assert_eq(s.code, GRPC_STATUS_INVALID_ARGUMENT);
+    cr_assert(supp_h_violation(&s, "id") && supp_h_violation(&s, "assignee_id"), "%s", s.message);
+    cr_assert_lt(assign(supp_h.staff, 999999, supp_h.staff_id, (supp_ticket_t **)&out, &s), 0);
+    cr_assert_eq(s.code, GRPC_STATUS_NOT_FOUND);
     /* The assignee filter and the unassigned one. */
     supp_ticket_t *t2 = supp_h_create(supp_h.cust_a, "nobody's", 0);
     Onceiot__Support__V1__ListTicketsRequest lr = ONCEIOT__SUPPORT__V1__LIST_TICKETS_REQUEST__INIT;
