@@ -36,6 +36,8 @@ static void gw__fini(svc_t *svc)
     if (!gw)
         return;
     gw_streams_free(gw->streams);
+    /* The upstreams' health thread asks auth whether the gateway is ready. */
+    gw_upstreams_stop(gw->upstreams);
     gw_auth_free(gw->auth);
     gw_ratelimit_free(gw->public_ratelimit);
     gw_upstreams_free(gw->upstreams);

@@ -1,5 +1,6 @@
 /* Queries shared by the handlers: the call context, reading SIMs and events,
  * recording events and consuming quota. */
+#include "onceiot/pbtime.h"
 #include "sims.h"
 
 #include <stdio.h>
@@ -46,25 +47,14 @@ int sims_exec_quiet(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *pa
     return db_exec(conn, stmt, params, res);
 }
 
-static int sims__simple(sims_ctx_t *cx, const char *sql)
-{
-    db_conn_t *conn = svc_db_or_status(cx->call);
-    if (!conn)
-        return ERR_UNAVAILABLE;
-    int rc = db_exec_simple(conn, sql);
-    if (rc < 0)
-        return svc_db_fail(cx->call, conn, rc);
-    return 0;
-}
-
 int sims_begin(sims_ctx_t *cx)
 {
-    return sims__simple(cx, "BEGIN");
+    return svc_begin_or_status(cx->call);
 }
 
 int sims_commit(sims_ctx_t *cx)
 {
-    return sims__simple(cx, "COMMIT");
+    return svc_commit_or_status(cx->call);
 }
 
 int sims_begin_request_or_status(sims_ctx_t *cx, const char *request_id,
@@ -91,26 +81,12 @@ const char *sims_nz(const char *s)
 
 Google__Protobuf__Timestamp *sims_ts(arena_t *a, const char *us)
 {
-    if (!us)
-        return NULL;
-    long long v = strtoll(us, NULL, 10);
-    Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
-    google__protobuf__timestamp__init(ts);
-    long long sec = v / 1000000, rem = v % 1000000;
-    if (rem < 0) {
-        rem += 1000000;
-        sec--;
-    }
-    ts->seconds = sec;
-    ts->nanos = (int32_t)(rem * 1000);
-    return ts;
+    return pbtime_from_us_text(a, us);
 }
 
 const char *sims_ts_param(sims_ctx_t *cx, const Google__Protobuf__Timestamp *ts)
 {
-    if (!ts)
-        return NULL;
-    return arena_printf(cx->a, "%lld", (long long)ts->seconds * 1000000 + ts->nanos / 1000);
+    return pbtime_us_text(cx->a, ts);
 }
 
 static const char *const status_names[] = {

@@ -11,6 +11,7 @@
 #include "identity.h"
 #include "onceiot/descset.h"
 #include "sims.h"
+#include "support/v1/support.pb-c.h"
 #include "usage.h"
 
 #include <stddef.h>
@@ -26,6 +27,7 @@ static const ProtobufCServiceDescriptor *const services[] = {
     &onceiot__identity__v1__identity_service__descriptor,
     &onceiot__sims__v1__sim_service__descriptor,
     &onceiot__usage__v1__usage_service__descriptor,
+    &onceiot__support__v1__support_service__descriptor,
 };
 #define N_SERVICES  (sizeof(services) / sizeof(services[0]))
 #define MAX_METHODS 256
