@@ -16,7 +16,10 @@
 # usage: BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/postgres tools/bench/usage.sh
 # (a superuser URL; ONCEIOT_TEST_PG_URL is used when BENCH_PG_URL is unset).
 # Tunables: BENCH_USAGE_SIMS (10000), BENCH_USAGE_HOURS (720), BENCH_USAGE_BATCH
-# (1000), ONCEIOT_BUILD_DIR (build/ of this checkout). Needs psql, python3.
+# (1000), ONCEIOT_BUILD_DIR (build/ of this checkout), BENCH_USAGE_LOG_LEVEL
+# (the processes' ONCEIOT_LOG_LEVEL, warn), BENCH_USAGE_KEEP_LOGS (a folder
+# the processes' logs are copied into at the end; none). The default scale is
+# the issue's full one: 7.2M records. Needs psql, python3.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -27,6 +30,8 @@ PG_URL="${BENCH_PG_URL:-${ONCEIOT_TEST_PG_URL:?set BENCH_PG_URL to a superuser U
 N_SIMS="${BENCH_USAGE_SIMS:-10000}"
 HOURS="${BENCH_USAGE_HOURS:-720}"
 BATCH="${BENCH_USAGE_BATCH:-1000}"
+LOG_LEVEL="${BENCH_USAGE_LOG_LEVEL:-warn}"
+KEEP_LOGS="${BENCH_USAGE_KEEP_LOGS:-}"
 DB=onceiot_usage_bench
 # shellcheck source=../lib/proc.sh
 source "$ROOT/tools/lib/proc.sh"
@@ -46,6 +51,10 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     [[ -n "${BENCH_URL:-}" ]] && psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" 2>/dev/null
+    if [[ -n "$KEEP_LOGS" ]]; then
+        mkdir -p "$KEEP_LOGS"
+        cp "$WORK"/*.log "$KEEP_LOGS"/ 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -95,7 +104,7 @@ hex32() {
 start() {
     local name="$1" port="$2"
     shift 2
-    env ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$port" ONCEIOT_LOG_LEVEL=warn "$@" \
+    env ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$port" ONCEIOT_LOG_LEVEL="$LOG_LEVEL" "$@" \
         "$BIN/onceiot-$name" >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
     wait_port "$port"
