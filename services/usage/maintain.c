@@ -1,7 +1,8 @@
 /* Upkeep of the usage tables, run at start and then every interval on a
  * pool connection: pg_partman creates the raw table's partitions ahead and
- * drops those past the retention (so no pg_partman_bgw is needed), and the
- * rollups and batch ids are pruned past their own retention. More often
+ * drops those past the retention (so no pg_partman_bgw is needed), the
+ * rollups and batch ids are pruned past their own retention, and late rows
+ * are moved out of the default partition into partitions of their days. More often
  * (every compact interval) the organizations' per-batch rows are folded into
  * one row per organization and day. */
 #include "onceiot/log.h"
@@ -24,6 +25,16 @@ struct usage_maint {
 };
 
 static const db_stmt_t partman = {"usage_partman", "SELECT partman.run_maintenance($1)", 1};
+/* Late records older than the oldest partition (partitions are made from 30
+ * days back when the table is created, then ahead) land in the default
+ * partition; this moves them into partitions of their own days, which it
+ * creates, so the retention drops them with their day like any other row.
+ * total_volume is generated, so it is left to PostgreSQL. Up to 100 days a
+ * run. */
+static const db_stmt_t move_late = {"usage_move_late",
+                                    "SELECT partman.partition_data_time($1, p_batch_count => 100, "
+                                    "p_ignored_columns => ARRAY['total_volume']) AS moved",
+                                    1};
 /* Rows that fell into the default partition (older than the partitions made
  * when the table was created) are not dropped with a partition. */
 static const db_stmt_t prune[] = {
@@ -94,6 +105,13 @@ static void usage__maintain(usage_maint_t *m)
         if (rc < 0)
             log_msg(LOG_WARN, "maintenance_prune", "%s: %s", prune[i].name, db_errmsg(conn));
     }
+    PGresult *res = NULL;
+    if (db_exec(conn, &move_late, params, &res) < 0)
+        log_msg(LOG_WARN, "maintenance_late_rows", "%s", db_errmsg(conn));
+    else if (db_get_int(res, 0, "moved", 0) > 0)
+        log_msg(LOG_INFO, "late_rows_moved", "%lld rows out of the default partition",
+                (long long)db_get_int(res, 0, "moved", 0));
+    PQclear(res);
     db_pool_release(m->pool, conn);
     log_msg(LOG_DEBUG, "maintenance_done", "%s", m->parent);
 }
