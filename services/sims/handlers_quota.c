@@ -221,15 +221,22 @@ static const db_stmt_t lock_sims = {
 
 /* Every quota of the batch in one statement (u.ord: the input's position).
  * As in sims_consume_quota, the row lock of the UPDATE serializes consumers
- * and the state before is derived from the one after. SIMs without a quota
+ * and the state before is derived from the one after. Quotas the batch does
+ * not use (n = 0, most SMS quotas) are only read, not rewritten: their
+ * outcome needs what is left, and nothing else changes. SIMs without a quota
  * of a type return no row for it: unmetered. */
+#define CONSUMED_COLUMNS                                                                           \
+    "q.volume, q.used_volume, q.remaining_volume, q.threshold_volume, q.threshold_reached, "       \
+    "q.auto_reload"
 static const db_stmt_t consume_all = {
     "sims_consume_all",
-    "UPDATE sim_quotas q SET used_volume = q.used_volume + u.n "
-    "FROM unnest($1::bigint[], $2::text[], $3::bigint[]) WITH ORDINALITY "
-    "AS u(sim_id, quota_type, n, ord) WHERE q.sim_id = u.sim_id AND q.quota_type = u.quota_type "
-    "RETURNING u.ord, q.volume, q.used_volume, q.remaining_volume, q.threshold_volume, "
-    "q.threshold_reached, q.auto_reload",
+    "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]) WITH ORDINALITY "
+    "AS u(sim_id, quota_type, n, ord)), "
+    "c AS (UPDATE sim_quotas q SET used_volume = q.used_volume + u.n FROM u "
+    "WHERE u.n > 0 AND q.sim_id = u.sim_id AND q.quota_type = u.quota_type "
+    "RETURNING u.ord, " CONSUMED_COLUMNS ") "
+    "SELECT * FROM c UNION ALL SELECT u.ord, " CONSUMED_COLUMNS " FROM u JOIN sim_quotas q "
+    "ON q.sim_id = u.sim_id AND q.quota_type = u.quota_type WHERE u.n = 0",
     3};
 
 static const db_stmt_t reload_all = {
@@ -370,23 +377,23 @@ static int sims__consume_all(sims_ctx_t *cx, const sims_item_t *v, size_t n, con
                              const char *const *orgs, Onceiot__Sims__V1__ApplyUsageResponse *out)
 {
     size_t rows = 2 * n;
-    const char **sim = arena_alloc(cx->a, rows * sizeof(char *));
+    int64_t *sim = arena_alloc(cx->a, rows * sizeof(int64_t));
     const char **type = arena_alloc(cx->a, rows * sizeof(char *));
-    const char **amount = arena_alloc(cx->a, rows * sizeof(char *));
+    int64_t *amount = arena_alloc(cx->a, rows * sizeof(int64_t));
     int64_t *remaining = arena_alloc(cx->a, rows * sizeof(int64_t));
     sims_quota_after_t *after = arena_alloc(cx->a, rows * sizeof(*after));
     bool *metered = arena_alloc(cx->a, rows * sizeof(bool));
     for (size_t r = 0; r < rows; r++) {
         const Onceiot__Sims__V1__UsageItem *it = v[r / 2].it;
-        sim[r] = ids[r / 2];
+        sim[r] = strtoll(ids[r / 2], NULL, 10);
         type[r] = sims__usage_types[r % 2];
-        amount[r] = sims_i64(cx, r % 2 ? it->sms_count : it->data_bytes);
+        amount[r] = r % 2 ? it->sms_count : it->data_bytes;
         remaining[r] = -1; /* unmetered unless the UPDATE finds the quota */
         metered[r] = false;
     }
     PGresult *res = NULL;
-    const char *params[] = {db_text_array(cx->a, sim, rows), db_text_array(cx->a, type, rows),
-                            db_text_array(cx->a, amount, rows)};
+    const char *params[] = {db_int_array(cx->a, sim, rows), db_text_array(cx->a, type, rows),
+                            db_int_array(cx->a, amount, rows)};
     int rc = sims_exec(cx, &consume_all, params, &res);
     if (rc < 0)
         goto out;
