@@ -87,12 +87,32 @@ typedef struct sims_event_in {
     const char *occurred_us;                /* NULL: now() */
 } sims_event_in_t;
 int sims_record_event(sims_ctx_t *cx, const sims_event_in_t *ev) ONCEIOT_MUSTCHECK;
+/* Records n events (n may be 0) in one statement, in the order given. */
+int sims_insert_events(sims_ctx_t *cx, const sims_event_in_t *ev, size_t n) ONCEIOT_MUSTCHECK;
 
 sims_event_t *sims_event_from_row(arena_t *a, const PGresult *res, int row);
 #define SIMS_EVENT_COLUMNS                                                                         \
     "e.id, e.iccid, e.event_type, e.event_category, e.severity, e.description, "                   \
     "e.event_data::text AS data_json, e.triggered_by, e.organization_id, "                         \
     "(extract(epoch FROM e.occurred_at) * 1000000)::bigint AS occurred_us"
+
+/* A quota as consuming n units left it (the consuming UPDATE's RETURNING:
+ * volume, used_volume, remaining_volume, threshold_volume,
+ * threshold_reached, auto_reload). The state before is derived from it:
+ * consuming does not change the volume. */
+typedef struct sims_quota_after {
+    int64_t n; /* units just consumed */
+    int64_t volume, used, remaining, threshold;
+    bool threshold_reached, auto_reload;
+} sims_quota_after_t;
+sims_quota_after_t sims_quota_after(const PGresult *res, int row, int64_t n);
+/* The events that consumption caused, in the order they are to be recorded
+ * (threshold reached, depleted, auto-reload: at most 3, into ev; sim_id, org
+ * and iccid copied from who, strings in the call's arena). Returns their
+ * count; *reload says the quota must now be reloaded by its
+ * auto_reload_amount (auto_topup_triggered is then among the events). */
+size_t sims_quota_events(sims_ctx_t *cx, const sims_quota_after_t *q, const sims_event_in_t *who,
+                         const char *quota_type, sims_event_in_t ev[3], bool *reload);
 
 /* Consumes n units of a quota of a locked SIM and records the threshold,
  * depletion and auto-reload events that the change causes. With

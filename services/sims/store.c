@@ -268,22 +268,52 @@ int sims_begin_lock_or_status(sims_ctx_t *cx, const char *iccid, const char **id
     return sims_lock_sim_or_status(cx, iccid, id, org, status);
 }
 
-static const db_stmt_t insert_event = {
-    "sims_insert_event",
+/* Any number of events in one statement, in the order given (ids ascend
+ * with it). */
+static const db_stmt_t insert_events = {
+    "sims_insert_events",
     "INSERT INTO sim_events (sim_id, organization_id, iccid, event_type, event_category, "
     "severity, description, event_data, triggered_by, occurred_at) "
-    "VALUES ($1, $2, $3, $4, $5, coalesce($6, 'info'), coalesce($7, ''), "
-    "coalesce($8, '{}')::jsonb, $9, "
-    "coalesce('epoch'::timestamptz + $10::bigint * interval '1 microsecond', now()))",
+    "SELECT u.sim_id, u.org, u.iccid, u.type, u.category, coalesce(u.severity, 'info'), "
+    "coalesce(u.description, ''), coalesce(u.data, '{}')::jsonb, $9, "
+    "coalesce('epoch'::timestamptz + u.us * interval '1 microsecond', now()) "
+    "FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], "
+    "$7::text[], $8::text[], $10::bigint[]) WITH ORDINALITY "
+    "AS u(sim_id, org, iccid, type, category, severity, description, data, us, ord) "
+    "ORDER BY u.ord",
     10};
+
+int sims_insert_events(sims_ctx_t *cx, const sims_event_in_t *ev, size_t n)
+{
+    if (n == 0)
+        return 0;
+    enum { SIM, ORG, ICCID, TYPE, CATEGORY, SEVERITY, DESCRIPTION, DATA, OCCURRED, COLS };
+    const char **col[COLS];
+    for (int c = 0; c < COLS; c++)
+        col[c] = arena_alloc(cx->a, n * sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        col[SIM][i] = ev[i].sim_id;
+        col[ORG][i] = ev[i].org;
+        col[ICCID][i] = ev[i].iccid;
+        col[TYPE][i] = ev[i].type;
+        col[CATEGORY][i] = ev[i].category;
+        col[SEVERITY][i] = ev[i].severity;
+        col[DESCRIPTION][i] = ev[i].description;
+        col[DATA][i] = ev[i].data_json;
+        col[OCCURRED][i] = ev[i].occurred_us;
+    }
+    const char *params[10];
+    for (int c = 0; c < DATA + 1; c++)
+        params[c] = db_text_array(cx->a, col[c], n);
+    params[8] = cx->actor;
+    params[9] = db_text_array(cx->a, col[OCCURRED], n);
+    int rc = sims_exec(cx, &insert_events, params, NULL);
+    return rc < 0 ? rc : 0;
+}
 
 int sims_record_event(sims_ctx_t *cx, const sims_event_in_t *ev)
 {
-    const char *params[] = {ev->sim_id,   ev->org,        ev->iccid,       ev->type,
-                            ev->category, ev->severity,   ev->description, ev->data_json,
-                            cx->actor,    ev->occurred_us};
-    int rc = sims_exec(cx, &insert_event, params, NULL);
-    return rc < 0 ? rc : 0;
+    return sims_insert_events(cx, ev, 1);
 }
 
 sims_event_t *sims_event_from_row(arena_t *a, const PGresult *res, int row)
@@ -303,6 +333,57 @@ sims_event_t *sims_event_from_row(arena_t *a, const PGresult *res, int row)
     return e;
 }
 
+sims_quota_after_t sims_quota_after(const PGresult *res, int row, int64_t n)
+{
+    return (sims_quota_after_t){
+        .n = n,
+        .volume = db_get_int(res, row, "volume", 0),
+        .used = db_get_int(res, row, "used_volume", 0),
+        .remaining = db_get_int(res, row, "remaining_volume", 0),
+        .threshold = db_get_int(res, row, "threshold_volume", 0),
+        .threshold_reached = db_get_bool(res, row, "threshold_reached"),
+        .auto_reload = db_get_bool(res, row, "auto_reload"),
+    };
+}
+
+size_t sims_quota_events(sims_ctx_t *cx, const sims_quota_after_t *q, const sims_event_in_t *who,
+                         const char *quota_type, sims_event_in_t ev[3], bool *reload)
+{
+    int64_t prev_used = q->used - q->n;
+    bool was_reached = q->volume > 0 && prev_used >= q->threshold;
+    bool was_depleted = q->volume - prev_used <= 0;
+    const char *data =
+        arena_printf(cx->a, "{\"quota_type\": \"%s\", \"volume\": %lld, \"used\": %lld}",
+                     quota_type, (long long)q->volume, (long long)q->used);
+    size_t n = 0;
+    *reload = false;
+    if (q->threshold_reached && !was_reached) {
+        ev[n] = *who;
+        ev[n].type = "quota_threshold_reached";
+        ev[n].severity = "warning";
+        ev[n].description = arena_printf(cx->a, "%s quota threshold reached", quota_type);
+        ev[n++].data_json = data;
+    }
+    if (q->remaining == 0 && !was_depleted) {
+        ev[n] = *who;
+        ev[n].type = "quota_depleted";
+        ev[n].severity = "warning";
+        ev[n].description = arena_printf(cx->a, "%s quota depleted", quota_type);
+        ev[n++].data_json = data;
+        if (q->auto_reload) {
+            *reload = true;
+            ev[n] = *who;
+            ev[n].type = "auto_topup_triggered";
+            ev[n].severity = "info";
+            ev[n].description = arena_printf(cx->a, "%s quota reloaded automatically", quota_type);
+            ev[n++].data_json = data;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        ev[i].category = "quota";
+    return n;
+}
+
 /* The row lock taken by the UPDATE serializes concurrent consumers of one
  * quota, so no increment is lost; the previous state is derived from the
  * new one (volume does not change here). */
@@ -311,7 +392,7 @@ static const db_stmt_t consume = {
     "UPDATE sim_quotas SET used_volume = used_volume + $3::bigint "
     "WHERE sim_id = $1 AND quota_type = $2 AND ($4::bool IS NOT TRUE OR remaining_volume >= $3) "
     "RETURNING volume, used_volume, remaining_volume, threshold_volume, threshold_reached, "
-    "auto_reload, auto_reload_amount",
+    "auto_reload",
     4};
 
 static const db_stmt_t quota_exists = {
@@ -351,46 +432,22 @@ int sims_consume_quota(sims_ctx_t *cx, const char *sim_id, const char *org, cons
         rc = 0; /* no quota of this type: unmetered */
         goto out;
     }
-    int64_t volume = db_get_int(res, 0, "volume", 0);
-    int64_t used = db_get_int(res, 0, "used_volume", 0);
-    int64_t threshold = db_get_int(res, 0, "threshold_volume", 0);
-    int64_t prev_used = used - n;
-    *remaining = db_get_int(res, 0, "remaining_volume", 0);
-    bool was_reached = volume > 0 && prev_used >= threshold;
-    bool was_depleted = volume - prev_used <= 0;
-    bool reload = db_get_bool(res, 0, "auto_reload");
-    sims_event_in_t ev = {.sim_id = sim_id, .org = org, .iccid = iccid, .category = "quota"};
-    const char *data =
-        arena_printf(cx->a, "{\"quota_type\": \"%s\", \"volume\": %lld, \"used\": %lld}",
-                     quota_type, (long long)volume, (long long)used);
-    ev.data_json = data;
-    if (db_get_bool(res, 0, "threshold_reached") && !was_reached) {
-        ev.type = events[(*n_events)++] = "quota_threshold_reached";
-        ev.severity = "warning";
-        ev.description = arena_printf(cx->a, "%s quota threshold reached", quota_type);
-        if ((rc = sims_record_event(cx, &ev)) < 0)
+    sims_quota_after_t q = sims_quota_after(res, 0, n);
+    *remaining = q.remaining;
+    const sims_event_in_t who = {.sim_id = sim_id, .org = org, .iccid = iccid};
+    sims_event_in_t ev[3];
+    bool reload;
+    *n_events = sims_quota_events(cx, &q, &who, quota_type, ev, &reload);
+    for (size_t i = 0; i < *n_events; i++)
+        events[i] = ev[i].type;
+    if (reload) {
+        PQclear(res);
+        res = NULL;
+        if ((rc = sims_exec(cx, &auto_reload, params, &res)) < 0)
             goto out;
+        *remaining = db_get_int(res, 0, "remaining_volume", 0);
     }
-    if (*remaining == 0 && !was_depleted) {
-        ev.type = events[(*n_events)++] = "quota_depleted";
-        ev.severity = "warning";
-        ev.description = arena_printf(cx->a, "%s quota depleted", quota_type);
-        if ((rc = sims_record_event(cx, &ev)) < 0)
-            goto out;
-        if (reload) {
-            PQclear(res);
-            res = NULL;
-            if ((rc = sims_exec(cx, &auto_reload, params, &res)) < 0)
-                goto out;
-            *remaining = db_get_int(res, 0, "remaining_volume", 0);
-            ev.type = events[(*n_events)++] = "auto_topup_triggered";
-            ev.severity = "info";
-            ev.description = arena_printf(cx->a, "%s quota reloaded automatically", quota_type);
-            if ((rc = sims_record_event(cx, &ev)) < 0)
-                goto out;
-        }
-    }
-    rc = 0;
+    rc = sims_insert_events(cx, ev, *n_events);
 out:
     PQclear(res);
     return rc;

@@ -68,7 +68,7 @@ static size_t usage__fold(usage_agg_t *v, size_t n)
 /* Column arrays of aggregated rows, in the order of the upserts' unnest. */
 enum {
     AGG_SIM,
-    AGG_BUCKET,
+    AGG_BUCKET, /* hours or days since the epoch; the statement makes the time */
     AGG_ORG,
     AGG_ICCID,
     AGG_RX,
@@ -83,32 +83,42 @@ enum {
     AGG_COLS
 };
 
-/* bucket_us: microseconds per bucket (hour), or 0 for days as dates. */
-static void usage__agg_params(arena_t *a, const usage_agg_t *v, size_t n, int64_t bucket_us,
-                              const char **params)
+static void usage__agg_params(arena_t *a, const usage_agg_t *v, size_t n, const char **params)
 {
-    const char **col[AGG_COLS];
-    for (int c = 0; c < AGG_COLS; c++)
-        col[c] = arena_alloc(a, (n + 1) * sizeof(char *));
+    static const int ints[] = {AGG_SIM, AGG_BUCKET, AGG_ORG,  AGG_RX,  AGG_TX,
+                               AGG_MO,  AGG_MT,     AGG_SESS, AGG_RECS};
+    static const int texts[] = {AGG_ICCID, AGG_COUNTRY, AGG_MCC, AGG_MNC};
+    int64_t *num[AGG_COLS];
+    const char **str[AGG_COLS];
+    for (size_t c = 0; c < sizeof(ints) / sizeof(ints[0]); c++)
+        num[ints[c]] = arena_alloc(a, (n + 1) * sizeof(int64_t));
+    for (size_t c = 0; c < sizeof(texts) / sizeof(texts[0]); c++)
+        str[texts[c]] = arena_alloc(a, (n + 1) * sizeof(char *));
     for (size_t i = 0; i < n; i++) {
-        col[AGG_SIM][i] = usage_i64(a, v[i].sim_id);
-        col[AGG_BUCKET][i] =
-            bucket_us ? usage_ts_text(a, v[i].bucket * bucket_us) : usage_day_text(a, v[i].bucket);
-        col[AGG_ORG][i] = usage_i64(a, v[i].org);
-        col[AGG_ICCID][i] = v[i].iccid;
-        col[AGG_RX][i] = usage_i64(a, v[i].rx);
-        col[AGG_TX][i] = usage_i64(a, v[i].tx);
-        col[AGG_MO][i] = usage_i64(a, v[i].mo);
-        col[AGG_MT][i] = usage_i64(a, v[i].mt);
-        col[AGG_SESS][i] = usage_i64(a, v[i].sessions);
-        col[AGG_RECS][i] = usage_i64(a, v[i].records);
-        col[AGG_COUNTRY][i] = v[i].country;
-        col[AGG_MCC][i] = v[i].mcc;
-        col[AGG_MNC][i] = v[i].mnc;
+        num[AGG_SIM][i] = v[i].sim_id;
+        num[AGG_BUCKET][i] = v[i].bucket;
+        num[AGG_ORG][i] = v[i].org;
+        num[AGG_RX][i] = v[i].rx;
+        num[AGG_TX][i] = v[i].tx;
+        num[AGG_MO][i] = v[i].mo;
+        num[AGG_MT][i] = v[i].mt;
+        num[AGG_SESS][i] = v[i].sessions;
+        num[AGG_RECS][i] = v[i].records;
+        str[AGG_ICCID][i] = v[i].iccid;
+        str[AGG_COUNTRY][i] = v[i].country;
+        str[AGG_MCC][i] = v[i].mcc;
+        str[AGG_MNC][i] = v[i].mnc;
     }
-    for (int c = 0; c < AGG_COLS; c++)
-        params[c] = db_text_array(a, col[c], n);
+    for (size_t c = 0; c < sizeof(ints) / sizeof(ints[0]); c++)
+        params[ints[c]] = db_int_array(a, num[ints[c]], n);
+    for (size_t c = 0; c < sizeof(texts) / sizeof(texts[0]); c++)
+        params[texts[c]] = db_text_array(a, str[texts[c]], n);
 }
+
+/* Epoch microseconds, hours and days (bigint) as PostgreSQL values. */
+#define EPOCH_US(x)   "('epoch'::timestamptz + " x " * interval '1 microsecond')"
+#define EPOCH_HOUR(x) "('epoch'::timestamptz + " x " * interval '1 hour')"
+#define EPOCH_DAY(x)  "(DATE '1970-01-01' + " x "::int)"
 
 #define ADD_TOTALS(t)                                                                              \
     "volume_rx = " t ".volume_rx + EXCLUDED.volume_rx, volume_tx = " t                             \
@@ -132,18 +142,27 @@ static const db_stmt_t insert_raw = {
     "usage_insert_raw",
     "INSERT INTO sim_usage (sim_id, organization_id, iccid, \"timestamp\", volume_rx, volume_tx, "
     "sms_mo, sms_mt, session_count, mcc, mnc, country, rat, batch_id) "
-    "SELECT u.*, $14 FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], "
-    "$5::bigint[], $6::bigint[], $7::int[], $8::int[], $9::int[], $10::text[], $11::text[], "
-    "$12::text[], $13::text[]) AS u",
+    "SELECT u.sim_id, u.org, u.iccid, " EPOCH_US(
+        "u.us") ", u.rx, u.tx, u.mo, u.mt, u.sess, "
+                "u.mcc, u.mnc, u.country, u.rat, $14 FROM unnest($1::bigint[], $2::bigint[], "
+                "$3::text[], "
+                "$4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::int[], $9::int[], "
+                "$10::text[], "
+                "$11::text[], $12::text[], $13::text[]) "
+                "AS u(sim_id, org, iccid, us, rx, tx, mo, mt, sess, mcc, mnc, country, rat)",
     14};
 
 static const db_stmt_t upsert_hourly = {
     "usage_upsert_hourly",
     "INSERT INTO sim_usage_hourly AS h (sim_id, hour, organization_id, iccid, volume_rx, "
     "volume_tx, sms_mo, sms_mt, session_count, records) "
-    "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::text[], "
-    "$5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) "
-    "ON CONFLICT (sim_id, hour) DO UPDATE SET " ADD_TOTALS("h"),
+    "SELECT u.sim_id, " EPOCH_HOUR(
+        "u.h") ", u.org, u.iccid, u.rx, u.tx, u.mo, u.mt, u.sess, "
+               "u.recs FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], "
+               "$5::bigint[], "
+               "$6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) "
+               "AS u(sim_id, h, org, iccid, rx, tx, mo, mt, sess, recs) "
+               "ON CONFLICT (sim_id, hour) DO UPDATE SET " ADD_TOTALS("h"),
     10};
 
 /* The per-SIM daily upsert and, in the same statement, the organization's
@@ -151,29 +170,42 @@ static const db_stmt_t upsert_hourly = {
  * inserted) are the active SIMs it adds. */
 static const db_stmt_t upsert_daily = {
     "usage_upsert_daily",
-    "WITH input AS MATERIALIZED (SELECT * FROM unnest($1::bigint[], $2::date[], $3::bigint[], "
-    "$4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], "
-    "$10::bigint[]) AS u(sim_id, day, organization_id, iccid, volume_rx, volume_tx, sms_mo, "
-    "sms_mt, session_count, records)), "
-    "up AS (INSERT INTO sim_usage_daily AS d (sim_id, day, organization_id, iccid, volume_rx, "
-    "volume_tx, sms_mo, sms_mt, session_count, records) SELECT * FROM input "
-    "ON CONFLICT (sim_id, day) DO UPDATE SET " ADD_TOTALS(
-        "d") " RETURNING d.sim_id, d.day, (d.xmax = 0) AS fresh) "
-             "INSERT INTO org_usage_daily (organization_id, day, batch_id, active_sims, "
-             "volume_rx, volume_tx, sms_mo, sms_mt, session_count, records) "
-             "SELECT i.organization_id, i.day, $11, count(*) FILTER (WHERE up.fresh), "
-             "sum(i.volume_rx), sum(i.volume_tx), sum(i.sms_mo), sum(i.sms_mt), "
-             "sum(i.session_count), sum(i.records) FROM input i JOIN up USING (sim_id, day) "
-             "GROUP BY i.organization_id, i.day",
+    "WITH input AS MATERIALIZED (SELECT u.sim_id, " EPOCH_DAY(
+        "u.d") " AS day, "
+               "u.organization_id, u.iccid, u.volume_rx, u.volume_tx, u.sms_mo, u.sms_mt, "
+               "u.session_count, "
+               "u.records FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], "
+               "$5::bigint[], "
+               "$6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) AS "
+               "u(sim_id, d, "
+               "organization_id, iccid, volume_rx, volume_tx, sms_mo, sms_mt, session_count, "
+               "records)), "
+               "up AS (INSERT INTO sim_usage_daily AS d (sim_id, day, organization_id, iccid, "
+               "volume_rx, "
+               "volume_tx, sms_mo, sms_mt, session_count, records) SELECT * FROM input "
+               "ON CONFLICT (sim_id, day) DO UPDATE SET " ADD_TOTALS(
+                   "d") " RETURNING d.sim_id, d.day, (d.xmax = 0) AS fresh) "
+                        "INSERT INTO org_usage_daily (organization_id, day, batch_id, active_sims, "
+                        "volume_rx, volume_tx, sms_mo, sms_mt, session_count, records) "
+                        "SELECT i.organization_id, i.day, $11, count(*) FILTER (WHERE up.fresh), "
+                        "sum(i.volume_rx), sum(i.volume_tx), sum(i.sms_mo), sum(i.sms_mt), "
+                        "sum(i.session_count), sum(i.records) FROM input i JOIN up USING (sim_id, "
+                        "day) "
+                        "GROUP BY i.organization_id, i.day",
     11};
 
 static const db_stmt_t upsert_network = {
     "usage_upsert_network",
     "INSERT INTO sim_usage_daily_network AS n (sim_id, day, organization_id, volume_rx, "
     "volume_tx, sms_mo, sms_mt, session_count, records, country, mcc, mnc) "
-    "SELECT * FROM unnest($1::bigint[], $2::date[], $3::bigint[], $4::bigint[], $5::bigint[], "
-    "$6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], "
-    "$12::text[]) ON CONFLICT (sim_id, day, country, mcc, mnc) DO UPDATE SET " ADD_TOTALS("n"),
+    "SELECT u.sim_id, " EPOCH_DAY(
+        "u.d") ", u.org, u.rx, u.tx, u.mo, u.mt, u.sess, u.recs, "
+               "u.country, u.mcc, u.mnc FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], "
+               "$4::bigint[], "
+               "$5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], "
+               "$11::text[], $12::text[]) AS u(sim_id, d, org, rx, tx, mo, mt, sess, recs, "
+               "country, mcc, mnc) "
+               "ON CONFLICT (sim_id, day, country, mcc, mnc) DO UPDATE SET " ADD_TOTALS("n"),
     12};
 
 static const char *usage__nz(const char *s)
@@ -268,45 +300,35 @@ static int usage__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
     if ((rc = rpc_check_violations(cx->call)) < 0)
         return rc;
 
-    /* Raw columns and rollup rows. */
-    enum {
-        R_SIM,
-        R_ORG,
-        R_ICCID,
-        R_TS,
-        R_RX,
-        R_TX,
-        R_MO,
-        R_MT,
-        R_SESS,
-        R_MCC,
-        R_MNC,
-        R_COUNTRY,
-        R_RAT,
-        R_COLS
-    };
-    const char **col[R_COLS];
-    for (int c = 0; c < R_COLS; c++)
-        col[c] = arena_alloc(scratch, n * sizeof(char *));
+    /* Raw columns and rollup rows, all built before the transaction so
+     * that it holds its row locks only while PostgreSQL works. */
+    enum { R_SIM, R_ORG, R_TS, R_RX, R_TX, R_MO, R_MT, R_SESS, R_INTS };
+    enum { R_ICCID, R_MCC, R_MNC, R_COUNTRY, R_RAT, R_TEXTS };
+    int64_t *num[R_INTS];
+    const char **str[R_TEXTS];
+    for (int c = 0; c < R_INTS; c++)
+        num[c] = arena_alloc(scratch, n * sizeof(int64_t));
+    for (int c = 0; c < R_TEXTS; c++)
+        str[c] = arena_alloc(scratch, n * sizeof(char *));
     usage_agg_t *hourly = arena_alloc(scratch, n * sizeof(usage_agg_t));
     usage_agg_t *daily = arena_alloc(scratch, n * sizeof(usage_agg_t));
     usage_agg_t *network = arena_alloc(scratch, n * sizeof(usage_agg_t));
     for (size_t i = 0; i < n; i++) {
         const Onceiot__Usage__V1__UsageRecord *r = b->records[i];
         int64_t us = usage_ts_us(r->timestamp);
-        col[R_SIM][i] = usage_i64(scratch, of[i].sim_id);
-        col[R_ORG][i] = usage_i64(scratch, of[i].org);
-        col[R_ICCID][i] = r->iccid;
-        col[R_TS][i] = usage_ts_text(scratch, us);
-        col[R_RX][i] = usage_i64(scratch, r->volume_rx);
-        col[R_TX][i] = usage_i64(scratch, r->volume_tx);
-        col[R_MO][i] = usage_i64(scratch, r->sms_mo);
-        col[R_MT][i] = usage_i64(scratch, r->sms_mt);
-        col[R_SESS][i] = usage_i64(scratch, r->session_count);
-        col[R_MCC][i] = usage__nz(r->mcc);
-        col[R_MNC][i] = usage__nz(r->mnc);
-        col[R_COUNTRY][i] = usage__nz(r->country);
-        col[R_RAT][i] = usage__nz(r->rat);
+        num[R_SIM][i] = of[i].sim_id;
+        num[R_ORG][i] = of[i].org;
+        num[R_TS][i] = us;
+        num[R_RX][i] = r->volume_rx;
+        num[R_TX][i] = r->volume_tx;
+        num[R_MO][i] = r->sms_mo;
+        num[R_MT][i] = r->sms_mt;
+        num[R_SESS][i] = r->session_count;
+        str[R_ICCID][i] = r->iccid;
+        str[R_MCC][i] = usage__nz(r->mcc);
+        str[R_MNC][i] = usage__nz(r->mnc);
+        str[R_COUNTRY][i] = usage__nz(r->country);
+        str[R_RAT][i] = usage__nz(r->rat);
         usage_agg_t g = {
             .sim_id = of[i].sim_id,
             .org = of[i].org,
@@ -333,6 +355,26 @@ static int usage__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
     size_t n_hourly = usage__fold(hourly, n);
     size_t n_daily = usage__fold(daily, n);
     size_t n_network = usage__fold(network, n);
+    /* The statements' parameters, in their order. */
+    const char *raw[] = {
+        db_int_array(scratch, num[R_SIM], n),    db_int_array(scratch, num[R_ORG], n),
+        db_text_array(scratch, str[R_ICCID], n), db_int_array(scratch, num[R_TS], n),
+        db_int_array(scratch, num[R_RX], n),     db_int_array(scratch, num[R_TX], n),
+        db_int_array(scratch, num[R_MO], n),     db_int_array(scratch, num[R_MT], n),
+        db_int_array(scratch, num[R_SESS], n),   db_text_array(scratch, str[R_MCC], n),
+        db_text_array(scratch, str[R_MNC], n),   db_text_array(scratch, str[R_COUNTRY], n),
+        db_text_array(scratch, str[R_RAT], n),   b->batch_id};
+    const char *hp[AGG_COLS], *dp[AGG_COLS + 1], *p[AGG_COLS];
+    usage__agg_params(scratch, hourly, n_hourly, hp);
+    usage__agg_params(scratch, daily, n_daily, dp);
+    dp[AGG_RECS + 1] = b->batch_id;
+    usage__agg_params(scratch, network, n_network, p);
+    /* The network statement takes the columns without iccid, names last. */
+    const char *np[] = {p[AGG_SIM],  p[AGG_BUCKET],  p[AGG_ORG], p[AGG_RX],
+                        p[AGG_TX],   p[AGG_MO],      p[AGG_MT],  p[AGG_SESS],
+                        p[AGG_RECS], p[AGG_COUNTRY], p[AGG_MCC], p[AGG_MNC]};
+    size_t len = 0;
+    uint8_t *payload = usage__quota_payload(scratch, b->batch_id, daily, n_daily, &len);
 
     db_conn_t *conn = svc_db_or_status(cx->call);
     if (!conn)
@@ -359,32 +401,11 @@ static int usage__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
     (*out)->records = (int32_t)n;
     PQclear(res);
     res = NULL;
-
-    const char *raw[R_COLS + 1];
-    for (int c = 0; c < R_COLS; c++)
-        raw[c] = db_text_array(scratch, col[c], n);
-    raw[R_COLS] = b->batch_id;
-    if ((rc = db_exec(conn, &insert_raw, raw, NULL)) < 0)
+    if ((rc = db_exec(conn, &insert_raw, raw, NULL)) < 0 ||
+        (rc = db_exec(conn, &upsert_hourly, hp, NULL)) < 0 ||
+        (rc = db_exec(conn, &upsert_daily, dp, NULL)) < 0 ||
+        (rc = db_exec(conn, &upsert_network, np, NULL)) < 0)
         goto db_fail;
-
-    const char *p[AGG_COLS + 1];
-    usage__agg_params(scratch, hourly, n_hourly, 3600LL * 1000000, p);
-    if ((rc = db_exec(conn, &upsert_hourly, p, NULL)) < 0)
-        goto db_fail;
-    usage__agg_params(scratch, daily, n_daily, 0, p);
-    p[AGG_RECS + 1] = b->batch_id;
-    if ((rc = db_exec(conn, &upsert_daily, p, NULL)) < 0)
-        goto db_fail;
-    usage__agg_params(scratch, network, n_network, 0, p);
-    /* The network statement takes the columns without iccid, names last. */
-    const char *np[] = {p[AGG_SIM],  p[AGG_BUCKET],  p[AGG_ORG], p[AGG_RX],
-                        p[AGG_TX],   p[AGG_MO],      p[AGG_MT],  p[AGG_SESS],
-                        p[AGG_RECS], p[AGG_COUNTRY], p[AGG_MCC], p[AGG_MNC]};
-    if ((rc = db_exec(conn, &upsert_network, np, NULL)) < 0)
-        goto db_fail;
-
-    size_t len = 0;
-    uint8_t *payload = usage__quota_payload(scratch, b->batch_id, daily, n_daily, &len);
     if (payload && (rc = outbox_put(conn, USAGE_TOPIC_QUOTA, b->batch_id, payload, len)) < 0)
         goto db_fail;
     if ((rc = db_commit(conn)) < 0)

@@ -30,12 +30,13 @@ static const outbox_topic_t usage_topics[] = {
 static int usage_init(svc_t *svc)
 {
     const char *sims_addr = NULL;
-    long lease_ms = 0, maint_s = 0, cache_entries = 0;
+    long lease_ms = 0, maint_s = 0, compact_s = 0, cache_entries = 0;
     cfg_var_t vars[] = {
         {"ONCEIOT_SIMS_ADDR", CFG_STRING, NULL, true, 0, 0, &sims_addr,
          "host:port of onceiot-sims"},
         {"ONCEIOT_OUTBOX_LEASE_MS", CFG_INT, "30000", false, 1000, 3600000, &lease_ms, NULL},
         {"ONCEIOT_USAGE_MAINTENANCE_S", CFG_INT, "3600", false, 1, 86400, &maint_s, NULL},
+        {"ONCEIOT_USAGE_COMPACT_S", CFG_INT, "10", false, 1, 86400, &compact_s, NULL},
         {"ONCEIOT_USAGE_ICCID_CACHE", CFG_INT, "200000", false, 16, 100000000, &cache_entries,
          NULL},
     };
@@ -66,7 +67,7 @@ static int usage_init(svc_t *svc)
     };
     if ((rc = outbox_start(&o, &state.outbox)) < 0)
         return rc;
-    return usage_maint_start(svc_db(svc), svc_def(svc)->name, maint_s, &state.maint);
+    return usage_maint_start(svc_db(svc), svc_def(svc)->name, maint_s, compact_s, &state.maint);
 }
 
 static void usage_fini(svc_t *svc)

@@ -1,7 +1,10 @@
 /* Upkeep of the usage tables, run at start and then every interval on a
  * pool connection: pg_partman creates the raw table's partitions ahead and
- * drops those past the retention (so no pg_partman_bgw is needed), and the
- * rollups and batch ids are pruned past their own retention. */
+ * drops those past the retention (so no pg_partman_bgw is needed), the
+ * rollups and batch ids are pruned past their own retention, and late rows
+ * are moved out of the default partition into partitions of their days. More often
+ * (every compact interval) the organizations' per-batch rows are folded into
+ * one row per organization and day. */
 #include "onceiot/log.h"
 #include "usage.h"
 
@@ -14,6 +17,7 @@ struct usage_maint {
     db_pool_t *pool;
     char parent[128]; /* "<schema>.sim_usage" */
     long interval_s;
+    long compact_s; /* seconds between compactions of org_usage_daily */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -21,6 +25,16 @@ struct usage_maint {
 };
 
 static const db_stmt_t partman = {"usage_partman", "SELECT partman.run_maintenance($1)", 1};
+/* Late records older than the oldest partition (partitions are made from 30
+ * days back when the table is created, then ahead) land in the default
+ * partition; this moves them into partitions of their own days, which it
+ * creates, so the retention drops them with their day like any other row.
+ * total_volume is generated, so it is left to PostgreSQL. Up to 100 days a
+ * run. */
+static const db_stmt_t move_late = {"usage_move_late",
+                                    "SELECT partman.partition_data_time($1, p_batch_count => 100, "
+                                    "p_ignored_columns => ARRAY['total_volume']) AS moved",
+                                    1};
 /* Rows that fell into the default partition (older than the partitions made
  * when the table was created) are not dropped with a partition. */
 static const db_stmt_t prune[] = {
@@ -38,6 +52,44 @@ static const db_stmt_t prune[] = {
      "DELETE FROM ingested_batches WHERE committed_at < now() - interval '30 days'", 0},
 };
 
+/* Folds the per-batch rows of org_usage_daily into one row per organization
+ * and day (batch_id '', which no batch can have), adding to the one already
+ * there. Exact: every column is a sum of deltas, active_sims included. Safe
+ * beside ingest, which only inserts rows of new batch ids (those committed
+ * after this statement's snapshot wait for the next run), and beside another
+ * replica's compaction: a row it deleted first is skipped here once its
+ * transaction commits, so no delta is counted twice. The folded rows are
+ * written in key order, so two compactions never deadlock on them. */
+static const db_stmt_t compact = {
+    "usage_compact_org",
+    "WITH gone AS (DELETE FROM org_usage_daily WHERE batch_id <> '' RETURNING *) "
+    "INSERT INTO org_usage_daily AS o (organization_id, day, batch_id, active_sims, volume_rx, "
+    "volume_tx, sms_mo, sms_mt, session_count, records) "
+    "SELECT organization_id, day, '', sum(active_sims), sum(volume_rx), sum(volume_tx), "
+    "sum(sms_mo), sum(sms_mt), sum(session_count), sum(records) FROM gone "
+    "GROUP BY organization_id, day ORDER BY organization_id, day "
+    "ON CONFLICT (organization_id, day, batch_id) DO UPDATE SET "
+    "active_sims = o.active_sims + EXCLUDED.active_sims, volume_rx = o.volume_rx + "
+    "EXCLUDED.volume_rx, volume_tx = o.volume_tx + EXCLUDED.volume_tx, sms_mo = o.sms_mo + "
+    "EXCLUDED.sms_mo, sms_mt = o.sms_mt + EXCLUDED.sms_mt, session_count = o.session_count + "
+    "EXCLUDED.session_count, records = o.records + EXCLUDED.records",
+    0};
+
+static void usage__compact(usage_maint_t *m)
+{
+    db_conn_t *conn = NULL;
+    if (db_pool_acquire(m->pool, 5000, &conn) < 0) {
+        log_msg(LOG_WARN, "compaction_skipped", "no database connection");
+        return;
+    }
+    int rc = db_exec(conn, &compact, NULL, NULL);
+    if (rc < 0)
+        log_msg(LOG_WARN, "compaction_failed", "%s", db_errmsg(conn));
+    else if (rc > 0)
+        log_msg(LOG_DEBUG, "compacted", "%d organization days", rc);
+    db_pool_release(m->pool, conn);
+}
+
 static void usage__maintain(usage_maint_t *m)
 {
     db_conn_t *conn = NULL;
@@ -53,21 +105,40 @@ static void usage__maintain(usage_maint_t *m)
         if (rc < 0)
             log_msg(LOG_WARN, "maintenance_prune", "%s: %s", prune[i].name, db_errmsg(conn));
     }
+    PGresult *res = NULL;
+    if (db_exec(conn, &move_late, params, &res) < 0)
+        log_msg(LOG_WARN, "maintenance_late_rows", "%s", db_errmsg(conn));
+    else if (db_get_int(res, 0, "moved", 0) > 0)
+        log_msg(LOG_INFO, "late_rows_moved", "%lld rows out of the default partition",
+                (long long)db_get_int(res, 0, "moved", 0));
+    PQclear(res);
     db_pool_release(m->pool, conn);
     log_msg(LOG_DEBUG, "maintenance_done", "%s", m->parent);
+}
+
+static int64_t usage__now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec;
 }
 
 static void *usage__maint_main(void *arg)
 {
     usage_maint_t *m = arg;
+    int64_t next_maint = 0;
     pthread_mutex_lock(&m->mu);
     while (!m->stopping) {
         pthread_mutex_unlock(&m->mu);
-        usage__maintain(m);
+        if (usage__now_s() >= next_maint) {
+            usage__maintain(m);
+            next_maint = usage__now_s() + m->interval_s;
+        }
+        usage__compact(m);
         pthread_mutex_lock(&m->mu);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += m->interval_s;
+        until.tv_sec += m->compact_s < m->interval_s ? m->compact_s : m->interval_s;
         while (!m->stopping)
             if (pthread_cond_timedwait(&m->cv, &m->mu, &until) == ETIMEDOUT)
                 break;
@@ -76,11 +147,13 @@ static void *usage__maint_main(void *arg)
     return NULL;
 }
 
-int usage_maint_start(db_pool_t *pool, const char *schema, long interval_s, usage_maint_t **out)
+int usage_maint_start(db_pool_t *pool, const char *schema, long interval_s, long compact_s,
+                      usage_maint_t **out)
 {
     usage_maint_t *m = mem_calloc(1, sizeof(*m));
     m->pool = pool;
     m->interval_s = interval_s;
+    m->compact_s = compact_s;
     snprintf(m->parent, sizeof(m->parent), "%s.sim_usage", schema);
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);

@@ -93,13 +93,15 @@ int usage_sim_or_status(usage_ctx_t *cx, const char *iccid, usage_sim_t *out) ON
 outbox_verdict_t usage_apply_quota(void *ctx, const outbox_msg_t *msg, arena_t *a,
                                    const char **why);
 
-/* ---- maintain.c: partitions and rollup retention ---- */
+/* ---- maintain.c: partitions, rollup retention, compaction ---- */
 
 /* Runs maintenance at start and every interval_s on a pool connection:
  * pg_partman's run_maintenance for sim_usage (partitions ahead, drop past
  * retention), hourly rollups past the raw retention, daily rollups past 5
- * years, batch ids past 30 days. */
-int usage_maint_start(db_pool_t *pool, const char *schema, long interval_s,
+ * years, batch ids past 30 days. Every compact_s (and after each
+ * maintenance) folds org_usage_daily's per-batch rows into one row per
+ * organization and day. */
+int usage_maint_start(db_pool_t *pool, const char *schema, long interval_s, long compact_s,
                       usage_maint_t **out) ONCEIOT_MUSTCHECK;
 void usage_maint_stop(usage_maint_t *m);
 

@@ -406,3 +406,32 @@ Test(usage_queries, retention_drops_an_old_partition_and_the_rollups_stay)
     cr_assert_eq(fleet(&reader1, GDAY, 0, 0, day0, day0 + DAY, &f, &st), 0);
     cr_assert_eq(f->buckets[0]->active_sims, 2);
 }
+
+Test(usage_queries, a_record_older_than_the_partitions_moves_to_a_partition_of_its_day)
+{
+    /* The fixture's record of 50 days ago is older than the partitions made
+     * at creation (30 days back): it arrived in the default partition, and
+     * the maintenance (every second here) moves it to its day's. */
+    time_t t = (time_t)((day0 - 40 * DAY) / 1000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char sql[300];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM usage.sim_usage WHERE tableoid = "
+             "'usage.sim_usage_p%04d_%02d_%02d'::regclass AND volume_rx = 5000",
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+    long long left = -1;
+    for (int i = 0; i < 100 && left != 0; i++) {
+        left = usage_h_sql_int("SELECT count(*) FROM ONLY usage.sim_usage_default");
+        if (left)
+            usleep(100000);
+    }
+    cr_assert_eq(left, 0, "the default partition still holds rows after 10 s");
+    cr_assert_eq(usage_h_sql_int(sql), 1, "the record is in its day's partition");
+    records_t *p;
+    rpc_status_t st;
+    cr_assert_eq(list_records(&reader1, s1, 0, NULL, day0 - 41 * DAY, day0 - 39 * DAY, &p, &st), 0,
+                 "%s", st.message);
+    cr_assert_eq(p->n_records, 1, "and reads as before");
+    cr_assert_eq(p->records[0]->volume_rx, 5000);
+}

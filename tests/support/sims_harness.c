@@ -142,6 +142,16 @@ int sims_h_call(const char *method, const ProtobufCMessage *req,
     return rpc_unary(sims_h.ch, path, req, resp_desc, a, &opts, resp, st);
 }
 
+bool sims_h_violation(const rpc_status_t *st, const char *field)
+{
+    const char **fields, **descs;
+    size_t n = rpc_status_violations(st, sims_h.arena, &fields, &descs);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(fields[i], field) == 0)
+            return true;
+    return false;
+}
+
 const char *sims_h_iccid(long long n)
 {
     return arena_printf(sims_h.arena, "8988%015lld", n);

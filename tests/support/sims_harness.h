@@ -57,6 +57,8 @@ int sims_h_call(const char *method, const ProtobufCMessage *req,
  * staff do (a superuser: tenants may not register SIMs). */
 Onceiot__Sims__V1__Sim *sims_h_create(const principal_t *who, const char *iccid);
 Onceiot__Sims__V1__Sim *sims_h_act(const principal_t *who, const char *method, const char *iccid);
+/* True when a violation in st's BadRequest names field exactly. */
+bool sims_h_violation(const rpc_status_t *st, const char *field);
 /* An ICCID made of prefix and a number, 19 digits. */
 const char *sims_h_iccid(long long n);
 

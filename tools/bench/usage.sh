@@ -16,7 +16,10 @@
 # usage: BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/postgres tools/bench/usage.sh
 # (a superuser URL; ONCEIOT_TEST_PG_URL is used when BENCH_PG_URL is unset).
 # Tunables: BENCH_USAGE_SIMS (10000), BENCH_USAGE_HOURS (720), BENCH_USAGE_BATCH
-# (1000), ONCEIOT_BUILD_DIR (build/ of this checkout). Needs psql, python3.
+# (1000), ONCEIOT_BUILD_DIR (build/ of this checkout), BENCH_USAGE_LOG_LEVEL
+# (the processes' ONCEIOT_LOG_LEVEL, warn), BENCH_USAGE_KEEP_LOGS (a folder
+# the processes' logs are copied into at the end; none). The default scale is
+# the issue's full one: 7.2M records. Needs psql, python3.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -27,6 +30,8 @@ PG_URL="${BENCH_PG_URL:-${ONCEIOT_TEST_PG_URL:?set BENCH_PG_URL to a superuser U
 N_SIMS="${BENCH_USAGE_SIMS:-10000}"
 HOURS="${BENCH_USAGE_HOURS:-720}"
 BATCH="${BENCH_USAGE_BATCH:-1000}"
+LOG_LEVEL="${BENCH_USAGE_LOG_LEVEL:-warn}"
+KEEP_LOGS="${BENCH_USAGE_KEEP_LOGS:-}"
 DB=onceiot_usage_bench
 # shellcheck source=../lib/proc.sh
 source "$ROOT/tools/lib/proc.sh"

@@ -2,7 +2,9 @@
 # set their globals. die, free_port, wait_port and hex32 need nothing;
 # bench_db_url needs nothing; start and cleanup use the script's KEY (the
 # processes' principal secret), BIN (the services' folder), WORK (a
-# scratch folder), PIDS (an array), and for cleanup BENCH_URL, PG_URL, DB.
+# scratch folder), PIDS (an array), optionally LOG_LEVEL (the processes'
+# ONCEIOT_LOG_LEVEL, warn) and KEEP_LOGS (a folder the logs are copied to
+# at exit), and for cleanup BENCH_URL, PG_URL, DB.
 # shellcheck shell=bash
 
 die() {
@@ -43,7 +45,8 @@ PY
 start() {
     local name="$1" port="$2"
     shift 2
-    env ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$port" ONCEIOT_LOG_LEVEL=warn "$@" \
+    env ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$port" \
+        ONCEIOT_LOG_LEVEL="${LOG_LEVEL:-warn}" "$@" \
         "$BIN/onceiot-$name" >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
     wait_port "$port"
@@ -58,5 +61,9 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     [[ -n "${BENCH_URL:-}" ]] && psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" 2>/dev/null
+    if [[ -n "${KEEP_LOGS:-}" ]]; then
+        mkdir -p "$KEEP_LOGS"
+        cp "$WORK"/*.log "$KEEP_LOGS"/ 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
