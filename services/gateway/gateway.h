@@ -9,6 +9,7 @@
 #include "onceiot/authrule.h"
 #include "onceiot/client.h"
 #include "onceiot/descset.h"
+#include "onceiot/metrics.h"
 #include "onceiot/principal.h"
 #include "onceiot/rpc.h"
 
@@ -25,6 +26,8 @@ typedef struct gw_route {
     size_t upstream;  /* index into the route table's upstream names */
     bool unary;       /* neither side streams: relayed in three batches */
     gw_rule_t rule;
+    metrics_rpc_t *served; /* grpc_server_* of calls to the gateway; NULL: metrics off */
+    metrics_rpc_t *sent;   /* grpc_client_* of the calls relayed upstream */
 } gw_route_t;
 
 typedef struct gw_routes gw_routes_t;
@@ -225,6 +228,8 @@ typedef struct gw {
     uint8_t *public_bytes; /* the descriptor set reflection serves */
     descset_t *public_ds;
     const principal_key_t **up_keys; /* per upstream index: signs the principal sent there */
+    metrics_by_code_t **up_handled;  /* per upstream index: its calls' codes (NULL: off) */
+    metrics_series_t *auth_cache_hits, *auth_cache_misses; /* API keys */
 } gw_t;
 
 /* The rpc_proxy_fn of the gateway (ctx is a gw_t). */

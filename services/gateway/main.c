@@ -45,6 +45,7 @@ static void gw__fini(svc_t *svc)
     gw_routes_free(gw->routes);
     descset_free(gw->public_ds);
     mem_free(gw->up_keys);
+    mem_free(gw->up_handled);
     mem_free(gw->public_bytes);
     svc_set_state(svc, NULL);
 }
@@ -107,6 +108,23 @@ static int gw__init(svc_t *svc)
             rc = ERR_CONFIG;
             goto done;
         }
+    }
+    if (metrics_enabled()) {
+        static const char *const up_labels[] = {"upstream", "grpc_code", NULL};
+        metrics_family_t *f = metrics_counter(
+            "onceiot_gateway_upstream_handled_total",
+            "Calls the gateway relayed to each upstream, by the upstream's status code.",
+            up_labels);
+        gw->up_handled = mem_calloc(n_up, sizeof(*gw->up_handled));
+        for (size_t i = 0; i < n_up; i++) {
+            const char *v[] = {gw_routes_upstream_name(gw->routes, i)};
+            gw->up_handled[i] = metrics_by_code_new(f, v);
+        }
+        gw->auth_cache_hits = metrics_counter_plain("onceiot_gateway_auth_cache_hits_total",
+                                                    "API keys answered from the gateway's cache.");
+        gw->auth_cache_misses =
+            metrics_counter_plain("onceiot_gateway_auth_cache_misses_total",
+                                  "API keys the gateway had to ask identity about.");
     }
     size_t public_len;
     rc = gw_public_descset(rpc_server_descset(gw->srv), gw->routes, &gw->public_bytes, &public_len,

@@ -56,6 +56,7 @@ struct gw_call {
     const char *upstream;
     char request_id[65];
     int64_t start_ns;
+    int64_t up_start_ns; /* when the upstream call started; 0: it did not */
     int64_t user_id;
     char *peer;                 /* grpc_call_get_peer of the client's call (gpr_free) */
     const char *client_address; /* the IP of peer (in the arena) */
@@ -122,11 +123,30 @@ static void gw__log(gw_call_t *c)
     log_end(&r);
 }
 
+/* The upstream call started (its status will come). */
+static void gw__up_started(gw_call_t *c)
+{
+    c->up_start_ns = gw__now_ns();
+    metrics_rpc_started(c->route->sent);
+}
+
+/* The upstream call's status came. */
+static void gw__up_ended(gw_call_t *c)
+{
+    if (!c->up_start_ns)
+        return;
+    metrics_rpc_handled(c->route->sent, c->up_status, gw__now_ns() - c->up_start_ns);
+    if (c->gw->up_handled)
+        metrics_by_code_inc(c->gw->up_handled[c->route->upstream], c->up_status);
+}
+
 static void gw__unref(gw_call_t *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) != 1)
         return;
     gw__log(c);
+    if (c->route)
+        metrics_rpc_handled(c->route->served, c->code, gw__now_ns() - c->start_ns);
     gw_streams_remove(c->gw->streams, &c->stream);
     gpr_free(c->peer);
     if (c->up)
@@ -278,6 +298,7 @@ static void gw__on_unary_up(rpc_tag_t *tag, bool ok)
 {
     (void)ok;
     gw_call_t *c = ((gw_op_t *)tag)->c;
+    gw__up_ended(c);
     grpc_op ops[3];
     size_t n = 0;
     memset(ops, 0, sizeof(ops));
@@ -325,7 +346,9 @@ static void gw__on_unary_recv(rpc_tag_t *tag, bool ok)
     ops[n].data.recv_status_on_client.status = &c->up_status;
     ops[n].data.recv_status_on_client.status_details = &c->up_details;
     ops[n++].data.recv_status_on_client.trailing_metadata = &c->up_trailers;
-    if (!gw__start(c, c->up, ops, n, &c->t_unary_up))
+    if (gw__start(c, c->up, ops, n, &c->t_unary_up))
+        gw__up_started(c);
+    else
         c->code = GRPC_STATUS_CANCELLED; /* cancelled through the parent */
     gw__unref(c);
 }
@@ -432,6 +455,7 @@ static void gw__on_up_status(rpc_tag_t *tag, bool ok)
 {
     (void)ok;
     gw_call_t *c = ((gw_op_t *)tag)->c;
+    gw__up_ended(c);
     pthread_mutex_lock(&c->mu);
     c->have_status = true;
     gw__try_status(c);
@@ -570,7 +594,8 @@ static void gw__connect(gw_call_t *c, principal_t *p)
     op.data.recv_status_on_client.status = &c->up_status;
     op.data.recv_status_on_client.status_details = &c->up_details;
     op.data.recv_status_on_client.trailing_metadata = &c->up_trailers;
-    gw__start(c, c->up, &op, 1, &c->t_up_status);
+    if (gw__start(c, c->up, &op, 1, &c->t_up_status))
+        gw__up_started(c);
     gw__down_recv(c);
     pthread_mutex_unlock(&c->mu);
 }
@@ -675,6 +700,7 @@ static void gw__authenticate(gw_call_t *c)
         return;
     }
     int rc = gw_auth_key_cached(gw->auth, secret, c->arena, &p);
+    metrics_inc(rc == 0 ? gw->auth_cache_misses : gw->auth_cache_hits, 1);
     if (rc == 1) {
         gw__proceed(c, p);
     } else if (rc < 0) {
@@ -735,6 +761,7 @@ void gw_proxy(void *ctx, grpc_call *call, grpc_call_details *details, grpc_metad
                  NULL);
     } else {
         c->upstream = gw_upstreams_name(gw->upstreams, c->route->upstream);
+        metrics_rpc_started(c->route->served);
         gw__authenticate(c);
     }
     gw__unref(c);

@@ -82,6 +82,12 @@ int gw_routes_build(const descset_t *ds, gw_routes_t **out, char *err, size_t er
             rc = ERR_CONFIG;
             goto done;
         }
+        /* Internal methods are never relayed: no series for them. */
+        if (!route->rule.internal) {
+            route->served =
+                metrics_rpc_new(m->path, m->client_streaming, m->server_streaming, false);
+            route->sent = metrics_rpc_new(m->path, m->client_streaming, m->server_streaming, true);
+        }
         r->n++;
         if (r->n_services == 0 || strcmp(r->services[r->n_services - 1].name, m->service) != 0) {
             r->services = mem_realloc(r->services, (r->n_services + 1) * sizeof(*r->services));

@@ -109,6 +109,8 @@ rpc_call_t *srv__call_new(rpc_server_t *srv, const srv_method_t *m, grpc_call *c
     c->method = m ? m->path : "";
     c->start_ns = call__now_ns();
     c->code = GRPC_STATUS_OK;
+    if (m)
+        metrics_rpc_started(m->metrics);
     atomic_init(&c->refs, 2);
     atomic_init(&c->cancelled, false);
     c->close_tag.fn = call__close_done;
@@ -162,6 +164,9 @@ void srv__call_unref(rpc_call_t *c)
     if (!c->request_id[0])
         call__take_request_id(c);
     call__log(c);
+    /* Unknown methods are not counted: their names are the client's. */
+    if (c->m)
+        metrics_rpc_handled(c->m->metrics, c->code, call__now_ns() - c->start_ns);
     rpc_server_t *srv = c->srv;
     grpc_call_unref(c->call);
     grpc_metadata_array_destroy(&c->md);

@@ -9,6 +9,7 @@
 #include "onceiot/db.h"
 #include "onceiot/log.h"
 #include "onceiot/mem.h"
+#include "onceiot/metrics.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -50,6 +51,9 @@ struct db_pool {
     int64_t default_timeout_ms; /* statement_timeout every connection starts with */
     int connect_timeout_ms;     /* bound on one connection attempt */
     db_conn_t *conns;
+    int in_use;                        /* connections handed out, guarded by mu */
+    int waiting;                       /* callers waiting for one, guarded by mu */
+    metrics_series_t *acquire_seconds; /* NULL while metrics are off */
 };
 
 static int64_t db__now_ms(void)
@@ -397,6 +401,12 @@ int db_pool_open(const db_opts_t *opts, db_pool_t **out)
     pool->url = mem_strdup(opts->url);
     pool->schema = mem_strdup(opts->schema);
     pool->size = opts->size;
+    static const double bounds[] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
+    pool->acquire_seconds =
+        metrics_series(metrics_histogram("onceiot_db_pool_acquire_seconds",
+                                         "Time callers waited for a free database connection.",
+                                         NULL, bounds, sizeof(bounds) / sizeof(bounds[0])),
+                       NULL);
     pool->default_timeout_ms = opts->statement_timeout_ms > 0 ? opts->statement_timeout_ms : 0;
     pool->connect_timeout_ms =
         opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : DB__CONNECT_TIMEOUT_DEFAULT_MS;
@@ -438,8 +448,25 @@ void db_pool_close(db_pool_t *pool)
     mem_free(pool);
 }
 
+static int64_t db__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void db_pool_stats(db_pool_t *pool, int *in_use, int *waiting, int *size)
+{
+    pthread_mutex_lock(&pool->mu);
+    *in_use = pool->in_use;
+    *waiting = pool->waiting;
+    *size = pool->size;
+    pthread_mutex_unlock(&pool->mu);
+}
+
 int db_pool_acquire(db_pool_t *pool, int64_t timeout_ms, db_conn_t **out)
 {
+    int64_t started_ns = pool->acquire_seconds ? db__now_ns() : 0;
     int64_t deadline = db__now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     struct timespec until = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
     db_conn_t *c = NULL;
@@ -473,14 +500,21 @@ int db_pool_acquire(db_pool_t *pool, int64_t timeout_ms, db_conn_t **out)
             rc = ERR_UNAVAILABLE;
             break;
         }
-        if (pthread_cond_timedwait(&pool->cv, &pool->mu, &until) == ETIMEDOUT) {
+        pool->waiting++;
+        int w = pthread_cond_timedwait(&pool->cv, &pool->mu, &until);
+        pool->waiting--;
+        if (w == ETIMEDOUT) {
             rc = ERR_RESOURCE_EXHAUSTED;
             break;
         }
     }
-    if (c != NULL)
+    if (c != NULL) {
         c->in_use = true;
+        pool->in_use++;
+    }
     pthread_mutex_unlock(&pool->mu);
+    if (pool->acquire_seconds)
+        metrics_observe(pool->acquire_seconds, (double)(db__now_ns() - started_ns) / 1e9);
     if (rc != 0)
         return rc;
 
@@ -488,6 +522,7 @@ int db_pool_acquire(db_pool_t *pool, int64_t timeout_ms, db_conn_t **out)
     if (rc < 0) {
         pthread_mutex_lock(&pool->mu);
         c->in_use = false;
+        pool->in_use--;
         /* Waiters learn at once that the server is down. */
         pthread_cond_broadcast(&pool->cv);
         pthread_mutex_unlock(&pool->mu);
@@ -526,6 +561,7 @@ void db_pool_release(db_pool_t *pool, db_conn_t *conn)
 
     pthread_mutex_lock(&pool->mu);
     conn->in_use = false;
+    pool->in_use--;
     pthread_cond_signal(&pool->cv);
     pthread_mutex_unlock(&pool->mu);
 }

@@ -2,6 +2,7 @@
 #include "onceiot/outbox.h"
 
 #include "onceiot/log.h"
+#include "onceiot/metrics.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -178,7 +179,25 @@ static int outbox__exec(outbox_t *ob, const db_stmt_t *stmt, const char *const *
     return rc;
 }
 
-/* Every LAG_LOG_MS while rows are pending: one line with the lag. */
+/* The lag gauges, refreshed with the lag log (metrics read no table). */
+static struct {
+    metrics_series_t *pending, *oldest, *failed;
+} outbox__metrics;
+static pthread_once_t outbox__metrics_once = PTHREAD_ONCE_INIT;
+
+static void outbox__metrics_init(void)
+{
+    outbox__metrics.pending =
+        metrics_gauge_plain("onceiot_outbox_pending", "Outbox rows not yet delivered.");
+    outbox__metrics.oldest =
+        metrics_gauge_plain("onceiot_outbox_oldest_age_seconds",
+                            "Age of the oldest undelivered outbox row (0 when none).");
+    outbox__metrics.failed = metrics_gauge_plain("onceiot_outbox_failed",
+                                                 "Outbox rows refused for good by their callee.");
+}
+
+/* Every LAG_LOG_MS: the lag gauges, and one line with the lag while rows
+ * are pending. */
 static void outbox__log_lag(outbox_t *ob, int64_t *last_ms)
 {
     int64_t now = outbox__now_ms();
@@ -191,6 +210,12 @@ static void outbox__log_lag(outbox_t *ob, int64_t *last_ms)
         return;
     int rc = outbox_read_stats(conn, &s);
     db_pool_release(ob->o.pool, conn);
+    if (rc == 0) {
+        pthread_once(&outbox__metrics_once, outbox__metrics_init);
+        metrics_set(outbox__metrics.pending, (double)s.pending);
+        metrics_set(outbox__metrics.oldest, (double)s.oldest_age_ms / 1000.0);
+        metrics_set(outbox__metrics.failed, (double)s.failed);
+    }
     if (rc < 0 || (s.pending == 0 && s.failed == 0))
         return;
     log_rec_t r;

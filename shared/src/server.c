@@ -222,6 +222,7 @@ int rpc_server_add_service(rpc_server_t *srv, const rpc_service_impl_t *svc, voi
         m->server_streaming = dm->server_streaming;
         m->run_inline = svc == &srv__health_service && strcmp(md->name, "Check") == 0;
         m->quiet = svc == &srv__health_service;
+        m->metrics = metrics_rpc_new(m->path, m->client_streaming, m->server_streaming, false);
         m->registered = grpc_server_register_method(
             srv->server, m->path, NULL,
             m->client_streaming ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,

@@ -4,6 +4,7 @@
 #define ONCEIOT_SERVER_INT_H
 
 #include "onceiot/descset.h"
+#include "onceiot/metrics.h"
 #include "onceiot/rpc.h"
 
 #include <pthread.h>
@@ -21,9 +22,10 @@ typedef struct srv_method {
     void *ctx; /* rpc_call_ctx */
     bool client_streaming;
     bool server_streaming;
-    bool run_inline;  /* cheap and non-blocking: answer on the I/O thread */
-    bool quiet;       /* log at debug level (health probes) */
-    void *registered; /* core's handle */
+    bool run_inline;        /* cheap and non-blocking: answer on the I/O thread */
+    bool quiet;             /* log at debug level (health probes) */
+    void *registered;       /* core's handle */
+    metrics_rpc_t *metrics; /* grpc_server_* series; NULL while metrics are off */
 } srv_method_t;
 
 typedef struct srv_defer {

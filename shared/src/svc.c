@@ -7,6 +7,7 @@
 #include "onceiot/config.h"
 #include "onceiot/descset.h"
 #include "onceiot/log.h"
+#include "onceiot/metrics.h"
 #include "onceiot/migrate.h"
 #include "onceiot/outbox.h"
 #include "onceiot/requestid.h"
@@ -31,6 +32,7 @@ typedef struct svc_config {
     const char *log_level;
     const char *principal_key_hex;
     const char *signing_keys;
+    const char *metrics_listen; /* NULL: no metrics */
     long pool_size;
     long statement_timeout_ms;
     long connect_timeout_ms;
@@ -59,7 +61,8 @@ struct svc {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stopping;
-    int64_t next_upkeep_ms; /* health thread only */
+    int64_t next_upkeep_ms;                          /* health thread only */
+    metrics_series_t *m_in_use, *m_waiting, *m_size; /* the pool's gauges */
 };
 
 static rpc_server_t *volatile svc__signal_target;
@@ -132,6 +135,8 @@ static int svc__config(svc_t *svc, char *err, size_t errlen)
          "64 hex digits: this service's own secret, from which its callers' keys derive"},
         {"ONCEIOT_PRINCIPAL_SIGNING_KEYS", CFG_STRING, "", false, 0, 0, &c->signing_keys,
          "service:<64 hex>,...: the keys this process signs principals with, per callee"},
+        {"ONCEIOT_METRICS_LISTEN", CFG_ADDR, NULL, false, 0, 0, &c->metrics_listen,
+         "host:port of the Prometheus endpoint (/metrics); unset: no metrics"},
     };
     int rc = cfg_load(vars, sizeof(vars) / sizeof(vars[0]), err, errlen);
     if (rc < 0)
@@ -302,6 +307,28 @@ static const auth_rule_t *svc__rule(const svc_t *svc, const char *path)
     return r ? &r->rule : NULL;
 }
 
+/* Before every scrape: the pool's counts. */
+static void svc__collect_pool(void *arg)
+{
+    svc_t *svc = arg;
+    int in_use, waiting, size;
+    db_pool_stats(svc->db, &in_use, &waiting, &size);
+    metrics_set(svc->m_in_use, in_use);
+    metrics_set(svc->m_waiting, waiting);
+    metrics_set(svc->m_size, size);
+}
+
+static void svc__metrics_pool(svc_t *svc)
+{
+    svc->m_in_use = metrics_gauge_plain("onceiot_db_pool_connections_in_use",
+                                        "Database connections handed out to callers.");
+    svc->m_waiting = metrics_gauge_plain("onceiot_db_pool_waiting",
+                                         "Callers waiting for a database connection.");
+    svc->m_size =
+        metrics_gauge_plain("onceiot_db_pool_connections", "Database connections in the pool.");
+    metrics_collector_add(svc__collect_pool, svc);
+}
+
 static int svc__serve(svc_t *svc)
 {
     rpc_server_opts_t o = {
@@ -339,9 +366,15 @@ static int svc__serve(svc_t *svc)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (svc->cfg.metrics_listen) {
+        if (svc->db)
+            svc__metrics_pool(svc);
+        if ((rc = metrics_http_start(svc->cfg.metrics_listen, NULL)) < 0)
+            goto stop_metrics;
+    }
     rc = rpc_server_start(svc->srv, NULL);
     if (rc < 0)
-        return rc;
+        goto stop_metrics;
     if (svc->db) {
         rpc_server_set_health(svc->srv, NULL,
                               db_pool_ping(svc->db, svc->cfg.connect_timeout_ms)
@@ -350,6 +383,9 @@ static int svc__serve(svc_t *svc)
         pthread_create(&svc->health_thread, NULL, svc__health_main, svc);
     }
     rc = rpc_server_wait(svc->srv);
+    /* No scrape reads the pool or the service after this. */
+    metrics_http_stop();
+    metrics_collector_remove(svc__collect_pool, svc);
     if (svc->db) {
         pthread_mutex_lock(&svc->mu);
         svc->stopping = true;
@@ -362,6 +398,10 @@ static int svc__serve(svc_t *svc)
         svc->def->fini(svc);
     /* A drain that had to cancel calls still ends the process normally. */
     return 0;
+stop_metrics:
+    metrics_http_stop();
+    metrics_collector_remove(svc__collect_pool, svc);
+    return rc;
 }
 
 static void svc__usage(const char *prog)
@@ -394,6 +434,12 @@ int svc_main(int argc, char **argv, const svc_def_t *def)
         return 2;
     }
     log_init(def->name, (log_level_t)log_level_parse(svc.cfg.log_level));
+    if (svc.cfg.metrics_listen) {
+        /* Before the server registers its methods and the pool opens, so
+         * both get their series. */
+        metrics_enable();
+        metrics_process_register();
+    }
     if (sodium_init() < 0) {
         log_msg(LOG_ERROR, "sodium_init", "libsodium failed to initialise");
         return 1;

@@ -15,7 +15,9 @@ and by a policy of its own. Every Deployment also: native grpc readiness and
 liveness probes on its grpc port, the principal key, and a Service whose
 port is named grpc; the gateway's liveness probe asks for a named service
 (its "" is readiness: NOT_SERVING while it cannot authenticate, which must
-not restart it). Only the gateway accepts traffic from anywhere: an ingress
+not restart it). Every Deployment has a port named metrics that
+ONCEIOT_METRICS_LISTEN listens on, the prometheus.io/scrape, port and path
+annotations naming it, and a Service port named metrics. Only the gateway accepts traffic from anywhere: an ingress
 rule without `from`, with `from: []`, or with a peer that matches every
 address is open to all. Every HorizontalPodAutoscaler scales a Deployment
 that exists, within sane bounds.
@@ -196,6 +198,18 @@ def check_docs(docs):
                 check(bool(c.get("livenessProbe", {}).get("grpc", {}).get("service")),
                       f"{name}: liveness asks for a named service, not readiness")
             env = {e["name"] for e in c.get("env", [])}
+            # Prometheus: the port named metrics is where the binary listens
+            # and what the scrape annotations name.
+            check("metrics" in ports, f"{name}: a port named metrics")
+            listen = next((e.get("value", "") for e in c.get("env", [])
+                           if e["name"] == "ONCEIOT_METRICS_LISTEN"), "")
+            check(listen.rsplit(":", 1)[-1] == str(ports.get("metrics")),
+                  f"{name}: ONCEIOT_METRICS_LISTEN on the metrics port")
+            ann = dep["spec"]["template"]["metadata"].get("annotations", {})
+            check(ann.get("prometheus.io/scrape") == "true"
+                  and ann.get("prometheus.io/port") == str(ports.get("metrics"))
+                  and ann.get("prometheus.io/path") == "/metrics",
+                  f"{name}: prometheus.io scrape annotations on the metrics port")
             if name == "onceiot-gateway":
                 check("ONCEIOT_PRINCIPAL_SIGNING_KEYS" in env, f"{name}: signing keys from a Secret")
             else:
@@ -203,6 +217,8 @@ def check_docs(docs):
         svc = services.get(name)
         check(svc is not None and svc["spec"]["ports"][0]["name"] == "grpc",
               f"{name}: Service port grpc")
+        check(svc is not None and any(p["name"] == "metrics" for p in svc["spec"]["ports"]),
+              f"{name}: Service port metrics")
         open_to_all = any(rule_is_open(r) for p in own for r in p["spec"].get("ingress", []))
         if name == "onceiot-gateway":
             check(open_to_all, f"{name}: the gateway is open to all")
@@ -252,6 +268,12 @@ def self_test(docs):
         "the gateway's liveness on its readiness":
             lambda: find("Deployment", "onceiot-gateway")["spec"]["template"]["spec"]["containers"][0][
                 "livenessProbe"]["grpc"].pop("service"),
+        "scrape annotations naming another port than metrics":
+            lambda: find("Deployment", "onceiot-identity")["spec"]["template"]["metadata"][
+                "annotations"].__setitem__("prometheus.io/port", "50061"),
+        "metrics off in a Deployment":
+            lambda: find("Deployment", "onceiot-commerce")["spec"]["template"]["spec"]["containers"][0][
+                "env"].pop(1),
         "a Deployment outside deny-all":
             lambda: find("Deployment", "onceiot-usage")["spec"]["template"]["metadata"]["labels"].pop(
                 "app.kubernetes.io/part-of"),

@@ -101,7 +101,7 @@ void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env)
 
 /* Starts onceiot-sims with the stack's key on port (0: a free one), on a
  * fresh "sims" schema unless it is a restart (port given). */
-static void sh__start_sims(sh_stack_t *s, int port)
+static void sh__start_sims(sh_stack_t *s, int port, const char *const *sims_env)
 {
     if (!port)
         sh__sql("SET client_min_messages = warning;"
@@ -113,11 +113,12 @@ static void sh__start_sims(sh_stack_t *s, int port)
     char *db = mem_printf("ONCEIOT_DATABASE_URL=%s", getenv("ONCEIOT_TEST_PG_URL"));
     char *schema = ph_source_path("schema");
     char *dir = mem_printf("ONCEIOT_SCHEMA_DIR=%s/sims", schema);
-    const char *env[] = {key, db, dir, "ONCEIOT_HEALTH_INTERVAL_MS=100", "ONCEIOT_GRACE_MS=3000",
-                         NULL};
+    const char *base[] = {key, db, dir, "ONCEIOT_HEALTH_INTERVAL_MS=100", "ONCEIOT_GRACE_MS=3000"};
+    const char **env = sh__env(base, sizeof(base) / sizeof(*base), sims_env);
     char *bin = ph_build_path("services/onceiot-sims");
     ph_start_at(&s->sims, port ? port : ph_free_port(), bin, env);
     mem_free(bin);
+    mem_free(env);
     mem_free(dir);
     mem_free(schema);
     mem_free(db);
@@ -168,13 +169,13 @@ static void sh__start_testsvc(sh_stack_t *s, int port, bool fresh)
 
 /* sh_start, with sims behind the gateway when with_sims. */
 static void sh__start(sh_stack_t *s, bool with_sims, const char *const *identity_env,
-                      const char *const *gateway_env)
+                      const char *const *sims_env, const char *const *gateway_env)
 {
     sh__prepare(s);
     sh__start_identity(s, 0, identity_env);
     sh__start_testsvc(s, 0, true);
     if (with_sims)
-        sh__start_sims(s, 0);
+        sh__start_sims(s, 0, sims_env);
     sh_start_gateway(s, gateway_env);
     /* The gateway is SERVING only once it has identity's keys. */
     cr_assert(ph_log_contains(&s->gateway, "verification_keys_loaded"),
@@ -217,7 +218,7 @@ void sh_kill_restart(sh_stack_t *s, ph_proc_t *p)
     if (p == &s->identity)
         sh__start_identity(s, port, NULL);
     else if (p == &s->sims)
-        sh__start_sims(s, port);
+        sh__start_sims(s, port, NULL);
     else if (p == &s->gateway)
         sh__launch_gateway(s, NULL, true, port);
     else
@@ -226,13 +227,19 @@ void sh_kill_restart(sh_stack_t *s, ph_proc_t *p)
 
 void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const *gateway_env)
 {
-    sh__start(s, false, identity_env, gateway_env);
+    sh__start(s, false, identity_env, NULL, gateway_env);
 }
 
 void sh_start_with_sims(sh_stack_t *s, const char *const *identity_env,
                         const char *const *gateway_env)
 {
-    sh__start(s, true, identity_env, gateway_env);
+    sh__start(s, true, identity_env, NULL, gateway_env);
+}
+
+void sh_start_with_sims_env(sh_stack_t *s, const char *const *identity_env,
+                            const char *const *sims_env, const char *const *gateway_env)
+{
+    sh__start(s, true, identity_env, sims_env, gateway_env);
 }
 
 static void sh__stop_one(ph_proc_t *p)

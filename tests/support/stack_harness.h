@@ -33,6 +33,9 @@ void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const 
  * onceiot.sims.v1 to it instead of to an unused port. */
 void sh_start_with_sims(sh_stack_t *s, const char *const *identity_env,
                         const char *const *gateway_env);
+/* sh_start_with_sims with sims_env added to sims' environment too. */
+void sh_start_with_sims_env(sh_stack_t *s, const char *const *identity_env,
+                            const char *const *sims_env, const char *const *gateway_env);
 /* Starts (again) only the gateway, e.g. after sh_stop_gateway. */
 void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env);
 /* The start-up race: the test service, then the gateway before identity

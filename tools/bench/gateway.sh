@@ -6,7 +6,10 @@
 # (h2load's mean per request, at full load and with one call at a time) and
 # the gateway's peak RSS (VmHWM) under that load (target < 32 MB), and the
 # gateway's CPU time (user + system, from /proc) per call under load: a
-# figure that other load on the machine does not skew.
+# figure that other load on the machine does not skew. A second pair (test
+# service and gateway) runs with ONCEIOT_METRICS_LISTEN set and is scraped
+# every second during its rounds, in the same alternation: the ratio
+# metrics on / off is the cost of counting.
 # Figures are printed, never asserted.
 #
 # Needs ONCEIOT_TEST_PG_URL (a PostgreSQL superuser URL; tools/stack bench
@@ -100,15 +103,31 @@ NOWHERE="$(next_addr)"
 
 start testsvc "$SVC_ADDR" "$TESTSVC" ONCEIOT_DATABASE_URL="$ONCEIOT_TEST_PG_URL" \
     ONCEIOT_SCHEMA_DIR="$ROOT/tests/testsvc/schema"
+SVC_PID="$LAST_PID"
+MSVC_ADDR="$(next_addr)"
+MSVC_METRICS="$(next_addr)"
+start testsvc-metrics "$MSVC_ADDR" "$TESTSVC" ONCEIOT_DATABASE_URL="$ONCEIOT_TEST_PG_URL" \
+    ONCEIOT_SCHEMA_DIR="$ROOT/tests/testsvc/schema" ONCEIOT_METRICS_LISTEN="$MSVC_METRICS"
+MSVC_PID="$LAST_PID"
 start identity "$ID_ADDR" "$IDENTITY" ONCEIOT_DATABASE_URL="$ID_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" \
     ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" ONCEIOT_API_KEY_PEPPER="$(hex32)" \
     ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key"
-start gateway "$GW_ADDR" "$GATEWAY" ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" gateway identity sims usage commerce support test)" \
-    ONCEIOT_IDENTITY_ADDR="$ID_ADDR" ONCEIOT_TEST_ADDR="$SVC_ADDR" ONCEIOT_SIMS_ADDR="$NOWHERE" \
-    ONCEIOT_USAGE_ADDR="$NOWHERE" ONCEIOT_COMMERCE_ADDR="$NOWHERE" ONCEIOT_SUPPORT_ADDR="$NOWHERE" \
-    ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000 ONCEIOT_IO_THREADS="${BENCH_GW_IO_THREADS:-2}" \
-    ONCEIOT_UPSTREAM_CHANNELS="${BENCH_GW_UPSTREAM_CHANNELS:-1}"
+# start_gateway NAME ADDR TEST_ADDR [VAR=value...]
+start_gateway() {
+    local name="$1" addr="$2" test_addr="$3"
+    shift 3
+    start "$name" "$addr" "$GATEWAY" ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" gateway identity sims usage commerce support test)" \
+        ONCEIOT_IDENTITY_ADDR="$ID_ADDR" ONCEIOT_TEST_ADDR="$test_addr" ONCEIOT_SIMS_ADDR="$NOWHERE" \
+        ONCEIOT_USAGE_ADDR="$NOWHERE" ONCEIOT_COMMERCE_ADDR="$NOWHERE" ONCEIOT_SUPPORT_ADDR="$NOWHERE" \
+        ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000 ONCEIOT_IO_THREADS="${BENCH_GW_IO_THREADS:-2}" \
+        ONCEIOT_UPSTREAM_CHANNELS="${BENCH_GW_UPSTREAM_CHANNELS:-1}" "$@"
+}
+start_gateway gateway "$GW_ADDR" "$SVC_ADDR"
 GW_PID="$LAST_PID"
+MGW_ADDR="$(next_addr)"
+MGW_METRICS="$(next_addr)"
+start_gateway gateway-metrics "$MGW_ADDR" "$MSVC_ADDR" ONCEIOT_METRICS_LISTEN="$MGW_METRICS"
+MGW_PID="$LAST_PID"
 API_KEY="$(head -n 1 "$WORK/admin.key")"
 [[ -n "$API_KEY" ]] || die "identity wrote no bootstrap API key"
 
@@ -144,9 +163,26 @@ load_once() {
     }
 }
 
-# The gateway's CPU time so far (utime + stime, in clock ticks).
+# A gateway's CPU time so far (utime + stime, in clock ticks); default the
+# plain one.
 gw_ticks() {
-    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$GW_PID/stat"
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/${1:-$GW_PID}/stat"
+}
+
+# Scrapes both metrics endpoints every second, as Prometheus would, until
+# killed; fails the run on a non-200 answer.
+scraper() {
+    local hostport
+    while :; do
+        for hostport in "$MSVC_METRICS" "$MGW_METRICS"; do
+            exec 3<>"/dev/tcp/${hostport%:*}/${hostport#*:}"
+            printf 'GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n' >&3
+            head -n 1 <&3 | grep -q ' 200 ' || echo "scrape of $hostport failed" >&2
+            cat <&3 >/dev/null
+            exec 3<&-
+        done
+        sleep 1
+    done
 }
 
 median() {
@@ -156,16 +192,33 @@ median() {
 # Warm-up: the API key is cached after the first call.
 load_once "$GW_ADDR" 2000 "$CLIENTS" "$STREAMS" >/dev/null
 load_once "$SVC_ADDR" 2000 "$CLIENTS" "$STREAMS" >/dev/null
+load_once "$MGW_ADDR" 2000 "$CLIENTS" "$STREAMS" >/dev/null
 
 declare -A RPS=() LAT=() LAT1=()
 GW_TICKS=0
+MGW_TICKS=0
+SVC_TICKS=0
+MSVC_TICKS=0
 for ((r = 1; r <= ROUNDS; r++)); do
-    for target in direct gateway; do
+    for target in direct gateway metrics; do
         addr="$SVC_ADDR"
         [[ "$target" == gateway ]] && addr="$GW_ADDR"
+        [[ "$target" == metrics ]] && addr="$MGW_ADDR"
         t0="$(gw_ticks)"
+        m0="$(gw_ticks "$MGW_PID")"
+        s0="$(gw_ticks "$SVC_PID")"
+        ms0="$(gw_ticks "$MSVC_PID")"
+        scrape_pid=
+        if [[ "$target" == metrics ]]; then
+            scraper &
+            scrape_pid=$!
+        fi
         res="$(load_once "$addr" "$REQUESTS" "$CLIENTS" "$STREAMS")"
+        [[ -n "$scrape_pid" ]] && { kill "$scrape_pid"; wait "$scrape_pid" 2>/dev/null || true; }
         [[ "$target" == gateway ]] && GW_TICKS=$((GW_TICKS + $(gw_ticks) - t0))
+        [[ "$target" == gateway ]] && SVC_TICKS=$((SVC_TICKS + $(gw_ticks "$SVC_PID") - s0))
+        [[ "$target" == metrics ]] && MGW_TICKS=$((MGW_TICKS + $(gw_ticks "$MGW_PID") - m0))
+        [[ "$target" == metrics ]] && MSVC_TICKS=$((MSVC_TICKS + $(gw_ticks "$MSVC_PID") - ms0))
         RPS[$target]+="${res% *} "
         LAT[$target]+="${res#* } "
     done
@@ -187,10 +240,12 @@ done
 LAT_DIRECT="$("$LATENCY" "$SVC_ADDR" "$ECHO_PATH" 0a0568656c6c6f 3000)"
 LAT_GW="$("$LATENCY" "$GW_ADDR" "$ECHO_PATH" 0a0568656c6c6f 3000 "$API_KEY")"
 
-if grep -q '"level":"error"' "$WORK/gateway.log"; then
-    grep '"level":"error"' "$WORK/gateway.log" | head -n 5 >&2
-    die "the gateway logged errors during the run"
-fi
+for log in gateway gateway-metrics; do
+    if grep -q '"level":"error"' "$WORK/$log.log"; then
+        grep '"level":"error"' "$WORK/$log.log" | head -n 5 >&2
+        die "$log logged errors during the run"
+    fi
+done
 
 d_rps="$(median <<<"${RPS[direct]}")"
 g_rps="$(median <<<"${RPS[gateway]}")"
@@ -214,3 +269,11 @@ awk -v dp50="$dp50" -v dp99="$dp99" -v gp50="$gp50" -v gp99="$gp99" 'BEGIN {
 awk -v t="$GW_TICKS" -v hz="$(getconf CLK_TCK)" -v n="$((REQUESTS * ROUNDS))" 'BEGIN {
     printf "  gateway CPU under load: %.1f us per call (user + system)\n", t / hz * 1e6 / n }'
 printf '  gateway memory: VmHWM %d kB, VmRSS %d kB after the load (target < 32 MB)\n' "$HWM_KB" "$RSS_KB"
+m_rps="$(median <<<"${RPS[metrics]}")"
+m_lat="$(median <<<"${LAT[metrics]}")"
+printf '  %-28s %10s req/s   mean %7s ms (test service and gateway counting, scraped every second)\n' "metrics on" "$m_rps" "$m_lat"
+awk -v m="$m_rps" -v g="$g_rps" -v mt="$MGW_TICKS" -v gt="$GW_TICKS" -v ms="$MSVC_TICKS" -v st="$SVC_TICKS" -v hz="$(getconf CLK_TCK)" -v n="$((REQUESTS * ROUNDS))" 'BEGIN {
+    printf "  ratio metrics on/off through the gateway: %.3f req/s\n", m / g
+    printf "  CPU per call, on / off: gateway %.1f / %.1f us, test service %.1f / %.1f us\n", mt / hz * 1e6 / n, gt / hz * 1e6 / n, ms / hz * 1e6 / n, st / hz * 1e6 / n }'
+echo "  req/s per round, off: ${RPS[gateway]}"
+echo "  req/s per round, on:  ${RPS[metrics]}"

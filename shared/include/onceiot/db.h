@@ -57,6 +57,9 @@ int db_pool_acquire(db_pool_t *pool, int64_t timeout_ms, db_conn_t **out) ONCEIO
 /* Gives a connection back. An open transaction is rolled back and a changed
  * statement timeout is restored first. */
 void db_pool_release(db_pool_t *pool, db_conn_t *conn);
+/* The pool's connections handed out, callers waiting for one, and its
+ * size, read under its lock (for metrics). */
+void db_pool_stats(db_pool_t *pool, int *in_use, int *waiting, int *size);
 /* Runs "SELECT 1" on a free connection (reconnecting if needed). True when
  * the database answered within timeout_ms. */
 bool db_pool_ping(db_pool_t *pool, int64_t timeout_ms);
