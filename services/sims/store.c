@@ -1,5 +1,6 @@
 /* Queries shared by the handlers: the call context, reading SIMs and events,
  * recording events and consuming quota. */
+#include "onceiot/pbtime.h"
 #include "sims.h"
 
 #include <stdio.h>
@@ -79,26 +80,14 @@ const char *sims_nz(const char *s)
 
 Google__Protobuf__Timestamp *sims_ts(arena_t *a, const char *us)
 {
-    if (!us)
-        return NULL;
-    long long v = strtoll(us, NULL, 10);
-    Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
-    google__protobuf__timestamp__init(ts);
-    long long sec = v / 1000000, rem = v % 1000000;
-    if (rem < 0) {
-        rem += 1000000;
-        sec--;
-    }
-    ts->seconds = sec;
-    ts->nanos = (int32_t)(rem * 1000);
-    return ts;
+    return pbtime_from_us_text(a, us);
 }
 
 const char *sims_ts_param(sims_ctx_t *cx, const Google__Protobuf__Timestamp *ts)
 {
     if (!ts)
         return NULL;
-    return arena_printf(cx->a, "%lld", (long long)ts->seconds * 1000000 + ts->nanos / 1000);
+    return arena_printf(cx->a, "%lld", (long long)pbtime_to_us(ts));
 }
 
 static const char *const status_names[] = {
