@@ -96,14 +96,16 @@ void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env)
     sh__launch_gateway(s, gateway_env, true);
 }
 
-/* Starts onceiot-sims on a fresh "sims" schema with the stack's key. */
-static void sh__start_sims(sh_stack_t *s)
+/* Starts onceiot-sims with the stack's key on port (0: a free one); fresh:
+ * on a dropped "sims" schema, else on the data it has. */
+static void sh__start_sims(sh_stack_t *s, int port, bool fresh)
 {
-    sh__sql("SET client_min_messages = warning;"
-            "CREATE SCHEMA IF NOT EXISTS partman;"
-            "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;"
-            "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;"
-            "DROP SCHEMA IF EXISTS sims CASCADE");
+    if (fresh)
+        sh__sql("SET client_min_messages = warning;"
+                "CREATE SCHEMA IF NOT EXISTS partman;"
+                "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;"
+                "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;"
+                "DROP SCHEMA IF EXISTS sims CASCADE");
     char *key = mem_printf("ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
     char *db = mem_printf("ONCEIOT_DATABASE_URL=%s", getenv("ONCEIOT_TEST_PG_URL"));
     char *schema = ph_source_path("schema");
@@ -111,12 +113,23 @@ static void sh__start_sims(sh_stack_t *s)
     const char *env[] = {key, db, dir, "ONCEIOT_HEALTH_INTERVAL_MS=100", "ONCEIOT_GRACE_MS=3000",
                          NULL};
     char *bin = ph_build_path("services/onceiot-sims");
-    ph_start(&s->sims, bin, env);
+    ph_start_at(&s->sims, port ? port : ph_free_port(), bin, env);
     mem_free(bin);
     mem_free(dir);
     mem_free(schema);
     mem_free(db);
     mem_free(key);
+}
+
+void sh_kill_sims(sh_stack_t *s)
+{
+    if (s->sims.pid)
+        ph_stop(&s->sims, SIGKILL, 5000);
+}
+
+void sh_restart_sims(sh_stack_t *s)
+{
+    sh__start_sims(s, s->sims.port, false);
 }
 
 /* Fresh keys and schema for a new stack; the bootstrap key file is reset. */
@@ -169,7 +182,7 @@ static void sh__start(sh_stack_t *s, bool with_sims, const char *const *identity
     sh__start_identity(s, 0, identity_env);
     sh__start_testsvc(s, 0, true);
     if (with_sims)
-        sh__start_sims(s);
+        sh__start_sims(s, 0, true);
     sh_start_gateway(s, gateway_env);
     /* The gateway is SERVING only once it has identity's keys. */
     cr_assert(ph_log_contains(&s->gateway, "verification_keys_loaded"),

@@ -33,6 +33,10 @@ void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const 
  * onceiot.sims.v1 to it instead of to an unused port. */
 void sh_start_with_sims(sh_stack_t *s, const char *const *identity_env,
                         const char *const *gateway_env);
+/* kill -9 of sims (started by sh_start_with_sims); sh_restart_sims starts
+ * it again on the same port with its data and waits until it is SERVING. */
+void sh_kill_sims(sh_stack_t *s);
+void sh_restart_sims(sh_stack_t *s);
 /* Starts (again) only the gateway, e.g. after sh_stop_gateway. */
 void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env);
 /* The start-up race: the test service, then the gateway before identity
