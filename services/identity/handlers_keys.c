@@ -120,6 +120,11 @@ int identity_create_api_key(rpc_call_t *call, const ProtobufCMessage *req, Proto
     char prefix[IDENTITY_KEY_PREFIX_LEN + 1];
     memcpy(prefix, secret, IDENTITY_KEY_PREFIX_LEN);
     prefix[IDENTITY_KEY_PREFIX_LEN] = '\0';
+    /* A replay answers the first key and its secret (stored sealed). */
+    db_conn_t *conn = svc_db_or_status(call);
+    requestid_t rq;
+    if ((rc = requestid_begin_or_status(call, conn, r->request_id, req, &rq, resp)) != 0)
+        return rc < 0 ? rc : 0;
     identity_apikey_t *k;
     rc = identity_store_key_insert_or_status(call, owner, hash, prefix, r->name, r->description,
                                              r->scopes, r->n_scopes, expires_us, &k);
@@ -129,6 +134,8 @@ int identity_create_api_key(rpc_call_t *call, const ProtobufCMessage *req, Proto
     onceiot__identity__v1__create_api_key_response__init(out);
     out->api_key = k;
     out->secret = secret;
+    if ((rc = requestid_commit_or_status(call, conn, &rq, &out->base)) < 0)
+        return rc;
     *resp = &out->base;
     return 0;
 }

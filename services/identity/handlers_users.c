@@ -111,10 +111,16 @@ int identity_create_user(rpc_call_t *call, const ProtobufCMessage *req, Protobuf
         return rc;
     if ((rc = identity_password_hash(r->password, hash)) < 0)
         return rpc_fail(call, rc, "the password could not be hashed; retry");
+    /* Hashed before the transaction, so no connection waits on Argon2; a
+     * replayed request id hashes for nothing, which is rare. */
+    db_conn_t *conn = svc_db_or_status(call);
+    requestid_t rq;
+    if ((rc = requestid_begin_or_status(call, conn, r->request_id, req, &rq, resp)) != 0)
+        return rc < 0 ? rc : 0; /* or the first answer, replayed */
     identity_user_t *u;
     rc = identity_store_user_insert_or_status(call, r->username, r->email, hash, r->full_name, role,
                                               org, &u);
-    if (rc < 0)
+    if (rc < 0 || (rc = requestid_commit_or_status(call, conn, &rq, &u->base)) < 0)
         return rc;
     *resp = &u->base;
     return 0;

@@ -9,6 +9,7 @@
 #define ONCEIOT_IDENTITY_H
 
 #include "identity/v1/identity.pb-c.h"
+#include "onceiot/requestid.h"
 #include "onceiot/svc.h"
 #include "onceiot/token.h"
 
@@ -191,6 +192,8 @@ int identity_store_login_locked_or_status(rpc_call_t *call, const char *username
 /* Counts a wrong password (Login, or ChangePassword's old password). */
 int identity_store_login_failed_or_status(rpc_call_t *call, const char *username,
                                           const char *address) ONCEIOT_MUSTCHECK;
+/* The hourly upkeep (svc_def_t.upkeep): prunes stale login backoff rows. */
+int identity_upkeep(svc_t *svc, db_conn_t *conn) ONCEIOT_MUSTCHECK;
 /* Clears the address's backoff, records last_login_at and (if new_hash) the
  * upgraded hash; returns the user and the database's clock at the row's
  * update (unix ms), which is the token's issue time. */

@@ -155,6 +155,7 @@ int main(int argc, char **argv)
         .n_services = 1,
         .init = identity__init,
         .fini = identity__fini,
+        .upkeep = identity_upkeep,
     };
     return svc_main(argc, argv, &def);
 }

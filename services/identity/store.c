@@ -424,6 +424,25 @@ int identity_store_login_failed_or_status(rpc_call_t *call, const char *username
     return rc < 0 ? rc : 0;
 }
 
+/* Failures of usernames nobody has are kept an hour (they only slow down a
+ * guesser, and anyone can make new ones); a real user's streak is forgotten
+ * after a week without failures. Locked rows stay until their lock ends. */
+static const db_stmt_t identity__login_prune = {
+    "identity_login_prune",
+    "DELETE FROM login_failures f WHERE (f.locked_until IS NULL OR f.locked_until < now()) "
+    "AND (f.updated_at < now() - interval '7 days' OR (f.updated_at < now() - interval '1 hour' "
+    "AND NOT EXISTS (SELECT 1 FROM users u WHERE u.username = f.username)))",
+    0};
+
+int identity_upkeep(svc_t *svc, db_conn_t *conn)
+{
+    (void)svc;
+    int rc = db_exec(conn, &identity__login_prune, NULL, NULL);
+    if (rc > 0)
+        log_msg(LOG_INFO, "login_failures_pruned", "%d stale login backoff rows", rc);
+    return rc < 0 ? rc : 0;
+}
+
 int identity_store_login_succeeded_or_status(rpc_call_t *call, int64_t id, const char *username,
                                              const char *address, const char *new_hash,
                                              identity_user_t **out, int64_t *issued_ms)

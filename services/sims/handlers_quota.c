@@ -55,28 +55,33 @@ static int sims__quota_reply(sims_ctx_t *cx, const char *iccid, const char *type
 }
 
 /* Checks iccid and quota_type (*type as sims__quota_args gives it), then
- * begins the transaction and locks the SIM (*id, *org). */
+ * begins the transaction, claims the request id (optional) and locks the SIM
+ * (*id, *org). REQUESTID_REPLAY with *first as sims_begin_request_or_status
+ * gives it. */
 static int sims__quota_lock_or_status(sims_ctx_t *cx, const char *iccid,
                                       Onceiot__Sims__V1__QuotaType t, const char **type,
-                                      const char **id, const char **org)
+                                      const char **id, const char **org, const char *request_id,
+                                      const ProtobufCMessage *req, ProtobufCMessage **first)
 {
     int rc = sims__quota_args(cx->call, iccid, t, type);
-    if (rc < 0)
+    if (rc < 0 || (rc = sims_begin_request_or_status(cx, request_id, req, first)) != 0)
         return rc;
-    return sims_begin_lock_or_status(cx, iccid, id, org, NULL);
+    return sims_lock_sim_or_status(cx, iccid, id, org, NULL);
 }
 
 /* Runs stmt, which changes a quota of the locked SIM and returns its row,
- * records ev, commits and answers with the quota. */
+ * records ev, commits (with the answer of a claimed request id) and answers
+ * with the quota. */
 static int sims__quota_change(sims_ctx_t *cx, const char *iccid, const char *type,
                               const db_stmt_t *stmt, const char *const *params,
                               const sims_event_in_t *ev, ProtobufCMessage **resp)
 {
     PGresult *res = NULL;
     int rc = sims_exec(cx, stmt, params, &res);
-    if (rc < 0 || (rc = sims_record_event(cx, ev)) < 0 || (rc = sims_commit(cx)) < 0)
+    if (rc < 0 || (rc = sims_record_event(cx, ev)) < 0 ||
+        (rc = sims__quota_reply(cx, iccid, type, res, 1, resp)) < 0)
         goto out;
-    rc = sims__quota_reply(cx, iccid, type, res, 1, resp);
+    rc = sims_commit_answer(cx, *resp);
 out:
     PQclear(res);
     return rc;
@@ -129,8 +134,9 @@ int sims_top_up_quota(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMe
         return rc;
     if (r->volume <= 0)
         rpc_violation(call, "volume", "must be positive");
-    if ((rc = sims__quota_lock_or_status(&cx, r->iccid, r->quota_type, &type, &id, &org)) < 0)
-        return rc;
+    if ((rc = sims__quota_lock_or_status(&cx, r->iccid, r->quota_type, &type, &id, &org,
+                                         r->request_id, req, resp)) != 0)
+        return rc < 0 ? rc : 0; /* or the first answer, replayed */
     const char *params[] = {id, type, sims_i64(&cx, r->volume)};
     const sims_event_in_t ev = {
         .sim_id = id,
@@ -166,7 +172,8 @@ int sims_set_quota_policy(rpc_call_t *call, const ProtobufCMessage *req, Protobu
         rpc_violation(call, "threshold_percentage", "must be between 1 and 100");
     if (r->auto_reload_amount < 0 || (r->auto_reload && r->auto_reload_amount == 0))
         rpc_violation(call, "auto_reload_amount", "must be positive when auto_reload is on");
-    if ((rc = sims__quota_lock_or_status(&cx, r->iccid, r->quota_type, &type, &id, &org)) < 0)
+    if ((rc = sims__quota_lock_or_status(&cx, r->iccid, r->quota_type, &type, &id, &org, NULL, NULL,
+                                         NULL)) < 0)
         return rc;
     const char *params[] = {id, type, sims_i64(&cx, r->threshold_percentage),
                             r->auto_reload ? "t" : "f", sims_i64(&cx, r->auto_reload_amount)};

@@ -196,8 +196,8 @@ int sims_create_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMess
     const Onceiot__Sims__V1__SimInput *in = r->sim;
     const char *params[SIM_INPUT_VALUES];
     sims__input_values(&cx, in, params);
-    if ((rc = sims_begin(&cx)) < 0)
-        return rc;
+    if ((rc = sims_begin_request_or_status(&cx, r->request_id, req, resp)) != 0)
+        return rc < 0 ? rc : 0; /* or the first answer, replayed */
     if ((rc = sims_exec_quiet(&cx, &create_sim, params, &res)) < 0) {
         if (rc == ERR_ALREADY_EXISTS)
             rpc_fail(call, rc, "SIM %s already exists", in->iccid);
@@ -213,7 +213,8 @@ int sims_create_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMess
                           .description = "SIM registered"};
     sims_sim_t *s;
     if ((rc = sims_record_event(&cx, &ev)) < 0 ||
-        (rc = sims_load_sim_or_status(&cx, in->iccid, &s)) < 0 || (rc = sims_commit(&cx)) < 0)
+        (rc = sims_load_sim_or_status(&cx, in->iccid, &s)) < 0 ||
+        (rc = sims_commit_answer(&cx, &s->base)) < 0)
         goto out;
     *resp = &s->base;
     rc = 0;
@@ -293,8 +294,8 @@ int sims_import_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     for (int c = 0; c < SIM_INPUT_VALUES; c++)
         params[c] = db_text_array(cx.a, col[c], n);
     params[SIM_INPUT_VALUES] = cx.actor;
-    if ((rc = sims_begin(&cx)) < 0)
-        return rc;
+    if ((rc = sims_begin_request_or_status(&cx, r->request_id, req, resp)) != 0)
+        return rc < 0 ? rc : 0; /* or the first answer, replayed */
     if ((rc = sims_exec(&cx, &import_sims, params, &res)) < 0)
         goto out;
     const char *dup = db_get(res, 0, "duplicate");
@@ -305,7 +306,7 @@ int sims_import_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     Onceiot__Sims__V1__ImportSimsResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__sims__v1__import_sims_response__init(out);
     out->imported = (int32_t)db_get_int(res, 0, "imported", 0);
-    if ((rc = sims_commit(&cx)) < 0)
+    if ((rc = sims_commit_answer(&cx, &out->base)) < 0)
         goto out;
     *resp = &out->base;
     rc = 0;

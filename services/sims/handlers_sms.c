@@ -93,7 +93,7 @@ static int sims__store_sms(sims_ctx_t *cx, const char *id, const char *org, cons
                                   shape->segments),
         .occurred_us = at_us,
     };
-    if ((rc = sims_record_event(cx, &ev)) < 0 || (rc = sims_commit(cx)) < 0)
+    if ((rc = sims_record_event(cx, &ev)) < 0 || (rc = sims_commit_answer(cx, &m->base)) < 0)
         goto out;
     *resp = &m->base;
     rc = 0;
@@ -103,19 +103,22 @@ out:
 }
 
 /* Starts SendSms and ReceiveSms: fills cx, checks iccid and measures text
- * into *shape, then begins the transaction and locks the SIM (*id, *org and
- * *status as sims_lock_sim_or_status gives them). */
+ * into *shape, then begins the transaction, claims the request id (SendSms;
+ * REQUESTID_REPLAY with *first) and locks the SIM (*id, *org and *status as
+ * sims_lock_sim_or_status gives them). */
 static int sims__sms_sim_or_status(rpc_call_t *call, const char *iccid, const char *text,
                                    sims_ctx_t *cx, sims_sms_shape_t *shape, const char **id,
-                                   const char **org, const char **status)
+                                   const char **org, const char **status, const char *request_id,
+                                   const ProtobufCMessage *req, ProtobufCMessage **first)
 {
     int rc = sims_ctx_iccid_or_status(call, iccid, cx);
     if (rc < 0)
         return rc;
     sims_sms_measure(call, "text", text, shape);
-    if ((rc = rpc_check_violations(call)) < 0)
+    if ((rc = rpc_check_violations(call)) < 0 ||
+        (rc = sims_begin_request_or_status(cx, request_id, req, first)) != 0)
         return rc;
-    return sims_begin_lock_or_status(cx, iccid, id, org, status);
+    return sims_lock_sim_or_status(cx, iccid, id, org, status);
 }
 
 int sims_send_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
@@ -124,9 +127,10 @@ int sims_send_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessag
     sims_ctx_t cx;
     sims_sms_shape_t shape;
     const char *id, *org, *status;
-    int rc = sims__sms_sim_or_status(call, r->iccid, r->text, &cx, &shape, &id, &org, &status);
-    if (rc < 0)
-        return rc;
+    int rc = sims__sms_sim_or_status(call, r->iccid, r->text, &cx, &shape, &id, &org, &status,
+                                     r->request_id, req, resp);
+    if (rc != 0)
+        return rc < 0 ? rc : 0; /* or the first answer, replayed */
     if (strcmp(status, "Enabled") != 0)
         return rpc_fail(call, ERR_FAILED_PRECONDITION, "SIM %s is %s; SMS need an enabled SIM",
                         r->iccid, status);
@@ -145,7 +149,8 @@ int sims_receive_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     sims_ctx_t cx;
     sims_sms_shape_t shape;
     const char *id, *org;
-    int rc = sims__sms_sim_or_status(call, r->iccid, r->text, &cx, &shape, &id, &org, NULL);
+    int rc = sims__sms_sim_or_status(call, r->iccid, r->text, &cx, &shape, &id, &org, NULL, NULL,
+                                     NULL, NULL);
     if (rc < 0)
         return rc;
     return sims__store_sms(&cx, id, org, r->iccid, true, r->text, &shape,

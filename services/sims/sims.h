@@ -4,6 +4,7 @@
 #define ONCEIOT_SIMS_H
 
 #include "onceiot/pagetoken.h"
+#include "onceiot/requestid.h"
 #include "onceiot/svc.h"
 #include "sims/v1/sims.pb-c.h"
 #include "sims_sql.h"
@@ -22,6 +23,7 @@ typedef struct sims_ctx {
     const principal_t *who;
     const char *org;   /* the caller's organization as text; NULL for superusers (all) */
     const char *actor; /* triggered_by of events: "user:<id>", "api_key:<id>", "service:<n>" */
+    requestid_t rq;    /* the call's claimed request id, if any */
 } sims_ctx_t;
 
 /* Verifies the principal and fills cx. Returns 0, or an ERR_* code with the
@@ -42,6 +44,15 @@ int sims_exec_quiet(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *pa
  * connection goes back to the pool, so failure paths need no ROLLBACK. */
 int sims_begin(sims_ctx_t *cx) ONCEIOT_MUSTCHECK;
 int sims_commit(sims_ctx_t *cx) ONCEIOT_MUSTCHECK;
+/* Begins the transaction and claims the call's request id (requestid.h;
+ * "" claims nothing). Returns REQUESTID_NEW, REQUESTID_REPLAY with *first
+ * the first attempt's answer (the handler answers it as it is), or an ERR_*
+ * code with the status set. */
+int sims_begin_request_or_status(sims_ctx_t *cx, const char *request_id,
+                                 const ProtobufCMessage *req,
+                                 ProtobufCMessage **first) ONCEIOT_MUSTCHECK;
+/* Records resp as the answer of the claimed request id (if any) and commits. */
+int sims_commit_answer(sims_ctx_t *cx, const ProtobufCMessage *resp) ONCEIOT_MUSTCHECK;
 
 /* Text helpers in the call's arena. */
 const char *sims_i64(sims_ctx_t *cx, int64_t v);

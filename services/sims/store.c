@@ -68,6 +68,18 @@ int sims_commit(sims_ctx_t *cx)
     return sims__simple(cx, "COMMIT");
 }
 
+int sims_begin_request_or_status(sims_ctx_t *cx, const char *request_id,
+                                 const ProtobufCMessage *req, ProtobufCMessage **first)
+{
+    return requestid_begin_or_status(cx->call, svc_db_or_status(cx->call), request_id, req, &cx->rq,
+                                     first);
+}
+
+int sims_commit_answer(sims_ctx_t *cx, const ProtobufCMessage *resp)
+{
+    return requestid_commit_or_status(cx->call, svc_db_or_status(cx->call), &cx->rq, resp);
+}
+
 const char *sims_i64(sims_ctx_t *cx, int64_t v)
 {
     return arena_printf(cx->a, "%lld", (long long)v);

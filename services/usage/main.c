@@ -88,8 +88,6 @@ int main(int argc, char **argv)
         .authenticated = true,
         .services = &usage_service,
         .n_services = 1,
-        .runtime_migrations = outbox_migrations,
-        .n_runtime_migrations = OUTBOX_N_MIGRATIONS,
         .init = usage_init,
         .fini = usage_fini,
     };

@@ -494,6 +494,11 @@ const char *rpc_call_method(const rpc_call_t *c)
     return c->method;
 }
 
+const ProtobufCMessageDescriptor *rpc_call_response_descriptor(const rpc_call_t *c)
+{
+    return c->m ? c->m->output : NULL;
+}
+
 const char *rpc_call_peer(const rpc_call_t *c)
 {
     rpc_call_t *mc = (rpc_call_t *)c;

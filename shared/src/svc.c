@@ -8,6 +8,8 @@
 #include "onceiot/descset.h"
 #include "onceiot/log.h"
 #include "onceiot/migrate.h"
+#include "onceiot/outbox.h"
+#include "onceiot/requestid.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -39,6 +41,7 @@ typedef struct svc_config {
     long max_message_bytes;
     long grace_ms;
     long health_interval_ms;
+    long upkeep_interval_s;
     bool migrate_on_start;
 } svc_config_t;
 
@@ -56,6 +59,7 @@ struct svc {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stopping;
+    int64_t next_upkeep_ms; /* health thread only */
 };
 
 static rpc_server_t *volatile svc__signal_target;
@@ -121,6 +125,8 @@ static int svc__config(svc_t *svc, char *err, size_t errlen)
         {"ONCEIOT_GRACE_MS", CFG_INT, "10000", false, 0, 3600000, &c->grace_ms, NULL},
         {"ONCEIOT_HEALTH_INTERVAL_MS", CFG_INT, "1000", false, 50, 600000, &c->health_interval_ms,
          NULL},
+        {"ONCEIOT_UPKEEP_INTERVAL_S", CFG_INT, "3600", false, 1, 86400, &c->upkeep_interval_s,
+         "seconds between prunes of expired request ids and the service's own upkeep"},
         {"ONCEIOT_LOG_LEVEL", CFG_STRING, "info", false, 0, 0, &c->log_level, NULL},
         {"ONCEIOT_PRINCIPAL_KEY", CFG_STRING, NULL, d->authenticated, 0, 0, &c->principal_key_hex,
          "64 hex digits: this service's own secret, from which its callers' keys derive"},
@@ -149,12 +155,17 @@ static int svc__config(svc_t *svc, char *err, size_t errlen)
     return 0;
 }
 
+/* The runtime modules' tables, in every service schema: a service that does
+ * not use one has it empty. */
 static int svc__migrate(svc_t *svc)
 {
+    migrate_embedded_t runtime[OUTBOX_N_MIGRATIONS + REQUESTID_N_MIGRATIONS];
+    memcpy(runtime, outbox_migrations, sizeof(outbox_migrations));
+    memcpy(runtime + OUTBOX_N_MIGRATIONS, requestid_migrations, sizeof(requestid_migrations));
     char err[1024] = "";
     migrate_result_t res = {0, 0};
-    int rc = migrate_run_with(svc->cfg.database_url, svc->def->name, svc->def->runtime_migrations,
-                              svc->def->n_runtime_migrations, svc->cfg.schema_dir, &res, err,
+    int rc = migrate_run_with(svc->cfg.database_url, svc->def->name, runtime,
+                              sizeof(runtime) / sizeof(runtime[0]), svc->cfg.schema_dir, &res, err,
                               sizeof(err));
     if (rc < 0) {
         log_msg(LOG_ERROR, "migrate_failed", "%s", err);
@@ -169,8 +180,43 @@ static int svc__migrate(svc_t *svc)
     return 0;
 }
 
+static int64_t svc__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Every upkeep interval while the database is up: request ids past their
+ * retention, then the service's own upkeep. A failure is logged and tried
+ * again at the next interval. */
+static void svc__upkeep(svc_t *svc)
+{
+    int64_t now = svc__now_ms();
+    if (now < svc->next_upkeep_ms)
+        return;
+    svc->next_upkeep_ms = now + svc->cfg.upkeep_interval_s * 1000;
+    db_conn_t *conn = NULL;
+    if (db_pool_acquire(svc->db, svc->cfg.health_interval_ms, &conn) < 0) {
+        svc->next_upkeep_ms = now; /* busy or down: at the next tick */
+        return;
+    }
+    int pruned = requestid_prune(conn, REQUESTID_KEEP_HOURS);
+    if (pruned < 0)
+        log_msg(LOG_WARN, "upkeep_failed", "pruning request ids: %s", db_errmsg(conn));
+    else if (pruned > 0)
+        log_msg(LOG_INFO, "request_ids_pruned", "%d request ids older than %d hours", pruned,
+                REQUESTID_KEEP_HOURS);
+    if (svc->def->upkeep) {
+        int rc = svc->def->upkeep(svc, conn);
+        if (rc < 0)
+            log_msg(LOG_WARN, "upkeep_failed", "%s", db_errmsg(conn));
+    }
+    db_pool_release(svc->db, conn);
+}
+
 /* Keeps health true: every interval, the database answers or the service is
- * NOT_SERVING. Runs until svc->stopping. */
+ * NOT_SERVING. Runs the upkeep too. Runs until svc->stopping. */
 static void *svc__health_main(void *arg)
 {
     svc_t *svc = arg;
@@ -185,6 +231,8 @@ static void *svc__health_main(void *arg)
             last = up;
         }
         rpc_server_set_health(svc->srv, NULL, up ? RPC_HEALTH_SERVING : RPC_HEALTH_NOT_SERVING);
+        if (up)
+            svc__upkeep(svc);
         pthread_mutex_lock(&svc->mu);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

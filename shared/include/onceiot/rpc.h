@@ -129,7 +129,9 @@ void rpc_request_id(const grpc_metadata_array *md, char out[65]);
 
 void *rpc_call_ctx(const rpc_call_t *call);
 arena_t *rpc_call_arena(rpc_call_t *call);
-const char *rpc_call_method(const rpc_call_t *call);     /* "/pkg.Svc/Method" */
+const char *rpc_call_method(const rpc_call_t *call); /* "/pkg.Svc/Method" */
+/* The type of the method's response; NULL for an unregistered method. */
+const ProtobufCMessageDescriptor *rpc_call_response_descriptor(const rpc_call_t *call);
 const char *rpc_call_peer(const rpc_call_t *call);       /* "ipv4:127.0.0.1:5312" */
 const char *rpc_call_request_id(const rpc_call_t *call); /* x-request-id, or one made up */
 /* The first value of a metadata key (lower-case), pointing into the call's

@@ -1,7 +1,9 @@
 /* The common main of every onceiot binary.
  *
  * svc_main reads the configuration (see the README's table), sets up logging,
- * opens the database pool and applies migrations (for services with a schema),
+ * opens the database pool and applies migrations (for services with a schema:
+ * the runtime modules' tables, outbox and request_ids, then the service's
+ * own files),
  * starts the gRPC server with the service's handlers plus health and
  * reflection, keeps health in step with the database, and on SIGTERM/SIGINT
  * drains and returns 0. "<binary> migrate" only applies migrations and exits.
@@ -25,14 +27,14 @@ typedef struct svc_def {
     bool authenticated;                 /* requires ONCEIOT_PRINCIPAL_KEY (every product service) */
     const rpc_service_impl_t *services; /* served in addition to health and reflection */
     size_t n_services;
-    /* Migrations of runtime modules the service uses (outbox_migrations),
-     * applied in its schema before its own files. */
-    const migrate_embedded_t *runtime_migrations;
-    size_t n_runtime_migrations;
     /* Optional: runs after the pool and migrations, before serving; returns 0
      * or an ERR_* code to abort the start. */
     int (*init)(svc_t *svc);
     void (*fini)(svc_t *svc); /* optional: after the drain */
+    /* Optional: the service's periodic upkeep (pruning what grows), run on
+     * conn every ONCEIOT_UPKEEP_INTERVAL_S (default hourly) after the
+     * runtime's own (expired request ids); returns 0 or an ERR_* code. */
+    int (*upkeep)(svc_t *svc, db_conn_t *conn);
 } svc_def_t;
 
 int svc_main(int argc, char **argv, const svc_def_t *def);
