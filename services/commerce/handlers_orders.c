@@ -1,6 +1,7 @@
 /* Orders: CreateOrder (pricing, stock, the fulfilment outbox), GetOrder,
  * ListOrders, CancelOrder, ProcessOrder and ShipOrder. */
 #include "commerce.h"
+#include "onceiot/requestid.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -300,7 +301,18 @@ int commerce_create_order(rpc_call_t *call, const ProtobufCMessage *req, Protobu
     int64_t total = 0;
     const char *currency = NULL, *type = NULL;
     PGresult *res = NULL;
-    if ((rc = commerce_begin(&cx)) < 0 || (rc = orders__load_products(&cx, r, &ps, &n_ps)) < 0 ||
+    /* A retry with the request id of a placed order gets that order back. */
+    requestid_t rq;
+    ProtobufCMessage *first = NULL;
+    db_conn_t *conn = svc_db_or_status(call);
+    if (!conn)
+        return ERR_UNAVAILABLE;
+    if ((rc = requestid_begin_or_status(call, conn, r->request_id, req, &rq, &first)) != 0) {
+        if (rc == REQUESTID_REPLAY)
+            *resp = first;
+        return rc < 0 ? rc : 0;
+    }
+    if ((rc = orders__load_products(&cx, r, &ps, &n_ps)) < 0 ||
         (rc = orders__price(&cx, r, ps, n_ps, &l, &total, &currency, &type)) < 0 ||
         (rc = orders__reserve(&cx, ps, n_ps)) < 0)
         return rc;
@@ -333,7 +345,8 @@ int commerce_create_order(rpc_call_t *call, const ProtobufCMessage *req, Protobu
                                  db_text_array(cx.a, l.key, n)};
     if ((rc = commerce_exec(&cx, &insert_items, item_params, NULL)) < 0 ||
         (rc = orders__put_top_ups(&cx, &l, n)) < 0 ||
-        (rc = orders__reply_seq(&cx, seq, resp)) < 0 || (rc = commerce_commit(&cx)) < 0)
+        (rc = orders__reply_seq(&cx, seq, resp)) < 0 ||
+        (rc = requestid_commit_or_status(call, conn, &rq, *resp)) < 0)
         return rc;
     outbox_notify(cx.st->outbox);
     return 0;

@@ -87,8 +87,6 @@ int main(int argc, char **argv)
         .authenticated = true,
         .services = &commerce_service,
         .n_services = 1,
-        .runtime_migrations = outbox_migrations,
-        .n_runtime_migrations = OUTBOX_N_MIGRATIONS,
         .init = commerce_init,
         .fini = commerce_fini,
     };

@@ -367,3 +367,25 @@ Test(commerce_orders, each_organization_sees_only_its_orders)
     cr_assert_eq(ch_call(buyer2, "ListOrders", &req.base, D(list_orders_response), &r, &st),
                  ERR_INVALID_ARGUMENT);
 }
+
+Test(commerce_orders, a_retried_create_order_returns_the_first_order)
+{
+    ch_product_t *p = ch_product(CAT(DATA_TOPUP), "DATA-RETRY", 100, "EUR", 10, 1000);
+    const char *iccid = ch_sim(1, 41, 0, 0);
+    ch_order_t *a = NULL, *b = NULL;
+    rpc_status_t st;
+    cr_assert_eq(ch_order1(buyer1, p->id, 2, iccid, "retry-1", &a, &st), 0, "%s", st.message);
+    cr_assert_eq(ch_order1(buyer1, p->id, 2, iccid, "retry-1", &b, &st), 0, "%s", st.message);
+    cr_assert_str_eq(a->id, b->id, "the same order");
+    cr_assert_eq(ch_order1(buyer1, p->id, 3, iccid, "retry-1", &b, &st), ERR_INVALID_ARGUMENT,
+                 "the same id with another request");
+    cr_assert_eq(ch_order1(buyer1, p->id, 2, iccid, "bad id!", &b, &st), ERR_INVALID_ARGUMENT);
+    /* Another user's id space is its own. */
+    const char *other = ch_sim(2, 42, 0, 0);
+    cr_assert_eq(ch_order1(buyer2, p->id, 2, other, "retry-1", &b, &st), 0, "%s", st.message);
+    cr_assert_str_neq(a->id, b->id);
+    cr_assert(ch_wait_status(a->id, STATUS(COMPLETED), 10000));
+    cr_assert_eq(ch_sql_int("SELECT count(*) FROM commerce.orders"), 2);
+    cr_assert_eq(stock_of(p->id), 6, "reserved once per order");
+    cr_assert_eq(ch_quota(iccid, QUOTA_DATA), 2000, "topped up once");
+}
