@@ -30,83 +30,18 @@ BATCH="${BENCH_USAGE_BATCH:-1000}"
 DB=onceiot_usage_bench
 # shellcheck source=../lib/proc.sh
 source "$ROOT/tools/lib/proc.sh"
-KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/usage-bench.XXXXXX")"
-PIDS=()
-BENCH_URL=""
-
-die() {
-    echo "error: $*" >&2
-    exit 1
-}
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    [[ -n "${BENCH_URL:-}" ]] && psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" 2>/dev/null
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-for tool in psql python3; do
-    command -v "$tool" >/dev/null || die "$tool is missing"
-done
-for b in "$BIN/onceiot-sims" "$BIN/onceiot-identity" "$BIN/onceiot-usage" \
-    "$BIN/onceiot-gateway" "$CLIENT"; do
-    [[ -x "$b" ]] || die "$b is missing: build first"
-done
-
-BENCH_URL="$(python3 - "$PG_URL" "$DB" <<'PY'
-import sys, urllib.parse as u
-p = u.urlsplit(sys.argv[1])
-print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))
-PY
-)"
-
-echo "== setting up $DB with $N_SIMS SIMs"
-psql -q -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
-psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<'SQL'
-CREATE SCHEMA partman;
-CREATE EXTENSION pg_partman SCHEMA partman;
-CREATE EXTENSION pg_trgm SCHEMA public;
-SQL
-ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
-    "$BIN/onceiot-sims" migrate
-ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
-    "$BIN/onceiot-usage" migrate
+# shellcheck source=../lib/bench.sh
+source "$ROOT/tools/lib/bench.sh"
+KEY=$(hex32)
+bench_setup "$BIN/onceiot-sims" "$BIN/onceiot-identity" "$BIN/onceiot-usage" \
+    "$BIN/onceiot-gateway" "$CLIENT"
+bench_migrate sims usage
 "$ROOT/tools/gen_sims" "$BENCH_URL" "$N_SIMS" 10 >/dev/null
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    die "nothing listens on port $1"
-}
-hex32() {
-    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'
-}
-# start NAME PORT VAR=value...: one process in the background, logged in $WORK.
-start() {
-    local name="$1" port="$2"
-    shift 2
-    env ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$port" ONCEIOT_LOG_LEVEL=warn "$@" \
-        "$BIN/onceiot-$name" >"$WORK/$name.log" 2>&1 &
-    PIDS+=($!)
-    wait_port "$port"
-}
 
 SIMS_PORT=$(free_port)
 start sims "$SIMS_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL"
 ID_PORT=$(free_port)
-start identity "$ID_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" \
-    ONCEIOT_API_KEY_PEPPER="$(hex32)" ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long \
-    ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key"
+start_identity "$ID_PORT"
 USAGE_PORT=$(free_port)
 start usage "$USAGE_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_SIMS_ADDR="127.0.0.1:$SIMS_PORT" \
     ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" usage sims)"
