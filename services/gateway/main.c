@@ -35,6 +35,8 @@ static void gw__fini(svc_t *svc)
     gw_t *gw = svc_state(svc);
     if (!gw)
         return;
+    /* The health watcher reads auth's readiness: it stops before auth goes. */
+    gw_upstreams_stop(gw->upstreams);
     gw_streams_free(gw->streams);
     gw_auth_free(gw->auth);
     gw_ratelimit_free(gw->public_ratelimit);

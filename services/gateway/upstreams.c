@@ -280,17 +280,23 @@ uint32_t gw_upstreams_call_flags(const gw_upstreams_t *u, size_t i, gpr_timespec
            GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
 }
 
+void gw_upstreams_stop(gw_upstreams_t *u)
+{
+    if (!u || !u->watching)
+        return;
+    pthread_mutex_lock(&u->mu);
+    u->stopping = true;
+    pthread_cond_broadcast(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+    pthread_join(u->thread, NULL);
+    u->watching = false;
+}
+
 void gw_upstreams_free(gw_upstreams_t *u)
 {
     if (!u)
         return;
-    if (u->watching) {
-        pthread_mutex_lock(&u->mu);
-        u->stopping = true;
-        pthread_cond_broadcast(&u->cv);
-        pthread_mutex_unlock(&u->mu);
-        pthread_join(u->thread, NULL);
-    }
+    gw_upstreams_stop(u);
     for (size_t i = 0; i < u->n; i++) {
         for (size_t k = 0; u->u[i].proxy && k < u->n_proxy; k++)
             grpc_channel_destroy(u->u[i].proxy[k]);
