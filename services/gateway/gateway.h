@@ -202,6 +202,16 @@ void gw_streams_remove(gw_streams_t *s, gw_stream_t *st);
  * older than the lifetime; returns how many it ended. */
 int gw_streams_check(gw_streams_t *s);
 
+/* ---- request.c ---- */
+
+/* The credential of "authorization: Bearer <credential>" (case-insensitive
+ * scheme, spaces trimmed), NUL-terminated in a; NULL when the header is
+ * missing, of another scheme, empty or holds a NUL byte. */
+const char *gw_request_bearer(const grpc_metadata_array *md, arena_t *a);
+/* The IP address of a core peer string ("ipv4:1.2.3.4:5678" -> "1.2.3.4",
+ * "ipv6:[::1]:5678" -> "::1"; other forms whole, NULL -> ""), in a. */
+const char *gw_request_client_address(arena_t *a, const char *peer);
+
 /* ---- proxy.c ---- */
 
 typedef struct gw {

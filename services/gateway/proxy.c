@@ -651,48 +651,6 @@ static void gw__on_key(void *arg, int rc, principal_t *p, const char *why)
     gw__unref(c);
 }
 
-/* The IP address of a core peer string ("ipv4:1.2.3.4:5678" -> "1.2.3.4",
- * "ipv6:[::1]:5678" -> "::1"); other forms are kept whole. */
-static const char *gw__client_address(arena_t *a, const char *peer)
-{
-    if (!peer)
-        return "";
-    const char *v = peer;
-    if (strncmp(v, "ipv4:", 5) == 0) {
-        v += 5;
-        const char *colon = strrchr(v, ':');
-        return arena_strndup(a, v, colon ? (size_t)(colon - v) : strlen(v));
-    }
-    if (strncmp(v, "ipv6:[", 6) == 0) {
-        v += 6;
-        const char *end = strchr(v, ']');
-        return arena_strndup(a, v, end ? (size_t)(end - v) : strlen(v));
-    }
-    return arena_strdup(a, v);
-}
-
-/* The bearer credential of the call, NUL-terminated in the arena, or NULL. */
-static const char *gw__bearer(gw_call_t *c)
-{
-    for (size_t i = 0; i < c->md.count; i++) {
-        const grpc_metadata *m = &c->md.metadata[i];
-        if (!grpc_slice_str_cmp(m->key, "authorization")) {
-            const char *v = (const char *)GRPC_SLICE_START_PTR(m->value);
-            size_t n = GRPC_SLICE_LENGTH(m->value);
-            if (n <= 7 || strncasecmp(v, "bearer ", 7) != 0)
-                return NULL;
-            v += 7;
-            n -= 7;
-            while (n && *v == ' ')
-                v++, n--;
-            while (n && v[n - 1] == ' ')
-                n--;
-            return n && !memchr(v, '\0', n) ? arena_strndup(c->arena, v, n) : NULL;
-        }
-    }
-    return NULL;
-}
-
 static void gw__authenticate(gw_call_t *c)
 {
     gw_t *gw = c->gw;
@@ -700,7 +658,7 @@ static void gw__authenticate(gw_call_t *c)
         gw__proceed(c, NULL);
         return;
     }
-    const char *secret = gw__bearer(c);
+    const char *secret = gw_request_bearer(&c->md, c->arena);
     if (!secret) {
         gw__fail(c, ERR_UNAUTHENTICATED,
                  "missing credentials: send \"authorization: Bearer <API key or login token>\"",
@@ -762,7 +720,7 @@ void gw_proxy(void *ctx, grpc_call *call, grpc_call_details *details, grpc_metad
                               GRPC_SLICE_LENGTH(details->method));
     rpc_request_id(&c->md, c->request_id);
     c->peer = grpc_call_get_peer(call);
-    c->client_address = gw__client_address(c->arena, c->peer);
+    c->client_address = gw_request_client_address(c->arena, c->peer);
 
     grpc_op op;
     memset(&op, 0, sizeof(op));

@@ -59,7 +59,7 @@ int sims_list_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
         .size = size, .hash = hash, .key_col = "occurred_us", .last_col = "id"};
     int n;
     rc = sims_page_exec(&cx, &list_events, params, &page, &res, &n, &out->next_page_token);
-    if (rc < 0)
+    if (rc < 0 || (n == 0 && (rc = sims_visible_or_status(&cx, NULL, r->iccid)) < 0))
         goto out;
     out->events = arena_alloc(cx.a, (size_t)(n ? n : 1) * sizeof(*out->events));
     for (int i = 0; i < n; i++)
@@ -196,11 +196,14 @@ out:
 
 static const db_stmt_t watch_sync = {"sims_watch_sync", "SELECT pg_notify('sims_events', $1)", 1};
 
-/* Makes the subscription take effect (see watch.c): notifies its sync point
- * on a pool connection, in a transaction of its own, and waits until the
+/* Makes the subscription take effect (see watch.c): on a pool connection
+ * (not held for the stream), checks the watched SIM is the caller's, then
+ * notifies the sync point in a transaction of its own and waits until the
  * listener has read it. Then tells the client with the response headers. */
-static int sims__subscribe_or_status(rpc_call_t *call, sims_watch_t *w, sims_sub_t *sub)
+static int sims__subscribe_or_status(sims_ctx_t *cx, const char *iccid, sims_watch_t *w,
+                                     sims_sub_t *sub)
 {
+    rpc_call_t *call = cx->call;
     db_pool_t *pool = svc_db(rpc_call_ctx(call));
     db_conn_t *conn = NULL;
     PGresult *res = NULL;
@@ -208,6 +211,10 @@ static int sims__subscribe_or_status(rpc_call_t *call, sims_watch_t *w, sims_sub
     int rc = db_pool_acquire(pool, 5000, &conn);
     if (rc < 0) {
         rc = rpc_fail(call, rc, "no database connection for the watch");
+        goto out;
+    }
+    if (*iccid && (rc = sims_visible_or_status(cx, conn, iccid)) < 0) {
+        db_pool_release(pool, conn);
         goto out;
     }
     const char *params[] = {sims_watch_sync_payload(w, sub, a)};
@@ -251,7 +258,7 @@ int sims_watch_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMe
     sims_state_t *st = svc_state(rpc_call_ctx(call));
     sims_sub_t *sub = sims_watch_subscribe(st->watch, cx.org);
     arena_t *scratch = arena_new();
-    rc = sims__subscribe_or_status(call, st->watch, sub);
+    rc = sims__subscribe_or_status(&cx, r->iccid, st->watch, sub);
     while (rc >= 0 && !rpc_call_cancelled(call)) {
         const char *id, *us;
         int got = sims_watch_next(st->watch, sub, WATCH_POLL_MS, scratch, &id, &us);

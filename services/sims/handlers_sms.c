@@ -365,7 +365,8 @@ int sims_list_sms(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessag
     onceiot__sims__v1__list_sms_response__init(out);
     const sims_page_t page = {.size = size, .hash = hash, .key_col = "id"};
     int n;
-    if ((rc = sims_page_exec(&cx, &list_sms, params, &page, &res, &n, &out->next_page_token)) < 0)
+    if ((rc = sims_page_exec(&cx, &list_sms, params, &page, &res, &n, &out->next_page_token)) < 0 ||
+        (n == 0 && (rc = sims_visible_or_status(&cx, NULL, r->iccid)) < 0))
         goto out;
     out->sms = arena_alloc(cx.a, (size_t)(n ? n : 1) * sizeof(*out->sms));
     for (int i = 0; i < n; i++)

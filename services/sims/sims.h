@@ -65,6 +65,11 @@ sims_sim_t *sims_sim_from_row(arena_t *a, const PGresult *res, int row);
 /* Reads one SIM by ICCID in the caller's tenant. NOT_FOUND (status set)
  * when it does not exist there. */
 int sims_load_sim_or_status(sims_ctx_t *cx, const char *iccid, sims_sim_t **out) ONCEIOT_MUSTCHECK;
+/* NOT_FOUND (status set) unless the SIM exists in the caller's tenant:
+ * for lists and watches of one SIM, whose empty answer must not hide that
+ * the SIM is someone else's (or nobody's). On conn, or the call's
+ * connection when NULL. */
+int sims_visible_or_status(sims_ctx_t *cx, db_conn_t *conn, const char *iccid) ONCEIOT_MUSTCHECK;
 /* Locks a SIM row for the rest of the transaction; *id and *org get its
  * keys, *status its status (arena). NOT_FOUND (status set) when missing. */
 int sims_lock_sim_or_status(sims_ctx_t *cx, const char *iccid, const char **id, const char **org,

@@ -256,6 +256,22 @@ out:
     return rc;
 }
 
+static const db_stmt_t sim_visible = {
+    "sims_sim_visible",
+    "SELECT 1 FROM sims WHERE iccid = $1 AND " SIMS_ORG_FILTER("organization_id", "$2"), 2};
+
+int sims_visible_or_status(sims_ctx_t *cx, db_conn_t *conn, const char *iccid)
+{
+    const char *params[] = {iccid, cx->org};
+    int rc = conn ? db_exec(conn, &sim_visible, params, NULL)
+                  : sims_exec(cx, &sim_visible, params, NULL);
+    if (rc < 0 && conn)
+        return svc_db_fail(cx->call, conn, rc);
+    if (rc == 0)
+        return rpc_fail(cx->call, ERR_NOT_FOUND, "no SIM %s", iccid);
+    return rc < 0 ? rc : 0;
+}
+
 int sims_begin_lock_or_status(sims_ctx_t *cx, const char *iccid, const char **id, const char **org,
                               const char **status)
 {

@@ -324,6 +324,28 @@ int rpc_recv_in(rpc_call_t *c, arena_t *a, ProtobufCMessage **msg)
 
 /* ---- status ---- */
 
+rpc_call_t *rpc_call_detached_new(void)
+{
+    rpc_call_t *c = mem_calloc(1, sizeof(*c));
+    c->arena = arena_new();
+    c->method = "";
+    c->code = GRPC_STATUS_OK;
+    return c;
+}
+
+grpc_status_code rpc_call_detached_code(const rpc_call_t *c)
+{
+    return c->code;
+}
+
+void rpc_call_detached_free(rpc_call_t *c)
+{
+    if (!c)
+        return;
+    arena_free(c->arena);
+    mem_free(c);
+}
+
 int rpc_fail(rpc_call_t *c, int err, const char *fmt, ...)
 {
     if (c->status_set || err >= 0)

@@ -13,7 +13,9 @@
 #include <string.h>
 
 #define TOKEN_VERSION 1
-#define TOKEN_MAX     600
+/* Decoded: version, hash, two strings with their 2-byte lengths. */
+#define TOKEN_MAX_BYTES (1 + 8 + 2 * (2 + PAGETOKEN_MAX_KEY))
+#define TOKEN_MAX       ((TOKEN_MAX_BYTES + 2) / 3 * 4) /* its base64 */
 
 uint64_t pagetoken_hash(const char *const *parts, size_t n)
 {
@@ -74,10 +76,12 @@ int pagetoken_decode(rpc_call_t *call, const char *token, uint64_t hash, const c
                      const char **last)
 {
     arena_t *a = rpc_call_arena(call);
-    unsigned char buf[TOKEN_MAX];
+    size_t tlen = strlen(token);
+    if (tlen > TOKEN_MAX)
+        goto bad;
+    unsigned char *buf = arena_alloc(a, tlen / 4 * 3 + 3);
     size_t len = 0, off = 9;
-    if (strlen(token) > TOKEN_MAX ||
-        sodium_base642bin(buf, sizeof(buf), token, strlen(token), NULL, &len, NULL,
+    if (sodium_base642bin(buf, tlen / 4 * 3 + 3, token, tlen, NULL, &len, NULL,
                           sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
         len < 9 || buf[0] != TOKEN_VERSION)
         goto bad;

@@ -294,8 +294,8 @@ static void *run_batches(void *arg)
             if (apply(&u, w->arena, batch, w->iccid, AMOUNT, 0, &r, &st) != 0)
                 worker_fail(w, "ApplyUsage", batch, &st);
             else if (r->replayed != (k == 1))
-                worker_fail(w, k ? "a retry was applied again" : "a new batch was replayed",
-                            batch, NULL);
+                worker_fail(w, k ? "a retry was applied again" : "a new batch was replayed", batch,
+                            NULL);
             else if (!r->replayed)
                 w->thresholds += thresholds_in(r);
         }

@@ -16,7 +16,13 @@
 
 /* A hash of a list's filters and order (NULL parts allowed). */
 uint64_t pagetoken_hash(const char *const *parts, size_t n);
-/* base64url of {version, hash, key, last}; key and last are text. */
+/* The longest key or tie-breaker a token carries, in bytes: every list's
+ * keys fit (the longest is a SIM label, 255 characters, at most 1020 bytes
+ * of UTF-8), and every token encode makes, decode takes back. */
+#define PAGETOKEN_MAX_KEY 1024
+
+/* base64url of {version, hash, key, last}; key and last are text of at most
+ * PAGETOKEN_MAX_KEY bytes each. */
 const char *pagetoken_encode(arena_t *a, uint64_t hash, const char *key, const char *last);
 /* Decodes a token made for hash. ERR_INVALID_ARGUMENT (violation on
  * page_token recorded, status set) when it is malformed or was made for

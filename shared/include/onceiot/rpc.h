@@ -125,6 +125,14 @@ void rpc_server_set_reflection(rpc_server_t *srv, const struct descset *ds);
  * uses it for every call; a proxy calls it for the calls it takes. */
 void rpc_request_id(const grpc_metadata_array *md, char out[65]);
 
+/* A call outside any server, for running request validation on its own
+ * (fuzzers, unit tests): rpc_fail, rpc_violation, rpc_check_violations and
+ * rpc_call_arena work on it; nothing is sent. */
+rpc_call_t *rpc_call_detached_new(void);
+/* The status code recorded on it (OK when none). */
+grpc_status_code rpc_call_detached_code(const rpc_call_t *call);
+void rpc_call_detached_free(rpc_call_t *call);
+
 /* ---- inside a handler ---- */
 
 void *rpc_call_ctx(const rpc_call_t *call);
