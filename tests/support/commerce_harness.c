@@ -13,39 +13,12 @@
 
 ch_t ch;
 
-static char *commerce_env[8]; /* kept for restarts */
-
-static void ch__start_commerce(int port)
-{
-    char *bin = ph_build_path("services/onceiot-commerce");
-    ph_start_at(&ch.commerce, port ? port : ph_free_port(), bin, (const char *const *)commerce_env);
-    mem_free(bin);
-}
-
 void ch_start(void)
 {
     memset(&ch, 0, sizeof(ch));
     sh_start_with_sims(&ch.st, NULL, NULL);
-    PQclear(pgh_sql("SET client_min_messages = warning; DROP SCHEMA IF EXISTS commerce CASCADE"));
-    char *schema = ph_source_path("schema");
-    commerce_env[0] = mem_printf("ONCEIOT_PRINCIPAL_KEY=%s", ch.st.principal_key);
-    commerce_env[1] =
-        ph_signing_keys_env(ch.st.principal_key, "commerce", (const char *const[]){"sims", NULL});
-    commerce_env[2] = mem_printf("ONCEIOT_SIMS_ADDR=%s", ch.st.sims.addr);
-    commerce_env[3] = mem_printf("ONCEIOT_DATABASE_URL=%s", pgh_url());
-    commerce_env[4] = mem_printf("ONCEIOT_SCHEMA_DIR=%s/commerce", schema);
-    commerce_env[5] = mem_strdup("ONCEIOT_GRACE_MS=3000");
-    commerce_env[6] = mem_strdup("ONCEIOT_OUTBOX_LEASE_MS=2000");
-    commerce_env[7] = NULL;
-    mem_free(schema);
-    ch__start_commerce(0);
-    /* The gateway again, now routing onceiot.commerce.v1 to commerce. */
-    int code = ph_stop(&ch.st.gateway, SIGTERM, 20000);
-    cr_assert_eq(code, 0, "gateway exit %d", code);
-    char addr[96];
-    snprintf(addr, sizeof(addr), "ONCEIOT_COMMERCE_ADDR=%s", ch.commerce.addr);
-    sh_start_gateway(&ch.st, (const char *const[]){addr, "ONCEIOT_RATE_LIMIT_RPS=100000",
-                                                   "ONCEIOT_RATE_LIMIT_BURST=100000", NULL});
+    sh_add_commerce(&ch.st, (const char *const[]){"ONCEIOT_RATE_LIMIT_RPS=100000",
+                                                  "ONCEIOT_RATE_LIMIT_BURST=100000", NULL});
     gwc_open(&ch.g, ch.st.gateway.addr);
     ch.root = arena_printf(ch.g.arena, "Bearer %s", ch.st.admin_key);
     static const char *const staff_scopes[] = {"commerce:read", "commerce:write", "sims:read",
@@ -55,27 +28,13 @@ void ch_start(void)
 
 void ch_stop(void)
 {
-    if (ch.commerce.pid) {
-        int code = ph_stop(&ch.commerce, SIGTERM, 20000);
-        cr_expect_eq(code, 0, "commerce exited with %d (log %s)", code, ch.commerce.log);
-    }
-    cr_expect(!ph_log_has_sanitizer_report(&ch.commerce), "sanitizer report in %s",
-              ch.commerce.log);
     gwc_close(&ch.g);
     sh_stop(&ch.st);
-    for (size_t i = 0; commerce_env[i]; i++) {
-        mem_free(commerce_env[i]);
-        commerce_env[i] = NULL;
-    }
 }
 
 void ch_restart_commerce(int sig)
 {
-    int port = ch.commerce.port;
-    ph_stop(&ch.commerce, sig, 20000);
-    cr_assert(!ph_log_has_sanitizer_report(&ch.commerce), "sanitizer report in %s",
-              ch.commerce.log);
-    ch__start_commerce(port);
+    sh_restart_commerce(&ch.st, sig);
 }
 
 void ch_kill_sims(void)

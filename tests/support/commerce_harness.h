@@ -23,11 +23,10 @@ typedef Onceiot__Commerce__V1__Product ch_product_t;
 typedef Onceiot__Commerce__V1__Order ch_order_t;
 
 typedef struct ch {
-    sh_stack_t st;      /* identity, sims, gateway */
-    ph_proc_t commerce; /* onceiot-commerce */
-    gwc_t g;            /* the main thread's gateway client */
-    const char *root;   /* "Bearer <bootstrap superuser key>" */
-    const char *staff;  /* a superuser key with commerce:read, commerce:write, sims:read */
+    sh_stack_t st;     /* identity, sims, commerce, gateway */
+    gwc_t g;           /* the main thread's gateway client */
+    const char *root;  /* "Bearer <bootstrap superuser key>" */
+    const char *staff; /* a superuser key with commerce:read, commerce:write, sims:read */
 } ch_t;
 
 extern ch_t ch;
