@@ -67,5 +67,5 @@ Google__Protobuf__Timestamp *commerce_ts(arena_t *a, const char *us)
 
 const char *commerce_ts_param(arena_t *a, const Google__Protobuf__Timestamp *ts)
 {
-    return ts ? commerce_i64(a, pbtime_to_us(ts)) : NULL;
+    return pbtime_us_text(a, ts);
 }

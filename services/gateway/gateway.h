@@ -89,8 +89,8 @@ void gw_upstreams_watch(gw_upstreams_t *u, rpc_server_t *srv, gw_auth_t *auth, i
  * known to be down or the call has no deadline; then it fails at once with
  * UNAVAILABLE. */
 uint32_t gw_upstreams_call_flags(const gw_upstreams_t *u, size_t i, gpr_timespec deadline);
-/* Stops the health thread (which reads the auth state it was given); the
- * channels stay until gw_upstreams_free. Idempotent. */
+/* Stops the health thread (which reads the auth state: stop it before
+ * gw_auth_free). Idempotent. */
 void gw_upstreams_stop(gw_upstreams_t *u);
 /* Stops the health thread and closes the channels. */
 void gw_upstreams_free(gw_upstreams_t *u);

@@ -35,9 +35,9 @@ static void gw__fini(svc_t *svc)
     gw_t *gw = svc_state(svc);
     if (!gw)
         return;
-    /* The health watcher reads auth's readiness: it stops before auth goes. */
-    gw_upstreams_stop(gw->upstreams);
     gw_streams_free(gw->streams);
+    /* The upstreams' health thread asks auth whether the gateway is ready. */
+    gw_upstreams_stop(gw->upstreams);
     gw_auth_free(gw->auth);
     gw_ratelimit_free(gw->public_ratelimit);
     gw_upstreams_free(gw->upstreams);

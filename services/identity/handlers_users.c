@@ -129,7 +129,14 @@ int identity_create_user(rpc_call_t *call, const ProtobufCMessage *req, Protobuf
 int identity_get_user(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Identity__V1__GetUserRequest *r = (const void *)req;
-    const principal_t *p = identity_caller_or_status(call);
+    /* Besides users, the services the rule lists (support, checking that an
+     * assignee is active staff) call it with their own principal: a
+     * superuser without a user id, who sees any user. */
+    const principal_t *p = svc_principal_or_status(call);
+    if (p && p->user_id <= 0 && strncmp(p->credential, "service:", 8) != 0) {
+        rpc_fail(call, ERR_UNAUTHENTICATED, "this method needs a user's credentials");
+        return ERR_UNAUTHENTICATED;
+    }
     if (!p)
         return ERR_UNAUTHENTICATED;
     if (r->id <= 0)

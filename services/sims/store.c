@@ -47,25 +47,14 @@ int sims_exec_quiet(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *pa
     return db_exec(conn, stmt, params, res);
 }
 
-static int sims__simple(sims_ctx_t *cx, const char *sql)
-{
-    db_conn_t *conn = svc_db_or_status(cx->call);
-    if (!conn)
-        return ERR_UNAVAILABLE;
-    int rc = db_exec_simple(conn, sql);
-    if (rc < 0)
-        return svc_db_fail(cx->call, conn, rc);
-    return 0;
-}
-
 int sims_begin(sims_ctx_t *cx)
 {
-    return sims__simple(cx, "BEGIN");
+    return svc_begin_or_status(cx->call);
 }
 
 int sims_commit(sims_ctx_t *cx)
 {
-    return sims__simple(cx, "COMMIT");
+    return svc_commit_or_status(cx->call);
 }
 
 int sims_begin_request_or_status(sims_ctx_t *cx, const char *request_id,
@@ -97,9 +86,7 @@ Google__Protobuf__Timestamp *sims_ts(arena_t *a, const char *us)
 
 const char *sims_ts_param(sims_ctx_t *cx, const Google__Protobuf__Timestamp *ts)
 {
-    if (!ts)
-        return NULL;
-    return arena_printf(cx->a, "%lld", (long long)pbtime_to_us(ts));
+    return pbtime_us_text(cx->a, ts);
 }
 
 static const char *const status_names[] = {

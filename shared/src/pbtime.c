@@ -1,4 +1,4 @@
-/* Timestamps to and from unix microseconds (see pbtime.h). */
+/* Timestamps and unix microseconds (see pbtime.h). */
 #include "onceiot/pbtime.h"
 
 #include <stdlib.h>
@@ -22,7 +22,12 @@ Google__Protobuf__Timestamp *pbtime_from_us_text(arena_t *a, const char *us)
     return us ? pbtime_from_us(a, strtoll(us, NULL, 10)) : NULL;
 }
 
-int64_t pbtime_to_us(const Google__Protobuf__Timestamp *ts)
+int64_t pbtime_us(const Google__Protobuf__Timestamp *ts)
 {
-    return (int64_t)ts->seconds * 1000000 + ts->nanos / 1000;
+    return ts ? (int64_t)ts->seconds * 1000000 + ts->nanos / 1000 : 0;
+}
+
+const char *pbtime_us_text(arena_t *a, const Google__Protobuf__Timestamp *ts)
+{
+    return ts ? arena_printf(a, "%lld", (long long)pbtime_us(ts)) : NULL;
 }

@@ -638,3 +638,25 @@ int svc_exec_or_status(rpc_call_t *call, const db_stmt_t *stmt, const char *cons
         return svc_db_fail(call, conn, rc);
     return rc;
 }
+
+static int svc__simple_or_status(rpc_call_t *call, const char *sql)
+{
+    db_conn_t *conn;
+    int rc = svc__call_conn(call, &conn);
+    if (rc < 0)
+        return rc;
+    rc = db_exec_simple(conn, sql);
+    if (rc < 0)
+        return svc_db_fail(call, conn, rc);
+    return 0;
+}
+
+int svc_begin_or_status(rpc_call_t *call)
+{
+    return svc__simple_or_status(call, "BEGIN");
+}
+
+int svc_commit_or_status(rpc_call_t *call)
+{
+    return svc__simple_or_status(call, "COMMIT");
+}

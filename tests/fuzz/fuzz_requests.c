@@ -12,6 +12,7 @@
 #include "identity.h"
 #include "onceiot/descset.h"
 #include "sims.h"
+#include "support/v1/support.pb-c.h"
 #include "usage.h"
 
 #include <stddef.h>
@@ -28,6 +29,7 @@ static const ProtobufCServiceDescriptor *const services[] = {
     &onceiot__sims__v1__sim_service__descriptor,
     &onceiot__usage__v1__usage_service__descriptor,
     &onceiot__commerce__v1__commerce_service__descriptor,
+    &onceiot__support__v1__support_service__descriptor,
 };
 #define N_SERVICES  (sizeof(services) / sizeof(services[0]))
 #define MAX_METHODS 256

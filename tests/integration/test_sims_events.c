@@ -237,29 +237,12 @@ ParameterizedTest(plan_case_t *c, sims_events, every_list_filter_and_order_uses_
     for (int i = 0; i < 8; i++)
         params[i + 1] = *c->params[i] ? c->params[i] : NULL;
     params[9] = "101";
-    /* EXPLAIN EXECUTE takes no bind parameters: the values go in as
-     * literals, which is what a custom plan sees anyway. */
-    char *call = mem_strdup("EXPLAIN EXECUTE q(");
-    for (int i = 0; i < 12; i++) {
-        char *lit = params[i] ? PQescapeLiteral(conn, params[i], strlen(params[i])) : NULL;
-        char *next = mem_printf("%s%s%s", call, lit ? lit : "NULL", i < 11 ? ", " : ")");
-        PQfreemem(lit);
-        mem_free(call);
-        call = next;
-    }
-    r = PQexec(conn, call);
-    mem_free(call);
-    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(conn));
-    char plan[8192] = "";
-    for (int i = 0; i < PQntuples(r); i++) {
-        strncat(plan, PQgetvalue(r, i, 0), sizeof(plan) - strlen(plan) - 2);
-        strcat(plan, "\n");
-    }
-    PQclear(r);
+    char *plan = pgh_explain_execute(conn, "q", params, 12);
     PQfinish(conn);
     printf("-- ListSims %s (organization 2 of 4, 20000 SIMs)\n%s\n", c->name, plan);
     fflush(stdout);
     cr_assert(!strstr(plan, "Seq Scan on sims") && !strstr(plan, "Seq Scan on sim_quotas"),
               "%s:\n%s", c->name, plan);
     cr_assert(strstr(plan, "Index"), "%s:\n%s", c->name, plan);
+    mem_free(plan);
 }

@@ -254,3 +254,26 @@ void pgh_start(void)
         cr_assert_eq(pgh__pg_ctl(args), 0, "pg_ctl start failed (log: %s)", logfile);
     mem_free(logfile);
 }
+
+char *pgh_explain_execute(PGconn *conn, const char *name, const char *const *values, int n)
+{
+    char *call = mem_printf("EXPLAIN EXECUTE %s(", name);
+    for (int i = 0; i < n; i++) {
+        char *lit = values[i] ? PQescapeLiteral(conn, values[i], strlen(values[i])) : NULL;
+        char *next = mem_printf("%s%s%s", call, lit ? lit : "NULL", i < n - 1 ? ", " : ")");
+        PQfreemem(lit);
+        mem_free(call);
+        call = next;
+    }
+    PGresult *r = PQexec(conn, call);
+    mem_free(call);
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(conn));
+    char *plan = mem_strdup("");
+    for (int i = 0; i < PQntuples(r); i++) {
+        char *next = mem_printf("%s%s\n", plan, PQgetvalue(r, i, 0));
+        mem_free(plan);
+        plan = next;
+    }
+    PQclear(r);
+    return plan;
+}

@@ -19,6 +19,11 @@ PGresult *pgh_sql(const char *sql);
 /* Runs one statement with text parameters as the superuser, asserting
  * success. PQclear the result. */
 PGresult *pgh_sqlf(const char *sql, int nparams, const char *const *params);
+/* EXPLAIN EXECUTE of the statement prepared as name on conn with n text
+ * values (NULL: SQL NULL), asserting success; returns the plan's lines, one
+ * a line (mem_free it). EXPLAIN EXECUTE takes no bind parameters: the values
+ * go in as literals, which is what a custom plan sees anyway. */
+char *pgh_explain_execute(PGconn *conn, const char *name, const char *const *values, int n);
 /* Returns prefix + "_" + a random suffix: a name no other test uses. */
 char *pgh_unique_name(const char *prefix);
 /* Creates a new schema, owned by the superuser, and returns its name. */

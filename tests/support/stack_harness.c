@@ -60,8 +60,9 @@ static const char **sh__env(const char *const *base, size_t n_base, const char *
     return env;
 }
 
-/* Starts the gateway with the stack's addresses; wait: until SERVING. */
-static void sh__launch_gateway(sh_stack_t *s, const char *const *gateway_env, bool wait)
+/* Starts the gateway with the stack's addresses on port (0: a free one);
+ * wait: until SERVING. */
+static void sh__launch_gateway(sh_stack_t *s, const char *const *gateway_env, bool wait, int port)
 {
     char key[96], identity[96], test[96];
     snprintf(key, sizeof(key), "ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
@@ -83,10 +84,12 @@ static void sh__launch_gateway(sh_stack_t *s, const char *const *gateway_env, bo
     const char *base[] = {key, signing, identity, test, sims, usage, commerce, support};
     const char **env = sh__env(base, sizeof(base) / sizeof(*base), gateway_env);
     char *bin = ph_build_path("tests/onceiot-gateway-test");
+    if (!port)
+        port = ph_free_port();
     if (wait)
-        ph_start(&s->gateway, bin, env);
+        ph_start_at(&s->gateway, port, bin, env);
     else
-        ph_spawn(&s->gateway, bin, env);
+        ph_spawn_at(&s->gateway, port, bin, env);
     mem_free(bin);
     mem_free(env);
     mem_free(signing);
@@ -94,14 +97,14 @@ static void sh__launch_gateway(sh_stack_t *s, const char *const *gateway_env, bo
 
 void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env)
 {
-    sh__launch_gateway(s, gateway_env, true);
+    sh__launch_gateway(s, gateway_env, true, 0);
 }
 
-/* Starts onceiot-sims with the stack's key on port (0: a free one); fresh:
- * on a dropped "sims" schema, else on the data it has. */
-static void sh__start_sims(sh_stack_t *s, int port, bool fresh)
+/* Starts onceiot-sims with the stack's key on port (0: a free one), on a
+ * fresh "sims" schema unless it is a restart (port given). */
+static void sh__start_sims(sh_stack_t *s, int port)
 {
-    if (fresh)
+    if (!port)
         sh__sql("SET client_min_messages = warning;"
                 "CREATE SCHEMA IF NOT EXISTS partman;"
                 "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;"
@@ -171,7 +174,7 @@ void sh_kill_sims(sh_stack_t *s)
 
 void sh_restart_sims(sh_stack_t *s)
 {
-    sh__start_sims(s, s->sims.port, false);
+    sh__start_sims(s, s->sims.port);
 }
 
 /* Fresh keys and schema for a new stack; the bootstrap key file is reset. */
@@ -224,7 +227,7 @@ static void sh__start(sh_stack_t *s, bool with_sims, const char *const *identity
     sh__start_identity(s, 0, identity_env);
     sh__start_testsvc(s, 0, true);
     if (with_sims)
-        sh__start_sims(s, 0, true);
+        sh__start_sims(s, 0);
     sh_start_gateway(s, gateway_env);
     /* The gateway is SERVING only once it has identity's keys. */
     cr_assert(ph_log_contains(&s->gateway, "verification_keys_loaded"),
@@ -238,7 +241,7 @@ void sh_start_gateway_first(sh_stack_t *s, const char *const *gateway_env)
     /* identity's address is known before anything listens there. */
     s->identity.port = ph_free_port();
     snprintf(s->identity.addr, sizeof(s->identity.addr), "127.0.0.1:%d", s->identity.port);
-    sh__launch_gateway(s, gateway_env, false);
+    sh__launch_gateway(s, gateway_env, false, 0);
     /* Answering at all (any status) is when the test can look. */
     for (int i = 0; i < 600 && ph_health(s->gateway.addr, "") < 0; i++)
         usleep(50000);
@@ -257,6 +260,21 @@ void sh_restart_testsvc(sh_stack_t *s)
     if (s->testsvc.pid)
         ph_stop(&s->testsvc, SIGKILL, 5000);
     sh__start_testsvc(s, port, false);
+}
+
+void sh_kill_restart(sh_stack_t *s, ph_proc_t *p)
+{
+    int port = p->port;
+    cr_assert(p->pid, "not running");
+    ph_stop(p, SIGKILL, 5000);
+    if (p == &s->identity)
+        sh__start_identity(s, port, NULL);
+    else if (p == &s->sims)
+        sh__start_sims(s, port);
+    else if (p == &s->gateway)
+        sh__launch_gateway(s, NULL, true, port);
+    else
+        cr_assert_fail("sh_kill_restart: identity, sims or the gateway");
 }
 
 void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const *gateway_env)

@@ -55,6 +55,11 @@ void sh_start_identity(sh_stack_t *s, const char *const *identity_env);
 /* kill -9 of the test service, then the same service started again on the
  * same port with its data (waits until it is SERVING). */
 void sh_restart_testsvc(sh_stack_t *s);
+/* kill -9 of identity, sims or the gateway (p is &s->identity, ...), then
+ * the same process started again on its port with its data and the stack's
+ * own environment (a test's extra env is not repeated); waits until it is
+ * SERVING. */
+void sh_kill_restart(sh_stack_t *s, ph_proc_t *p);
 /* SIGTERM to every process still running; expects clean exits and no
  * sanitizer reports. */
 void sh_stop(sh_stack_t *s);

@@ -30,14 +30,38 @@ source "$ROOT/tools/lib/proc.sh"
 # shellcheck source=../lib/bench.sh
 source "$ROOT/tools/lib/bench.sh"
 KEY=$(hex32)
-bench_setup "$BIN/onceiot-sims" "$BIN/onceiot-identity" "$BIN/onceiot-commerce" \
-    "$BIN/onceiot-gateway" "$CLIENT"
-bench_migrate sims commerce
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/commerce-bench.XXXXXX")"
+PIDS=()
+BENCH_URL=""
+trap cleanup EXIT
+
+for tool in psql python3; do
+    command -v "$tool" >/dev/null || die "$tool is missing"
+done
+for b in "$BIN/onceiot-sims" "$BIN/onceiot-identity" "$BIN/onceiot-commerce" \
+    "$BIN/onceiot-gateway" "$CLIENT" "$BUILD_DIR/tools/onceiot-health"; do
+    [[ -x "$b" ]] || die "$b is missing: build first"
+done
+
+BENCH_URL="$(bench_db_url "$PG_URL" "$DB")"
+echo "== setting up $DB"
+psql -q -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<'SQL'
+CREATE SCHEMA partman;
+CREATE EXTENSION pg_partman SCHEMA partman;
+CREATE EXTENSION pg_trgm SCHEMA public;
+SQL
+for s in sims commerce; do
+    ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
+        "$BIN/onceiot-$s" migrate
+done
 
 SIMS_PORT=$(free_port)
 start sims "$SIMS_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL"
 ID_PORT=$(free_port)
-start_identity "$ID_PORT"
+start identity "$ID_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" \
+    ONCEIOT_API_KEY_PEPPER="$(hex32)" ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long \
+    ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key"
 COMMERCE_PORT=$(free_port)
 start commerce "$COMMERCE_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" \
     ONCEIOT_SIMS_ADDR="127.0.0.1:$SIMS_PORT" \

@@ -35,6 +35,8 @@ STREAMS="${BENCH_STREAMS:-16}"
 DB=onceiot_sims_bench
 # shellcheck source=../lib/proc.sh
 source "$ROOT/tools/lib/proc.sh"
+# shellcheck source=../lib/bench.sh
+source "$ROOT/tools/lib/bench.sh"
 KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sims-bench.XXXXXX")"
@@ -65,12 +67,7 @@ for bin in "$SIMS_BIN" "$IDENTITY_BIN" "$GATEWAY_BIN"; do
 done
 
 # The bench database's URL: the superuser URL with its database replaced.
-BENCH_URL="$(python3 - "$PG_URL" "$DB" <<'PY'
-import sys, urllib.parse as u
-p = u.urlsplit(sys.argv[1])
-print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))
-PY
-)"
+BENCH_URL="$(bench_db_url "$PG_URL" "$DB")"
 
 if [[ "${BENCH_REUSE:-0}" == 1 ]] && psql -tA "$BENCH_URL" -c "SELECT 1 FROM sims.sims LIMIT 1" \
     >/dev/null 2>&1; then
@@ -87,21 +84,6 @@ SQL
         "$SIMS_BIN" migrate
     "$ROOT/tools/gen_sims" "$BENCH_URL" "$N_SIMS" 10
 fi
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# Waits until something listens on 127.0.0.1:$1 (10 s at most).
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    die "nothing listens on port $1"
-}
-hex32() {
-    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'
-}
 
 PORT=$(free_port)
 ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$PORT" \

@@ -88,5 +88,10 @@ int svc_db_fail(rpc_call_t *call, db_conn_t *conn, int rc);
  * status from the database error and returns the ERR_* code. */
 int svc_exec_or_status(rpc_call_t *call, const db_stmt_t *stmt, const char *const *params,
                        PGresult **res) ONCEIOT_MUSTCHECK;
+/* BEGIN / COMMIT on the call's connection, status set on failure. A
+ * transaction still open when the handler returns is rolled back as the
+ * connection goes back to the pool, so failure paths need no ROLLBACK. */
+int svc_begin_or_status(rpc_call_t *call) ONCEIOT_MUSTCHECK;
+int svc_commit_or_status(rpc_call_t *call) ONCEIOT_MUSTCHECK;
 
 #endif
