@@ -40,22 +40,15 @@ static int usage_init(svc_t *svc)
         {"ONCEIOT_USAGE_ICCID_CACHE", CFG_INT, "200000", false, 16, 100000000, &cache_entries,
          NULL},
     };
-    if (!svc_signing_key(svc, "sims")) {
-        log_msg(LOG_ERROR, "config_invalid",
-                "ONCEIOT_PRINCIPAL_SIGNING_KEYS has no key for sims (onceiot-keys prints it)");
-        return ERR_CONFIG;
-    }
     char err[256];
     if (cfg_load(vars, sizeof(vars) / sizeof(vars[0]), err, sizeof(err)) < 0) {
         log_msg(LOG_ERROR, "config", "%s", err);
         return ERR_CONFIG;
     }
     state.svc = svc;
-    int rc = rpc_channel_new(sims_addr, 64 << 20, &state.sims);
-    if (rc < 0) {
-        log_msg(LOG_ERROR, "config", "ONCEIOT_SIMS_ADDR: cannot use %s", sims_addr);
-        return ERR_CONFIG;
-    }
+    int rc = svc_open_callee(svc, "sims", "ONCEIOT_SIMS_ADDR", sims_addr, &state.sims);
+    if (rc < 0)
+        return rc;
     state.cache = usage_cache_new((size_t)cache_entries);
     svc_set_state(svc, &state);
     const outbox_opts_t o = {

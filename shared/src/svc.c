@@ -3,6 +3,7 @@
 #include "onceiot/svc.h"
 
 #include "onceiot/authrule.h"
+#include "onceiot/client.h"
 
 #include "onceiot/config.h"
 #include "onceiot/descset.h"
@@ -564,6 +565,22 @@ int svc_sign_as_service(const svc_t *svc, const char *callee, const char *method
     p->credential = arena_printf(a, "service:%s", svc->def->name);
     p->is_superuser = true;
     principal_sign(key, p, method, a, md);
+    return 0;
+}
+
+int svc_open_callee(const svc_t *svc, const char *callee, const char *addr_var, const char *addr,
+                    rpc_channel_t **out)
+{
+    if (!svc_signing_key(svc, callee)) {
+        log_msg(LOG_ERROR, "config_invalid",
+                "ONCEIOT_PRINCIPAL_SIGNING_KEYS has no key for %s (onceiot-keys prints it)",
+                callee);
+        return ERR_CONFIG;
+    }
+    if (rpc_channel_new(addr, 64 << 20, out) < 0) {
+        log_msg(LOG_ERROR, "config", "%s: cannot use %s", addr_var, addr);
+        return ERR_CONFIG;
+    }
     return 0;
 }
 

@@ -8,6 +8,7 @@
  * non-canonical tag 80 00, as an unknown field and re-encodes it as 00,
  * which its own decoder refuses. Harmless to us: no service re-encodes a
  * request.) */
+#include "commerce.h"
 #include "identity.h"
 #include "onceiot/descset.h"
 #include "sims.h"
@@ -27,6 +28,7 @@ static const ProtobufCServiceDescriptor *const services[] = {
     &onceiot__identity__v1__identity_service__descriptor,
     &onceiot__sims__v1__sim_service__descriptor,
     &onceiot__usage__v1__usage_service__descriptor,
+    &onceiot__commerce__v1__commerce_service__descriptor,
     &onceiot__support__v1__support_service__descriptor,
 };
 #define N_SERVICES  (sizeof(services) / sizeof(services[0]))
@@ -85,6 +87,8 @@ static void fuzz__string(rpc_call_t *call, arena_t *a, const char *name, const c
         identity_validate_password(call, name, v);
     } else if (strcmp(name, "full_name") == 0) {
         identity_validate_full_name(call, name, v);
+    } else if (strcmp(name, "id") == 0 || strcmp(name, "product_id") == 0) {
+        commerce_valid_uuid(call, name, v); /* the string ids are commerce's */
     } else if (strcmp(name, "page_token") == 0) {
         int64_t last = 0;
         identity_page_token_parse(call, name, v, "users", &last);
@@ -130,6 +134,14 @@ static void fuzz__message(rpc_call_t *call, arena_t *a, const ProtobufCMessage *
             for (size_t k = 0; k < n; k++)
                 fuzz__message(call, a, v[k], depth + 1);
         }
+    }
+    if (d == &onceiot__commerce__v1__money__descriptor)
+        commerce_valid_money(call, "price", (const Onceiot__Commerce__V1__Money *)msg);
+    if (d == &onceiot__commerce__v1__product__descriptor) {
+        const Onceiot__Commerce__V1__Product *p = (const void *)msg;
+        commerce_valid_specs(call, "specifications", commerce_category_name(p->category),
+                             p->specifications);
+        (void)commerce_struct_json(a, p->specifications);
     }
     if (d == &onceiot__usage__v1__ingest_usage_batch_request__descriptor)
         usage_valid_batch(call, (const Onceiot__Usage__V1__IngestUsageBatchRequest *)msg,

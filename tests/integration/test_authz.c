@@ -10,6 +10,7 @@
  * Then, per service, another organization's resource is NOT_FOUND for every
  * method that takes one (found by the request's fields, again for every
  * method). */
+#include "commerce/v1/commerce.pb-c.h"
 #include "common/v1/auth.pb-c.h"
 #include "google/protobuf/field_mask.pb-c.h"
 #include "gw_client.h"
@@ -28,6 +29,7 @@
 #define READONLY ONCEIOT__COMMON__V1__ROLE__ROLE_READONLY
 #define IDENTITY "/onceiot.identity.v1.IdentityService/"
 #define SIMS     "/onceiot.sims.v1.SimService/"
+#define COMMERCE "/onceiot.commerce.v1.CommerceService/"
 
 static sh_stack_t st;
 static gwc_t g;
@@ -44,6 +46,7 @@ static void setup(void)
     const char *gw_env[] = {"ONCEIOT_PUBLIC_RATE_LIMIT_RPS=100000",
                             "ONCEIOT_PUBLIC_RATE_LIMIT_BURST=100000", NULL};
     sh_start_with_sims(&st, NULL, gw_env);
+    sh_add_commerce(&st, gw_env);
     gwc_open(&g, st.gateway.addr);
     snprintf(root, sizeof(root), "Bearer %s", st.admin_key);
     cr_assert_eq(descset_load_embedded(&ds), 0);
@@ -400,4 +403,49 @@ Test(authz, another_organizations_user_and_key_are_not_found_by_every_identity_m
                           &onceiot__identity__v1__api_key__descriptor, &k, &s),
                  0, "%s", s.message);
     cr_assert(k->is_active, "the key is not revoked");
+}
+
+Test(authz, another_organizations_order_is_not_found_by_every_commerce_method)
+{
+    Onceiot__Commerce__V1__Money m = ONCEIOT__COMMERCE__V1__MONEY__INIT;
+    m.currency_code = "EUR";
+    m.amount_minor = 100;
+    Onceiot__Commerce__V1__Product p = ONCEIOT__COMMERCE__V1__PRODUCT__INIT;
+    p.name = "Gateway";
+    p.sku = "GW";
+    p.category = ONCEIOT__COMMERCE__V1__CATEGORY__CATEGORY_HARDWARE;
+    p.price = &m;
+    Onceiot__Commerce__V1__CreateProductRequest cp =
+        ONCEIOT__COMMERCE__V1__CREATE_PRODUCT_REQUEST__INIT;
+    cp.product = &p;
+    Onceiot__Commerce__V1__Product *made = NULL;
+    rpc_status_t s;
+    cr_assert_eq(gwc_call(&g, root, COMMERCE "CreateProduct", &cp.base,
+                          &onceiot__commerce__v1__product__descriptor, &made, &s),
+                 0, "%s", s.message);
+    gwc_create_user(&g, root, "buyer1", USER, 1);
+    const char *buyer1 = gwc_login(&g, "buyer1", SH_PASSWORD);
+    Onceiot__Commerce__V1__OrderItemInput it = ONCEIOT__COMMERCE__V1__ORDER_ITEM_INPUT__INIT;
+    it.product_id = made->id;
+    it.quantity = 1;
+    Onceiot__Commerce__V1__OrderItemInput *items[] = {&it};
+    Onceiot__Commerce__V1__CreateOrderRequest co =
+        ONCEIOT__COMMERCE__V1__CREATE_ORDER_REQUEST__INIT;
+    co.items = items;
+    co.n_items = 1;
+    Onceiot__Commerce__V1__Order *o = NULL;
+    cr_assert_eq(gwc_call(&g, buyer1, COMMERCE "CreateOrder", &co.base,
+                          &onceiot__commerce__v1__order__descriptor, &o, &s),
+                 0, "%s", s.message);
+    const char *names[] = {"id"};
+    size_t tried = foreign_resource_not_found(&onceiot__commerce__v1__commerce_service__descriptor,
+                                              names, 1, o->id, 0, "name");
+    cr_assert_geq(tried, 3, "tried %zu methods", tried);
+    /* Nothing changed: the order is still pending, with its stock. */
+    Onceiot__Commerce__V1__GetOrderRequest go = ONCEIOT__COMMERCE__V1__GET_ORDER_REQUEST__INIT;
+    go.id = o->id;
+    cr_assert_eq(gwc_call(&g, buyer1, COMMERCE "GetOrder", &go.base,
+                          &onceiot__commerce__v1__order__descriptor, &o, &s),
+                 0, "%s", s.message);
+    cr_assert_eq(o->status, ONCEIOT__COMMERCE__V1__ORDER_STATUS__ORDER_STATUS_PENDING);
 }

@@ -74,7 +74,8 @@ static void sh__launch_gateway(sh_stack_t *s, const char *const *gateway_env, bo
     char sims[128], usage[128], commerce[128], support[128];
     snprintf(sims, sizeof(sims), "ONCEIOT_SIMS_ADDR=%s", s->sims.pid ? s->sims.addr : down);
     snprintf(usage, sizeof(usage), "ONCEIOT_USAGE_ADDR=%s", down);
-    snprintf(commerce, sizeof(commerce), "ONCEIOT_COMMERCE_ADDR=%s", down);
+    snprintf(commerce, sizeof(commerce), "ONCEIOT_COMMERCE_ADDR=%s",
+             s->commerce.pid ? s->commerce.addr : down);
     snprintf(support, sizeof(support), "ONCEIOT_SUPPORT_ADDR=%s", down);
     /* The gateway signs for every upstream with its key for each. */
     char *signing = ph_signing_keys_env(
@@ -123,6 +124,58 @@ static void sh__start_sims(sh_stack_t *s, int port, const char *const *sims_env)
     mem_free(schema);
     mem_free(db);
     mem_free(key);
+}
+
+/* The environment of onceiot-commerce (kept for restarts). */
+static char *commerce_env[8];
+
+static void sh__start_commerce(sh_stack_t *s, int port)
+{
+    char *bin = ph_build_path("services/onceiot-commerce");
+    ph_start_at(&s->commerce, port ? port : ph_free_port(), bin, (const char *const *)commerce_env);
+    mem_free(bin);
+}
+
+void sh_add_commerce(sh_stack_t *s, const char *const *gateway_env)
+{
+    cr_assert(s->sims.pid, "commerce needs sims: sh_start_with_sims first");
+    sh__sql("SET client_min_messages = warning; DROP SCHEMA IF EXISTS commerce CASCADE");
+    char *schema = ph_source_path("schema");
+    commerce_env[0] = mem_printf("ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
+    commerce_env[1] =
+        ph_signing_keys_env(s->principal_key, "commerce", (const char *const[]){"sims", NULL});
+    commerce_env[2] = mem_printf("ONCEIOT_SIMS_ADDR=%s", s->sims.addr);
+    commerce_env[3] = mem_printf("ONCEIOT_DATABASE_URL=%s", getenv("ONCEIOT_TEST_PG_URL"));
+    commerce_env[4] = mem_printf("ONCEIOT_SCHEMA_DIR=%s/commerce", schema);
+    commerce_env[5] = mem_strdup("ONCEIOT_GRACE_MS=3000");
+    commerce_env[6] = mem_strdup("ONCEIOT_OUTBOX_LEASE_MS=2000");
+    commerce_env[7] = NULL;
+    mem_free(schema);
+    sh__start_commerce(s, 0);
+    /* The gateway again, now routing onceiot.commerce.v1 to commerce. */
+    int code = ph_stop(&s->gateway, SIGTERM, 20000);
+    cr_assert_eq(code, 0, "gateway exit %d (log %s)", code, s->gateway.log);
+    sh_start_gateway(s, gateway_env);
+}
+
+void sh_restart_commerce(sh_stack_t *s, int sig)
+{
+    int port = s->commerce.port;
+    ph_stop(&s->commerce, sig, 20000);
+    cr_assert(!ph_log_has_sanitizer_report(&s->commerce), "sanitizer report in %s",
+              s->commerce.log);
+    sh__start_commerce(s, port);
+}
+
+void sh_kill_sims(sh_stack_t *s)
+{
+    if (s->sims.pid)
+        ph_stop(&s->sims, SIGKILL, 5000);
+}
+
+void sh_restart_sims(sh_stack_t *s)
+{
+    sh__start_sims(s, s->sims.port, NULL);
 }
 
 /* Fresh keys and schema for a new stack; the bootstrap key file is reset. */
@@ -254,6 +307,12 @@ static void sh__stop_one(ph_proc_t *p)
 void sh_stop(sh_stack_t *s)
 {
     sh__stop_one(&s->gateway);
+    if (s->commerce.pid || s->commerce.log[0])
+        sh__stop_one(&s->commerce);
+    for (size_t i = 0; commerce_env[i]; i++) {
+        mem_free(commerce_env[i]);
+        commerce_env[i] = NULL;
+    }
     if (s->sims.pid)
         sh__stop_one(&s->sims);
     sh__stop_one(&s->testsvc);

@@ -15,6 +15,7 @@ typedef struct sh_stack {
     ph_proc_t testsvc;
     ph_proc_t gateway;
     ph_proc_t sims;         /* pid 0 unless started by sh_start_with_sims */
+    ph_proc_t commerce;     /* pid 0 unless started by sh_add_commerce */
     char principal_key[65]; /* hex, shared by the three */
     char admin_key[128];    /* the bootstrap admin's API key (superuser, scope "admin") */
     char key_file[256];
@@ -36,6 +37,17 @@ void sh_start_with_sims(sh_stack_t *s, const char *const *identity_env,
 /* sh_start_with_sims with sims_env added to sims' environment too. */
 void sh_start_with_sims_env(sh_stack_t *s, const char *const *identity_env,
                             const char *const *sims_env, const char *const *gateway_env);
+/* After sh_start_with_sims: onceiot-commerce on a freshly dropped "commerce"
+ * schema (calling that sims, outbox lease 2 s), then the gateway again
+ * (with gateway_env) routing onceiot.commerce.v1 to it. */
+void sh_add_commerce(sh_stack_t *s, const char *const *gateway_env);
+/* Sends sig to commerce, waits for its end, starts it again on its port
+ * with its data and waits until it is SERVING. */
+void sh_restart_commerce(sh_stack_t *s, int sig);
+/* kill -9 of sims (started by sh_start_with_sims); sh_restart_sims starts
+ * it again on the same port with its data and waits until it is SERVING. */
+void sh_kill_sims(sh_stack_t *s);
+void sh_restart_sims(sh_stack_t *s);
 /* Starts (again) only the gateway, e.g. after sh_stop_gateway. */
 void sh_start_gateway(sh_stack_t *s, const char *const *gateway_env);
 /* The start-up race: the test service, then the gateway before identity

@@ -58,6 +58,12 @@ const principal_key_t *svc_signing_key(const svc_t *svc, const char *callee);
  * there is no signing key for callee. */
 int svc_sign_as_service(const svc_t *svc, const char *callee, const char *method, arena_t *a,
                         rpc_md_t md[2]) ONCEIOT_MUSTCHECK;
+/* Opens *out, a channel to callee at addr (read from the variable addr_var)
+ * for calls signed with svc_sign_as_service. ERR_CONFIG, logged naming the
+ * variable, when ONCEIOT_PRINCIPAL_SIGNING_KEYS has no key for callee or addr
+ * is unusable. */
+int svc_open_callee(const svc_t *svc, const char *callee, const char *addr_var, const char *addr,
+                    struct rpc_channel **out) ONCEIOT_MUSTCHECK;
 /* The caller's verified principal, or NULL with the status set:
  * UNAUTHENTICATED when the call carries no principal or a bad one,
  * PERMISSION_DENIED when its issuer may not call this method (a service not
