@@ -123,18 +123,10 @@ Test(usage_quota, kill_9_of_usage_mid_dispatch_loses_and_doubles_nothing)
     cr_assert(usage_h_wait_outbox_empty(30000));
     /* A frozen sims holds the dispatcher inside ApplyUsage with its rows
      * leased; usage dies there; sims then runs whatever reached it. */
-    kill(sims_h.proc.pid, SIGSTOP);
+    usage_h_freeze_sims();
     for (int b = 0; b < 5; b++)
         ingest(&e, "kill");
-    bool leased = false;
-    for (int i = 0; i < 200 && !leased; i++) {
-        leased = usage_h_sql_int("SELECT count(*) FROM usage.outbox WHERE leased_by IS NOT NULL");
-        if (!leased)
-            usleep(20000);
-    }
-    cr_assert(leased, "the dispatcher never took a row");
-    usage_h_restart_usage(SIGKILL);
-    kill(sims_h.proc.pid, SIGCONT);
+    usage_h_kill_usage_while_leased();
     /* And killed again at random moments while it delivers. */
     for (int round = 0; round < 3; round++) {
         for (int b = 0; b < 6; b++)

@@ -284,6 +284,24 @@ long long usage_h_sql_int(const char *sql)
     return v;
 }
 
+void usage_h_freeze_sims(void)
+{
+    kill(sims_h.proc.pid, SIGSTOP);
+}
+
+void usage_h_kill_usage_while_leased(void)
+{
+    bool leased = false;
+    for (int i = 0; i < 200 && !leased; i++) {
+        leased = usage_h_sql_int("SELECT count(*) FROM usage.outbox WHERE leased_by IS NOT NULL");
+        if (!leased)
+            usleep(20000);
+    }
+    cr_assert(leased, "the dispatcher never took a row");
+    usage_h_restart_usage(SIGKILL);
+    kill(sims_h.proc.pid, SIGCONT);
+}
+
 bool usage_h_wait_outbox_empty(int timeout_ms)
 {
     for (int waited = 0; waited <= timeout_ms; waited += 50) {

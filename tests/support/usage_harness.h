@@ -33,6 +33,12 @@ void usage_h_stop(void);
 /* Sends sig to usage and waits for it to end (SIGKILL: no clean exit
  * expected), then starts it again on the same port, keeping its schema. */
 void usage_h_restart_usage(int sig);
+/* Freezes sims (SIGSTOP), so the next deliveries hang inside their call. */
+void usage_h_freeze_sims(void);
+/* Waits until the dispatcher holds an outbox row (inside a call to the
+ * frozen sims), kills usage with SIGKILL there and starts it again, then
+ * thaws sims, which runs whatever reached it. */
+void usage_h_kill_usage_while_leased(void);
 /* Stops sims (SIGTERM) / starts it again on the same port with its data. */
 void usage_h_stop_sims(void);
 void usage_h_start_sims(void);
