@@ -3,9 +3,9 @@
  * One batch is one transaction:
  *   1. claim the batch id in ingested_connectivity_batches (a replay finds it
  *      and stops; a concurrent copy waits on the key until the first commits);
- *   2. lock the batch's SIMs' state rows in sim_id order with one upsert
- *      (new SIMs get an empty row, known ones are locked as they are), so
- *      concurrent batches of one SIM take turns and never deadlock;
+ *   2. create the batch's new SIMs' state rows (empty), then lock all its
+ *      SIMs' rows in sim_id order, so concurrent batches of one SIM take
+ *      turns and never deadlock;
  *   3. in C, each SIM's samples newer than its state, in time order: each
  *      change of connected is a transition numbered after the state's count;
  *      the newest sample becomes the state. Older samples are history only;
@@ -137,16 +137,22 @@ static const db_stmt_t replayed_conn = {
     "FROM ingested_connectivity_batches WHERE batch_id = $1",
     1};
 
-/* Inserts the missing rows and locks every row, in the arrays' (sim_id)
- * order; returns each SIM's state before the batch. */
+/* Creates the missing state rows (sim_id order: a concurrent batch creating
+ * the same rows waits on the first it shares and holds none of ours), then
+ * locks every row in sim_id order and reads each SIM's state before the
+ * batch. A lock without a write: the UPDATE below writes each row once. */
+static const db_stmt_t create_state = {
+    "usage_create_conn_state",
+    "INSERT INTO sim_connectivity_state (sim_id, organization_id, iccid) "
+    "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) ON CONFLICT (sim_id) DO NOTHING",
+    3};
+
 static const db_stmt_t lock_state = {
     "usage_lock_conn_state",
-    "INSERT INTO sim_connectivity_state AS s (sim_id, organization_id, iccid) "
-    "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) "
-    "ON CONFLICT (sim_id) DO UPDATE SET sim_id = s.sim_id "
-    "RETURNING s.sim_id, s.connected, s.transitions, s.rat, s.country_code, s.operator_name, "
-    "(extract(epoch FROM s.last_seen) * 1000000)::bigint AS last_us",
-    3};
+    "SELECT sim_id, connected, transitions, rat, country_code, operator_name, "
+    "(extract(epoch FROM last_seen) * 1000000)::bigint AS last_us "
+    "FROM sim_connectivity_state WHERE sim_id = ANY($1::bigint[]) ORDER BY sim_id FOR UPDATE",
+    1};
 
 static const db_stmt_t update_state = {
     "usage_update_conn_state",
@@ -403,7 +409,8 @@ static int conn__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
     const char *lp[3];
     for (int c = 0; c < 3; c++)
         lp[c] = db_text_array(scratch, lk[c], n_lock);
-    if ((rc = db_exec(conn, &lock_state, lp, &res)) < 0)
+    if ((rc = db_exec(conn, &create_state, lp, NULL)) < 0 ||
+        (rc = db_exec(conn, &lock_state, lp, &res)) < 0)
         goto db_fail;
     conn_plan_t plan;
     conn__plan(scratch, v, n, res, b->batch_id, &plan);
