@@ -810,3 +810,35 @@ Test(usage_connectivity, concurrent_batches_keep_the_state_exact_and_the_events_
             cr_assert_geq(ts_us(ev[i]->occurred_at), ts_us(ev[i - 1]->occurred_at));
     }
 }
+
+Test(usage_connectivity, a_watcher_sees_lost_and_restored_live_in_order)
+{
+    const char *sim = usage_h_sim(3, 400, 0, 0);
+    int64_t t = usage_h_now_us() - HOUR;
+    sample_t *first[] = {sample(arena, sim, t, true, NULL)};
+    ingest_ok("watch-0", first, 1);
+    rpc_stream_t *s = usage_h_watch(arena, 3, sim, "connectivity");
+    cr_assert_eq(rpc_stream_headers(s), 0, "the subscription took effect");
+    /* Two batches, each with a loss and a restoration. */
+    for (int b = 0; b < 2; b++) {
+        sample_t *v[] = {sample(arena, sim, t + (2 * b + 1) * MIN, false, NULL),
+                         sample(arena, sim, t + (2 * b + 2) * MIN, true, NULL)};
+        ingest_ok(arena_printf(arena, "watch-%d", b + 1), v, 2);
+    }
+    for (int i = 0; i < 4; i++) {
+        ProtobufCMessage *m;
+        rpc_status_t st;
+        if (rpc_stream_recv(s, &onceiot__sims__v1__sim_event__descriptor, &m) != 1) {
+            rpc_stream_finish(s, &st);
+            cr_assert_fail("event %d: the stream ended: %s", i, st.message);
+        }
+        const Onceiot__Sims__V1__SimEvent *e = (const void *)m;
+        cr_assert_str_eq(e->iccid, sim);
+        cr_assert_str_eq(e->event_type, i % 2 ? "connectivity_restored" : "connectivity_lost",
+                         "event %d in order", i);
+        cr_assert_eq(ts_us(e->occurred_at), t + (i + 1) * MIN);
+    }
+    rpc_stream_cancel(s);
+    rpc_status_t st;
+    rpc_stream_finish(s, &st);
+}

@@ -205,17 +205,7 @@ static void *write_policy(void *p)
 Test(usage_quota, ingested_usage_crossing_a_threshold_reaches_a_watcher)
 {
     const char *iccid = usage_h_sim(3, 500, 1000, 10); /* threshold 80%: 800 bytes */
-    const char *path = "/onceiot.sims.v1.SimService/WatchEvents";
-    rpc_md_t md[2];
-    principal_t u = sims_h_user(3);
-    principal_sign(&sims_h.key, &u, path, arena, md);
-    rpc_call_opts_t o = {.timeout_ms = 30000, .metadata = md, .n_metadata = 2};
-    rpc_stream_t *s;
-    cr_assert_eq(rpc_stream_open(sims_h.ch, path, arena, &o, &s), 0);
-    Onceiot__Sims__V1__WatchEventsRequest wr = ONCEIOT__SIMS__V1__WATCH_EVENTS_REQUEST__INIT;
-    wr.iccid = (char *)iccid;
-    cr_assert_eq(rpc_stream_send(s, &wr.base), 0);
-    cr_assert_eq(rpc_stream_close_send(s), 0);
+    rpc_stream_t *s = usage_h_watch(arena, 3, iccid, NULL);
     /* Events written before sims registered the watch are not sent: a
      * writer changes the SIM's policy (same values) until one arrives. */
     policy_writer_t w = {.iccid = iccid, .a = sims_h_thread_arena()};

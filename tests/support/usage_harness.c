@@ -262,6 +262,23 @@ const char *usage_h_sim(int64_t org, long long n, int64_t data_volume, int64_t s
     return iccid;
 }
 
+rpc_stream_t *usage_h_watch(arena_t *a, int64_t org, const char *iccid, const char *category)
+{
+    const char *path = "/onceiot.sims.v1.SimService/WatchEvents";
+    rpc_md_t *md = arena_alloc(a, 2 * sizeof(*md));
+    principal_t u = sims_h_user(org);
+    principal_sign(&sims_h.key, &u, path, a, md);
+    rpc_call_opts_t o = {.timeout_ms = 30000, .metadata = md, .n_metadata = 2};
+    rpc_stream_t *s;
+    cr_assert_eq(rpc_stream_open(sims_h.ch, path, a, &o, &s), 0);
+    Onceiot__Sims__V1__WatchEventsRequest wr = ONCEIOT__SIMS__V1__WATCH_EVENTS_REQUEST__INIT;
+    wr.iccid = (char *)iccid;
+    wr.event_category = (char *)(category ? category : "");
+    cr_assert_eq(rpc_stream_send(s, &wr.base), 0);
+    cr_assert_eq(rpc_stream_close_send(s), 0);
+    return s;
+}
+
 int64_t usage_h_now_us(void)
 {
     struct timespec ts;

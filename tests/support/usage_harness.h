@@ -69,6 +69,11 @@ bool usage_h_violation(arena_t *a, const rpc_status_t *st, const char *field);
  * sms_volume) and returns its ICCID (arena of sims_h). */
 const char *usage_h_sim(int64_t org, long long n, int64_t data_volume, int64_t sms_volume);
 
+/* Opens WatchEvents of one SIM as a user of org (category NULL: any), for
+ * 30 s, the request sent; memory in a. The caller reads the stream (and may
+ * wait for the subscription with rpc_stream_headers). */
+rpc_stream_t *usage_h_watch(arena_t *a, int64_t org, const char *iccid, const char *category);
+
 /* Unix microseconds now, and at the start of the current UTC hour. */
 int64_t usage_h_now_us(void);
 int64_t usage_h_hour_us(void);
