@@ -842,3 +842,51 @@ Test(usage_connectivity, a_watcher_sees_lost_and_restored_live_in_order)
     rpc_status_t st;
     rpc_stream_finish(s, &st);
 }
+
+Test(usage_connectivity, bad_query_input_is_invalid_argument_naming_the_field)
+{
+    const char *sim = usage_h_sim(1, 500, 0, 0);
+    sample_t *v[] = {sample(arena, sim, usage_h_now_us() - HOUR, true, NULL)};
+    ingest_ok("query-bad", v, 1);
+    principal_t reader = usage_h_reader(1);
+    state_t *s;
+    rpc_status_t st;
+    cr_assert_neq(get_state(&reader, "12ab", &s, &st), 0);
+    cr_assert(usage_h_violation(arena, &st, "iccid"), "%s", st.message);
+    cr_assert_neq(get_state(&reader, "", &s, &st), 0);
+    cr_assert(usage_h_violation(arena, &st, "iccid"), "%s", st.message);
+
+    Onceiot__Usage__V1__ListConnectivityRequest req =
+        ONCEIOT__USAGE__V1__LIST_CONNECTIVITY_REQUEST__INIT;
+    Onceiot__Usage__V1__ListConnectivityResponse *r;
+    req.iccid = "12ab";
+    cr_assert_neq(list_conn(&req, &reader, &r, &st), 0);
+    cr_assert(usage_h_violation(arena, &st, "iccid"), "%s", st.message);
+    req.iccid = (char *)sim;
+    req.start = ts(arena, usage_h_now_us());
+    req.end = ts(arena, usage_h_now_us() - HOUR);
+    cr_assert_neq(list_conn(&req, &reader, &r, &st), 0);
+    cr_assert(usage_h_violation(arena, &st, "end"), "%s", st.message);
+    req.start = req.end = NULL;
+    req.page_size = 1001;
+    cr_assert_neq(list_conn(&req, &reader, &r, &st), 0);
+    cr_assert(usage_h_violation(arena, &st, "page_size"), "%s", st.message);
+    req.page_size = 0;
+    req.page_token = "not-a-token";
+    cr_assert_neq(list_conn(&req, &reader, &r, &st), 0);
+    cr_assert(usage_h_violation(arena, &st, "page_token"), "%s", st.message);
+    /* A token of another SIM's list is refused, not read as this one's. */
+    const char *other = usage_h_sim(1, 501, 0, 0);
+    sample_t *w[] = {sample(arena, other, usage_h_now_us() - HOUR, true, NULL),
+                     sample(arena, other, usage_h_now_us() - HOUR + SEC, true, NULL)};
+    ingest_ok("query-bad-2", w, 2);
+    req.iccid = (char *)other;
+    req.page_token = "";
+    req.page_size = 1;
+    cr_assert_eq(list_conn(&req, &reader, &r, &st), 0, "%s", st.message);
+    cr_assert(r->next_page_token[0]);
+    req.iccid = (char *)sim;
+    req.page_token = r->next_page_token;
+    cr_assert_neq(list_conn(&req, &reader, &r, &st), 0);
+    cr_assert(usage_h_violation(arena, &st, "page_token"), "%s", st.message);
+}
