@@ -17,7 +17,7 @@ static const rpc_method_impl_t sims_methods[] = {
     {"ListSms", sims_list_sms},         {"CancelSms", sims_cancel_sms},
     {"ReceiveSms", sims_receive_sms},   {"UpdateSmsStatus", sims_update_sms_status},
     {"ListEvents", sims_list_events},   {"RecordEvents", sims_record_events},
-    {"WatchEvents", sims_watch_events},
+    {"WatchEvents", sims_watch_events}, {"ApplyConnectivity", sims_apply_connectivity},
 };
 
 static const rpc_service_impl_t sims_service = {

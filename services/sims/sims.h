@@ -230,5 +230,6 @@ int sims_update_sms_status(rpc_call_t *, const ProtobufCMessage *, ProtobufCMess
 int sims_list_events(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int sims_record_events(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int sims_watch_events(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int sims_apply_connectivity(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 
 #endif

@@ -15,7 +15,9 @@
     "(extract(epoch FROM s.created_at) * 1000000)::bigint AS created_us, "                         \
     "(extract(epoch FROM s.updated_at) * 1000000)::bigint AS updated_us, "                         \
     "s.data_volume, s.data_used, s.data_remaining, s.data_threshold_reached, "                     \
-    "s.sms_volume, s.sms_used, s.sms_remaining, s.sms_threshold_reached"
+    "s.sms_volume, s.sms_used, s.sms_remaining, s.sms_threshold_reached, "                         \
+    "s.current_rat, s.current_country, s.current_operator, "                                       \
+    "(extract(epoch FROM s.network_observed_at) * 1000000)::bigint AS network_us"
 
 /* The organization filter every tenant-scoped query carries: $n is the
  * caller's organization, or NULL for a superuser. */

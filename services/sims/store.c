@@ -188,6 +188,10 @@ sims_sim_t *sims_sim_from_row(arena_t *a, const PGresult *res, int row)
     s->updated_at = sims_ts(a, db_get(res, row, "updated_us"));
     s->data_quota = sims__summary(a, res, row, "data");
     s->sms_quota = sims__summary(a, res, row, "sms");
+    s->current_rat = sims__str(a, res, row, "current_rat");
+    s->current_country = sims__str(a, res, row, "current_country");
+    s->current_operator = sims__str(a, res, row, "current_operator");
+    s->network_observed_at = sims_ts(a, db_get(res, row, "network_us"));
     return s;
 }
 

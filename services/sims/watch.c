@@ -109,6 +109,11 @@ static void sims__maintain(PGconn *c, const char *parent)
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         log_msg(LOG_WARN, "prune_usage_batches", "%s", PQerrorMessage(c));
     PQclear(r);
+    r = PQexec(c, "DELETE FROM processed_connectivity_batches "
+                  "WHERE processed_at < now() - interval '30 days'");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        log_msg(LOG_WARN, "prune_connectivity_batches", "%s", PQerrorMessage(c));
+    PQclear(r);
 }
 
 /* Connects with the service's schema on the search path and LISTENs. */

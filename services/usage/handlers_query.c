@@ -190,24 +190,14 @@ int usage_list_usage_records(rpc_call_t *call, const ProtobufCMessage *req, Prot
     int rc = usage_ctx_or_status(call, &cx);
     if (rc < 0)
         return rc;
-    usage_valid_iccid(call, "iccid", r->iccid);
-    int size = pagetoken_page_size(call, r->page_size, 100, 1000);
-    const char *from = r->start ? usage_ts_text(cx.a, usage_ts_us(r->start)) : NULL;
-    const char *to = r->end ? usage_ts_text(cx.a, usage_ts_us(r->end)) : NULL;
-    if (r->start && r->end && usage_ts_us(r->end) <= usage_ts_us(r->start))
-        rpc_violation(call, "end", "must be after start");
-    const char *parts[] = {"records", r->iccid, from, to};
-    uint64_t hash = pagetoken_hash(parts, 4);
-    const char *key = NULL, *last = NULL;
-    if (r->page_token[0] && pagetoken_decode(call, r->page_token, hash, &key, &last) < 0)
-        return ERR_INVALID_ARGUMENT;
-    if ((rc = rpc_check_violations(call)) < 0)
+    usage_sim_list_t l;
+    if ((rc = usage_sim_list_or_status(&cx, "records", r->iccid, r->page_size, r->start, r->end,
+                                       r->page_token, &l)) < 0)
         return rc;
-    usage_sim_t sim;
-    if ((rc = usage_sim_or_status(&cx, r->iccid, &sim)) < 0)
-        return rc;
-    const char *params[] = {usage_i64(cx.a, sim.sim_id), from, to,
-                            usage_i64(cx.a, size + 1),   key,  last};
+    int size = l.size;
+    uint64_t hash = l.hash;
+    const char *params[] = {usage_i64(cx.a, l.sim.sim_id), l.from, l.to,
+                            usage_i64(cx.a, size + 1),     l.key,  l.last};
     if ((rc = usage_exec(&cx, &list_records, params, &res)) < 0)
         goto out;
     Onceiot__Usage__V1__ListUsageRecordsResponse *out = arena_alloc(cx.a, sizeof(*out));

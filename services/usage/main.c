@@ -10,7 +10,9 @@ static const rpc_method_impl_t usage_methods[] = {
     {"IngestUsage", usage_ingest_usage},          {"IngestUsageBatch", usage_ingest_usage_batch},
     {"GetSimUsage", usage_get_sim_usage},         {"ListUsageRecords", usage_list_usage_records},
     {"GetFleetUsage", usage_get_fleet_usage},     {"ListTopSims", usage_list_top_sims},
-    {"GetIngestStatus", usage_get_ingest_status},
+    {"GetIngestStatus", usage_get_ingest_status}, {"IngestConnectivity", usage_ingest_connectivity},
+    {"GetConnectivity", usage_get_connectivity},  {"ListConnectivity", usage_list_connectivity},
+    {"ListOfflineSims", usage_list_offline_sims},
 };
 
 static const rpc_service_impl_t usage_service = {
@@ -23,6 +25,7 @@ static usage_state_t state;
 
 static const outbox_topic_t usage_topics[] = {
     {USAGE_TOPIC_QUOTA, usage_apply_quota, &state},
+    {USAGE_TOPIC_CONNECTIVITY, usage_apply_connectivity, &state},
 };
 
 /* Opens the channel to sims, starts the quota dispatcher and the

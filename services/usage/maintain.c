@@ -15,7 +15,8 @@
 
 struct usage_maint {
     db_pool_t *pool;
-    char parent[128]; /* "<schema>.sim_usage" */
+    char parent[128];      /* "<schema>.sim_usage" */
+    char conn_parent[128]; /* "<schema>.sim_connectivity" */
     long interval_s;
     long compact_s; /* seconds between compactions of org_usage_daily */
     pthread_t thread;
@@ -47,6 +48,11 @@ static const db_stmt_t prune[] = {
     {"usage_prune_network",
      "DELETE FROM sim_usage_daily_network WHERE day < current_date - interval '5 years'", 0},
     {"usage_prune_org", "DELETE FROM org_usage_daily WHERE day < current_date - interval '5 years'",
+     0},
+    {"usage_prune_conn_default",
+     "DELETE FROM sim_connectivity_default WHERE \"timestamp\" < now() - interval '6 months'", 0},
+    {"usage_prune_conn_batches",
+     "DELETE FROM ingested_connectivity_batches WHERE committed_at < now() - interval '30 days'",
      0},
     {"usage_prune_batches",
      "DELETE FROM ingested_batches WHERE committed_at < now() - interval '30 days'", 0},
@@ -100,12 +106,16 @@ static void usage__maintain(usage_maint_t *m)
     const char *params[] = {m->parent};
     if (db_exec(conn, &partman, params, NULL) < 0)
         log_msg(LOG_WARN, "partman_maintenance", "%s", db_errmsg(conn));
+    params[0] = m->conn_parent;
+    if (db_exec(conn, &partman, params, NULL) < 0)
+        log_msg(LOG_WARN, "partman_maintenance", "%s", db_errmsg(conn));
     for (size_t i = 0; i < sizeof(prune) / sizeof(prune[0]); i++) {
         int rc = db_exec(conn, &prune[i], NULL, NULL);
         if (rc < 0)
             log_msg(LOG_WARN, "maintenance_prune", "%s: %s", prune[i].name, db_errmsg(conn));
     }
     PGresult *res = NULL;
+    params[0] = m->parent; /* sim_usage's late rows (sim_connectivity's stay in its default) */
     if (db_exec(conn, &move_late, params, &res) < 0)
         log_msg(LOG_WARN, "maintenance_late_rows", "%s", db_errmsg(conn));
     else if (db_get_int(res, 0, "moved", 0) > 0)
@@ -155,6 +165,7 @@ int usage_maint_start(db_pool_t *pool, const char *schema, long interval_s, long
     m->interval_s = interval_s;
     m->compact_s = compact_s;
     snprintf(m->parent, sizeof(m->parent), "%s.sim_usage", schema);
+    snprintf(m->conn_parent, sizeof(m->conn_parent), "%s.sim_connectivity", schema);
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
     if (pthread_create(&m->thread, NULL, usage__maint_main, m) != 0) {

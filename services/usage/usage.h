@@ -19,6 +19,10 @@
 #define USAGE_RETENTION_DAYS 730               /* raw records: 2 years (partman's retention) */
 #define USAGE_FUTURE_US      (300 * 1000000LL) /* records may be at most 5 minutes ahead */
 #define USAGE_TOPIC_QUOTA    "sims.apply_usage"
+/* Connectivity samples are accepted up to 180 days back: within partman's
+ * 6-month retention, so an accepted sample is never already expired. */
+#define USAGE_CONN_RETENTION_DAYS 180
+#define USAGE_TOPIC_CONNECTIVITY  "sims.apply_connectivity"
 
 typedef struct usage_cache usage_cache_t;
 typedef struct usage_maint usage_maint_t;
@@ -88,10 +92,41 @@ int usage_resolve_or_status(usage_ctx_t *cx, const char *const *iccids, size_t n
  * (status set) when unknown or another organization's. */
 int usage_sim_or_status(usage_ctx_t *cx, const char *iccid, usage_sim_t *out) ONCEIOT_MUSTCHECK;
 
+/* What a per-SIM list (ListUsageRecords, ListConnectivity) reads from its
+ * request: the SIM, the page size, the range as text (NULL when open) and
+ * the page token's key and tie-breaker (NULL on the first page). */
+typedef struct usage_sim_list {
+    usage_sim_t sim;
+    int size;
+    uint64_t hash; /* of list, iccid and range: the page token's binding */
+    const char *from, *to;
+    const char *key, *last;
+} usage_sim_list_t;
+/* Checks and reads a per-SIM list's request (violations reported, the SIM
+ * NOT_FOUND unless it is the caller's). Returns 0 or an ERR_* code with the
+ * call's status set. */
+int usage_sim_list_or_status(usage_ctx_t *cx, const char *list, const char *iccid,
+                             int32_t page_size, const Google__Protobuf__Timestamp *start,
+                             const Google__Protobuf__Timestamp *end, const char *page_token,
+                             usage_sim_list_t *out) ONCEIOT_MUSTCHECK;
+
 /* The outbox handler of USAGE_TOPIC_QUOTA: sends a batch's per-SIM usage
  * (a packed ApplyUsageRequest) to sims.ApplyUsage. ctx is the state. */
 outbox_verdict_t usage_apply_quota(void *ctx, const outbox_msg_t *msg, arena_t *a,
                                    const char **why);
+
+/* ---- connectivity.c: connectivity ingest and its delivery to sims ---- */
+
+/* Checks a connectivity batch (violations on "samples[i].<field>" and
+ * batch_id). Returns false when anything is wrong. */
+bool usage_valid_connectivity(rpc_call_t *call,
+                              const Onceiot__Usage__V1__IngestConnectivityBatchRequest *b,
+                              int64_t now_us);
+/* The outbox handler of USAGE_TOPIC_CONNECTIVITY: sends a batch's
+ * transitions and networks (a packed ApplyConnectivityRequest) to
+ * sims.ApplyConnectivity. ctx is the state. */
+outbox_verdict_t usage_apply_connectivity(void *ctx, const outbox_msg_t *msg, arena_t *a,
+                                          const char **why);
 
 /* ---- maintain.c: partitions, rollup retention, compaction ---- */
 
@@ -112,6 +147,22 @@ void usage_maint_stop(usage_maint_t *m);
  * is the time the batch is judged at. Returns false when anything is wrong. */
 bool usage_valid_batch(rpc_call_t *call, const Onceiot__Usage__V1__IngestUsageBatchRequest *b,
                        int64_t now_us);
+/* The batch id (1..USAGE_MAX_BATCH_ID characters) and the number of items
+ * (1..USAGE_MAX_RECORDS, field items): returns the violations recorded, or
+ * -1 when the count is wrong (the items are not worth checking). */
+int usage_check_batch_shape(rpc_call_t *call, const char *batch_id, const char *items, size_t n);
+/* A required timestamp at most 5 minutes ahead of now_us and within
+ * retention_days; else a violation on field. */
+bool usage_check_time(rpc_call_t *call, const char *field, const Google__Protobuf__Timestamp *ts,
+                      int64_t now_us, int retention_days);
+/* The optional network fields of a record or sample ("" when unknown). */
+typedef struct usage_network {
+    const char *mcc, *mnc, *country, *rat;
+} usage_network_t;
+/* Checks them, recording violations named prefix + field (the country's
+ * field is named country_field); returns how many it found. */
+int usage_check_network(rpc_call_t *call, const char *prefix, const char *country_field,
+                        const usage_network_t *n);
 /* Unix microseconds of a Timestamp. */
 int64_t usage_ts_us(const Google__Protobuf__Timestamp *ts);
 Google__Protobuf__Timestamp *usage_ts(arena_t *a, int64_t us);
@@ -129,5 +180,9 @@ int usage_list_usage_records(rpc_call_t *, const ProtobufCMessage *, ProtobufCMe
 int usage_get_fleet_usage(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int usage_list_top_sims(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int usage_get_ingest_status(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int usage_ingest_connectivity(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int usage_get_connectivity(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int usage_list_connectivity(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
+int usage_list_offline_sims(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 
 #endif

@@ -84,15 +84,9 @@ static int usage__check_record(rpc_call_t *call, size_t i, const Onceiot__Usage_
     } while (0)
     if (!usage_valid_iccid(call, arena_printf(a, "records[%zu].iccid", i), r->iccid))
         bad++;
-    if (!r->timestamp) {
-        BAD("timestamp", "is required");
-    } else {
-        int64_t us = usage_ts_us(r->timestamp);
-        if (us > now_us + USAGE_FUTURE_US)
-            BAD("timestamp", "is more than 5 minutes in the future");
-        else if (us < now_us - (int64_t)USAGE_RETENTION_DAYS * 86400 * 1000000)
-            BAD("timestamp", "is older than the retention of %d days", USAGE_RETENTION_DAYS);
-    }
+    if (!usage_check_time(call, arena_printf(a, "records[%zu].timestamp", i), r->timestamp, now_us,
+                          USAGE_RETENTION_DAYS))
+        bad++;
     if (r->volume_rx < 0)
         BAD("volume_rx", "must not be negative");
     if (r->volume_tx < 0)
@@ -107,17 +101,48 @@ static int usage__check_record(rpc_call_t *call, size_t i, const Onceiot__Usage_
         BAD("session_count", "must not be negative");
     if (r->total_volume != 0 && r->total_volume != r->volume_rx + r->volume_tx)
         BAD("total_volume", "is derived (volume_rx + volume_tx); leave it unset");
-    if (r->mcc[0] && !usage__digits(r->mcc, 3, 3))
+    const usage_network_t net = {r->mcc, r->mnc, r->country, r->rat};
+    bad += usage_check_network(call, arena_printf(a, "records[%zu].", i), "country", &net);
+#undef BAD
+    return bad;
+}
+
+bool usage_check_time(rpc_call_t *call, const char *field, const Google__Protobuf__Timestamp *ts,
+                      int64_t now_us, int retention_days)
+{
+    int64_t us = usage_ts_us(ts);
+    if (!ts)
+        rpc_violation(call, field, "is required");
+    else if (us > now_us + USAGE_FUTURE_US)
+        rpc_violation(call, field, "is more than 5 minutes in the future");
+    else if (us < now_us - (int64_t)retention_days * 86400 * 1000000)
+        rpc_violation(call, field, "is older than the retention of %d days", retention_days);
+    else
+        return true;
+    return false;
+}
+
+int usage_check_network(rpc_call_t *call, const char *prefix, const char *country_field,
+                        const usage_network_t *n)
+{
+    arena_t *a = rpc_call_arena(call);
+    int bad = 0;
+#define BAD(field, ...)                                                                            \
+    do {                                                                                           \
+        rpc_violation(call, arena_printf(a, "%s%s", prefix, field), __VA_ARGS__);                  \
+        bad++;                                                                                     \
+    } while (0)
+    if (n->mcc[0] && !usage__digits(n->mcc, 3, 3))
         BAD("mcc", "must be 3 digits");
-    if (r->mnc[0] && (!usage__digits(r->mnc, 2, 3) || !r->mcc[0]))
+    if (n->mnc[0] && (!usage__digits(n->mnc, 2, 3) || !n->mcc[0]))
         BAD("mnc", "must be 2 or 3 digits, with mcc");
-    if (r->country[0] && (strlen(r->country) != 2 || r->country[0] < 'A' || r->country[0] > 'Z' ||
-                          r->country[1] < 'A' || r->country[1] > 'Z'))
-        BAD("country", "must be an ISO 3166-1 alpha-2 code in capitals, like DE");
-    if (r->rat[0]) {
+    if (n->country[0] && (strlen(n->country) != 2 || n->country[0] < 'A' || n->country[0] > 'Z' ||
+                          n->country[1] < 'A' || n->country[1] > 'Z'))
+        BAD(country_field, "must be an ISO 3166-1 alpha-2 code in capitals, like DE");
+    if (n->rat[0]) {
         bool known = false;
         for (size_t k = 0; k < sizeof(rats) / sizeof(rats[0]); k++)
-            known |= strcmp(r->rat, rats[k]) == 0;
+            known |= strcmp(n->rat, rats[k]) == 0;
         if (!known)
             BAD("rat", "must be one of 2G, 3G, LTE, LTE-M, NB-IoT, 5G");
     }
@@ -125,20 +150,27 @@ static int usage__check_record(rpc_call_t *call, size_t i, const Onceiot__Usage_
     return bad;
 }
 
-bool usage_valid_batch(rpc_call_t *call, const Onceiot__Usage__V1__IngestUsageBatchRequest *b,
-                       int64_t now_us)
+int usage_check_batch_shape(rpc_call_t *call, const char *batch_id, const char *items, size_t n)
 {
     int bad = 0;
-    size_t blen = strlen(b->batch_id);
+    size_t blen = strlen(batch_id);
     if (blen == 0 || blen > USAGE_MAX_BATCH_ID) {
         rpc_violation(call, "batch_id", "must be 1 to %d characters", USAGE_MAX_BATCH_ID);
         bad++;
     }
-    if (b->n_records == 0 || b->n_records > USAGE_MAX_RECORDS) {
-        rpc_violation(call, "records", "must hold 1 to %d records (got %zu)", USAGE_MAX_RECORDS,
-                      b->n_records);
-        return false;
+    if (n == 0 || n > USAGE_MAX_RECORDS) {
+        rpc_violation(call, items, "must hold 1 to %d %s (got %zu)", USAGE_MAX_RECORDS, items, n);
+        return -1;
     }
+    return bad;
+}
+
+bool usage_valid_batch(rpc_call_t *call, const Onceiot__Usage__V1__IngestUsageBatchRequest *b,
+                       int64_t now_us)
+{
+    int bad = usage_check_batch_shape(call, b->batch_id, "records", b->n_records);
+    if (bad < 0)
+        return false;
     for (size_t i = 0; i < b->n_records && bad < MAX_VIOLATIONS; i++)
         bad += usage__check_record(call, i, b->records[i], now_us);
     return bad == 0;

@@ -123,18 +123,10 @@ Test(usage_quota, kill_9_of_usage_mid_dispatch_loses_and_doubles_nothing)
     cr_assert(usage_h_wait_outbox_empty(30000));
     /* A frozen sims holds the dispatcher inside ApplyUsage with its rows
      * leased; usage dies there; sims then runs whatever reached it. */
-    kill(sims_h.proc.pid, SIGSTOP);
+    usage_h_freeze_sims();
     for (int b = 0; b < 5; b++)
         ingest(&e, "kill");
-    bool leased = false;
-    for (int i = 0; i < 200 && !leased; i++) {
-        leased = usage_h_sql_int("SELECT count(*) FROM usage.outbox WHERE leased_by IS NOT NULL");
-        if (!leased)
-            usleep(20000);
-    }
-    cr_assert(leased, "the dispatcher never took a row");
-    usage_h_restart_usage(SIGKILL);
-    kill(sims_h.proc.pid, SIGCONT);
+    usage_h_kill_usage_while_leased();
     /* And killed again at random moments while it delivers. */
     for (int round = 0; round < 3; round++) {
         for (int b = 0; b < 6; b++)
@@ -213,17 +205,7 @@ static void *write_policy(void *p)
 Test(usage_quota, ingested_usage_crossing_a_threshold_reaches_a_watcher)
 {
     const char *iccid = usage_h_sim(3, 500, 1000, 10); /* threshold 80%: 800 bytes */
-    const char *path = "/onceiot.sims.v1.SimService/WatchEvents";
-    rpc_md_t md[2];
-    principal_t u = sims_h_user(3);
-    principal_sign(&sims_h.key, &u, path, arena, md);
-    rpc_call_opts_t o = {.timeout_ms = 30000, .metadata = md, .n_metadata = 2};
-    rpc_stream_t *s;
-    cr_assert_eq(rpc_stream_open(sims_h.ch, path, arena, &o, &s), 0);
-    Onceiot__Sims__V1__WatchEventsRequest wr = ONCEIOT__SIMS__V1__WATCH_EVENTS_REQUEST__INIT;
-    wr.iccid = (char *)iccid;
-    cr_assert_eq(rpc_stream_send(s, &wr.base), 0);
-    cr_assert_eq(rpc_stream_close_send(s), 0);
+    rpc_stream_t *s = usage_h_watch(arena, 3, iccid, NULL);
     /* Events written before sims registered the watch are not sent: a
      * writer changes the SIM's policy (same values) until one arrives. */
     policy_writer_t w = {.iccid = iccid, .a = sims_h_thread_arena()};

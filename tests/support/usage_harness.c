@@ -262,6 +262,23 @@ const char *usage_h_sim(int64_t org, long long n, int64_t data_volume, int64_t s
     return iccid;
 }
 
+rpc_stream_t *usage_h_watch(arena_t *a, int64_t org, const char *iccid, const char *category)
+{
+    const char *path = "/onceiot.sims.v1.SimService/WatchEvents";
+    rpc_md_t *md = arena_alloc(a, 2 * sizeof(*md));
+    principal_t u = sims_h_user(org);
+    principal_sign(&sims_h.key, &u, path, a, md);
+    rpc_call_opts_t o = {.timeout_ms = 30000, .metadata = md, .n_metadata = 2};
+    rpc_stream_t *s;
+    cr_assert_eq(rpc_stream_open(sims_h.ch, path, a, &o, &s), 0);
+    Onceiot__Sims__V1__WatchEventsRequest wr = ONCEIOT__SIMS__V1__WATCH_EVENTS_REQUEST__INIT;
+    wr.iccid = (char *)iccid;
+    wr.event_category = (char *)(category ? category : "");
+    cr_assert_eq(rpc_stream_send(s, &wr.base), 0);
+    cr_assert_eq(rpc_stream_close_send(s), 0);
+    return s;
+}
+
 int64_t usage_h_now_us(void)
 {
     struct timespec ts;
@@ -282,6 +299,24 @@ long long usage_h_sql_int(const char *sql)
     long long v = PQgetisnull(r, 0, 0) ? 0 : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     return v;
+}
+
+void usage_h_freeze_sims(void)
+{
+    kill(sims_h.proc.pid, SIGSTOP);
+}
+
+void usage_h_kill_usage_while_leased(void)
+{
+    bool leased = false;
+    for (int i = 0; i < 200 && !leased; i++) {
+        leased = usage_h_sql_int("SELECT count(*) FROM usage.outbox WHERE leased_by IS NOT NULL");
+        if (!leased)
+            usleep(20000);
+    }
+    cr_assert(leased, "the dispatcher never took a row");
+    usage_h_restart_usage(SIGKILL);
+    kill(sims_h.proc.pid, SIGCONT);
 }
 
 bool usage_h_wait_outbox_empty(int timeout_ms)

@@ -33,6 +33,12 @@ void usage_h_stop(void);
 /* Sends sig to usage and waits for it to end (SIGKILL: no clean exit
  * expected), then starts it again on the same port, keeping its schema. */
 void usage_h_restart_usage(int sig);
+/* Freezes sims (SIGSTOP), so the next deliveries hang inside their call. */
+void usage_h_freeze_sims(void);
+/* Waits until the dispatcher holds an outbox row (inside a call to the
+ * frozen sims), kills usage with SIGKILL there and starts it again, then
+ * thaws sims, which runs whatever reached it. */
+void usage_h_kill_usage_while_leased(void);
 /* Stops sims (SIGTERM) / starts it again on the same port with its data. */
 void usage_h_stop_sims(void);
 void usage_h_start_sims(void);
@@ -62,6 +68,11 @@ bool usage_h_violation(arena_t *a, const rpc_status_t *st, const char *field);
 /* Creates a SIM of org in sims (data quota data_volume bytes, SMS quota
  * sms_volume) and returns its ICCID (arena of sims_h). */
 const char *usage_h_sim(int64_t org, long long n, int64_t data_volume, int64_t sms_volume);
+
+/* Opens WatchEvents of one SIM as a user of org (category NULL: any), for
+ * 30 s, the request sent; memory in a. The caller reads the stream (and may
+ * wait for the subscription with rpc_stream_headers). */
+rpc_stream_t *usage_h_watch(arena_t *a, int64_t org, const char *iccid, const char *category);
 
 /* Unix microseconds now, and at the start of the current UTC hour. */
 int64_t usage_h_now_us(void);

@@ -1,0 +1,69 @@
+# shellcheck shell=bash
+# A throwaway stack for a benchmark: a bench database with sims and usage
+# migrated and generated SIMs, then onceiot-sims, -identity, -usage and
+# -gateway on free ports, logged in a work folder, stopped (and the database
+# dropped) on exit. Sourced by tools/bench/connectivity.sh, on top of
+# tools/lib/bench.sh (die, free_port, start, cleanup, ...).
+#
+# bench_stack_up PG_URL DB SIMS sets BENCH_URL (the bench database),
+# GW_PORT and ADMIN_KEY (a superuser API key). Needs psql and python3;
+# BUILD_DIR and ROOT set by the caller.
+
+# shellcheck source=tools/lib/proc.sh
+source "$ROOT/tools/lib/proc.sh"
+# shellcheck source=tools/lib/bench.sh
+source "$ROOT/tools/lib/bench.sh"
+
+KEY="$(hex32)"
+BIN="$BUILD_DIR/services"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-stack.XXXXXX")"
+PIDS=()
+BENCH_URL=""
+trap cleanup EXIT
+
+bench_stack_up() {
+    PG_URL="$1" DB="$2"
+    local n_sims="$3" b
+    for b in psql python3; do
+        command -v "$b" >/dev/null || die "$b is missing"
+    done
+    for b in sims identity usage gateway; do
+        [[ -x "$BIN/onceiot-$b" ]] || die "onceiot-$b is missing: build first"
+    done
+    BENCH_URL="$(bench_db_url "$PG_URL" "$DB")"
+    echo "== setting up $DB with $n_sims SIMs"
+    psql -q -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+    psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<'SQL'
+CREATE SCHEMA partman;
+CREATE EXTENSION pg_partman SCHEMA partman;
+CREATE EXTENSION pg_trgm SCHEMA public;
+SQL
+    for b in sims usage; do
+        ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
+            "$BIN/onceiot-$b" migrate
+    done
+    "$ROOT/tools/gen_sims" "$BENCH_URL" "$n_sims" 10 >/dev/null
+
+    local sims_port id_port usage_port nowhere
+    sims_port=$(free_port)
+    start sims "$sims_port" ONCEIOT_DATABASE_URL="$BENCH_URL"
+    id_port=$(free_port)
+    start identity "$id_port" ONCEIOT_DATABASE_URL="$BENCH_URL" \
+        ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" ONCEIOT_API_KEY_PEPPER="$(hex32)" \
+        ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long \
+        ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key"
+    usage_port=$(free_port)
+    start usage "$usage_port" ONCEIOT_DATABASE_URL="$BENCH_URL" \
+        ONCEIOT_SIMS_ADDR="127.0.0.1:$sims_port" \
+        ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" usage sims)"
+    GW_PORT=$(free_port)
+    nowhere="127.0.0.1:$(free_port)"
+    start gateway "$GW_PORT" ONCEIOT_IDENTITY_ADDR="127.0.0.1:$id_port" \
+        ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" gateway identity sims usage \
+            commerce support)" \
+        ONCEIOT_SIMS_ADDR="127.0.0.1:$sims_port" ONCEIOT_USAGE_ADDR="127.0.0.1:$usage_port" \
+        ONCEIOT_COMMERCE_ADDR="$nowhere" ONCEIOT_SUPPORT_ADDR="$nowhere" \
+        ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000
+    ADMIN_KEY="$(head -n 1 "$WORK/admin.key")"
+    [[ -n "$ADMIN_KEY" ]] || die "identity wrote no bootstrap API key"
+}
