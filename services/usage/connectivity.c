@@ -310,9 +310,9 @@ static void conn__plan(arena_t *a, const conn_ref_t *v, size_t n, const PGresult
 }
 
 static int conn__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
-                            const Onceiot__Usage__V1__IngestConnectivityBatchRequest *b,
-                            Onceiot__Usage__V1__BatchResult **out)
+                            const ProtobufCMessage *msg, Onceiot__Usage__V1__BatchResult **out)
 {
+    const Onceiot__Usage__V1__IngestConnectivityBatchRequest *b = (const void *)msg;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     int64_t now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
@@ -454,44 +454,16 @@ int usage_ingest_connectivity(rpc_call_t *call, const ProtobufCMessage *req,
 {
     (void)req;
     usage_ctx_t cx;
+    usage_stream_result_t got;
     int rc = usage_staff_ctx_or_status(call, &cx);
-    if (rc < 0)
+    if (rc < 0 || (rc = usage_ingest_stream(&cx, conn__ingest_one, "connectivity", &got)) < 0)
         return rc;
     Onceiot__Usage__V1__IngestConnectivityResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__usage__v1__ingest_connectivity_response__init(out);
-    size_t cap = 0;
-    for (;;) {
-        /* One batch at a time in its own arena. */
-        arena_t *scratch = arena_new();
-        ProtobufCMessage *m = NULL;
-        rc = rpc_recv_in(call, scratch, &m);
-        if (rc <= 0) {
-            arena_free(scratch);
-            break;
-        }
-        Onceiot__Usage__V1__BatchResult *r = NULL;
-        rc = conn__ingest_one(&cx, scratch, cx.a, (const void *)m, &r);
-        arena_free(scratch);
-        if (rc < 0) {
-            log_msg(LOG_INFO, "connectivity_stream_stopped", "after %zu committed batches",
-                    out->n_batches);
-            return rc;
-        }
-        if (out->n_batches == cap) {
-            cap = cap ? cap * 2 : 16;
-            Onceiot__Usage__V1__BatchResult **nv = arena_alloc(cx.a, cap * sizeof(*nv));
-            if (out->n_batches)
-                memcpy(nv, out->batches, out->n_batches * sizeof(*nv));
-            out->batches = nv;
-        }
-        out->batches[out->n_batches++] = r;
-        if (r->replayed)
-            out->replayed_batches++;
-        else
-            out->samples += r->records;
-    }
-    if (rc < 0)
-        return rc;
+    out->batches = got.batches;
+    out->n_batches = got.n_batches;
+    out->samples = got.records;
+    out->replayed_batches = got.replayed;
     *resp = &out->base;
     return 0;
 }

@@ -264,9 +264,9 @@ static Onceiot__Usage__V1__BatchResult *usage__result(arena_t *a, const char *ba
  * for it (freed by the caller after); the result is allocated in out_a.
  * Returns 0 or an ERR_* code with the call's status set. */
 static int usage__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
-                             const Onceiot__Usage__V1__IngestUsageBatchRequest *b,
-                             Onceiot__Usage__V1__BatchResult **out)
+                             const ProtobufCMessage *msg, Onceiot__Usage__V1__BatchResult **out)
 {
+    const Onceiot__Usage__V1__IngestUsageBatchRequest *b = (const void *)msg;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     int64_t now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
@@ -436,49 +436,58 @@ int usage_ingest_usage_batch(rpc_call_t *call, const ProtobufCMessage *req, Prot
     return 0;
 }
 
-int usage_ingest_usage(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+int usage_ingest_stream(usage_ctx_t *cx, usage_ingest_fn ingest_one, const char *what,
+                        usage_stream_result_t *out)
 {
-    (void)req;
-    usage_ctx_t cx;
-    int rc = usage_staff_ctx_or_status(call, &cx);
-    if (rc < 0)
-        return rc;
-    Onceiot__Usage__V1__IngestUsageResponse *out = arena_alloc(cx.a, sizeof(*out));
-    onceiot__usage__v1__ingest_usage_response__init(out);
+    memset(out, 0, sizeof(*out));
     size_t cap = 0;
     for (;;) {
         /* Each batch (message, columns, rollups) lives in its own arena, so a
          * long stream holds one batch at a time. */
         arena_t *scratch = arena_new();
         ProtobufCMessage *m = NULL;
-        rc = rpc_recv_in(call, scratch, &m);
+        int rc = rpc_recv_in(cx->call, scratch, &m);
         if (rc <= 0) {
             arena_free(scratch);
-            break;
+            return rc;
         }
         Onceiot__Usage__V1__BatchResult *r = NULL;
-        rc = usage__ingest_one(&cx, scratch, cx.a, (const void *)m, &r);
+        rc = ingest_one(cx, scratch, cx->a, m, &r);
         arena_free(scratch);
         if (rc < 0) {
-            log_msg(LOG_INFO, "ingest_stream_stopped", "after %zu committed batches",
+            log_msg(LOG_INFO, "ingest_stream_stopped", "%s: after %zu committed batches", what,
                     out->n_batches);
             return rc;
         }
         if (out->n_batches == cap) {
             cap = cap ? cap * 2 : 16;
-            Onceiot__Usage__V1__BatchResult **v = arena_alloc(cx.a, cap * sizeof(*v));
+            Onceiot__Usage__V1__BatchResult **v = arena_alloc(cx->a, cap * sizeof(*v));
             if (out->n_batches)
                 memcpy(v, out->batches, out->n_batches * sizeof(*v));
             out->batches = v;
         }
         out->batches[out->n_batches++] = r;
         if (r->replayed)
-            out->replayed_batches++;
+            out->replayed++;
         else
             out->records += r->records;
     }
-    if (rc < 0)
+}
+
+int usage_ingest_usage(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    (void)req;
+    usage_ctx_t cx;
+    usage_stream_result_t got;
+    int rc = usage_staff_ctx_or_status(call, &cx);
+    if (rc < 0 || (rc = usage_ingest_stream(&cx, usage__ingest_one, "usage", &got)) < 0)
         return rc;
+    Onceiot__Usage__V1__IngestUsageResponse *out = arena_alloc(cx.a, sizeof(*out));
+    onceiot__usage__v1__ingest_usage_response__init(out);
+    out->batches = got.batches;
+    out->n_batches = got.n_batches;
+    out->records = got.records;
+    out->replayed_batches = got.replayed;
     *resp = &out->base;
     return 0;
 }

@@ -173,6 +173,24 @@ const char *usage_day_text(arena_t *a, int64_t day);
 int64_t usage_floor_div(int64_t a, int64_t b);
 
 /* Handlers. */
+/* One batch of a client stream: validates and commits m into the rollups
+ * (scratch for the work, keep for *out), or sets the status. */
+typedef int (*usage_ingest_fn)(usage_ctx_t *cx, arena_t *scratch, arena_t *keep,
+                               const ProtobufCMessage *m, Onceiot__Usage__V1__BatchResult **out);
+/* What a stream of batches did: each batch's result (in cx's arena), the
+ * records newly committed and the batches replayed. */
+typedef struct usage_stream_result {
+    Onceiot__Usage__V1__BatchResult **batches;
+    size_t n_batches;
+    int32_t records;
+    int32_t replayed;
+} usage_stream_result_t;
+/* Receives a client stream of batches until its end, one batch at a time
+ * in its own arena, each through ingest_one ("usage", "connectivity" in the
+ * log). Returns 0, or the first failure (its status set; the batches before
+ * it stay committed). */
+int usage_ingest_stream(usage_ctx_t *cx, usage_ingest_fn ingest_one, const char *what,
+                        usage_stream_result_t *out) ONCEIOT_MUSTCHECK;
 int usage_ingest_usage(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int usage_ingest_usage_batch(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
 int usage_get_sim_usage(rpc_call_t *, const ProtobufCMessage *, ProtobufCMessage **);
