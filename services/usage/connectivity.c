@@ -378,33 +378,12 @@ static int conn__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
     if (!conn)
         return ERR_UNAVAILABLE;
     PGresult *res = NULL;
-    if ((rc = db_begin(conn)) < 0)
+    if ((rc = usage_claim_batch(conn, &claim_conn, &replayed_conn, b->batch_id, n, scratch, out_a,
+                                out)) != 0) {
+        if (rc > 0)
+            return 0; /* replayed */
         goto db_fail;
-    const char *claim[] = {b->batch_id, usage_i64(scratch, (int64_t)n)};
-    if ((rc = db_exec(conn, &claim_conn, claim, &res)) < 0)
-        goto db_fail;
-    if (rc == 0) {
-        PQclear(res);
-        res = NULL;
-        if ((rc = db_exec(conn, &replayed_conn, claim, &res)) < 0)
-            goto db_fail;
-        db_rollback(conn);
-        *out = arena_alloc(out_a, sizeof(**out));
-        onceiot__usage__v1__batch_result__init(*out);
-        (*out)->batch_id = arena_strdup(out_a, b->batch_id);
-        (*out)->replayed = true;
-        (*out)->records = (int32_t)db_get_int(res, 0, "records", 0);
-        (*out)->committed_at = usage_ts(out_a, db_get_int(res, 0, "at_us", 0));
-        PQclear(res);
-        return 0;
     }
-    *out = arena_alloc(out_a, sizeof(**out));
-    onceiot__usage__v1__batch_result__init(*out);
-    (*out)->batch_id = arena_strdup(out_a, b->batch_id);
-    (*out)->records = (int32_t)n;
-    (*out)->committed_at = usage_ts(out_a, db_get_int(res, 0, "at_us", 0));
-    PQclear(res);
-    res = NULL;
 
     const char *lp[3];
     for (int c = 0; c < 3; c++)

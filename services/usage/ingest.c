@@ -249,15 +249,33 @@ static uint8_t *usage__quota_payload(arena_t *a, const char *batch_id, const usa
     return buf;
 }
 
-static Onceiot__Usage__V1__BatchResult *usage__result(arena_t *a, const char *batch_id,
-                                                      const PGresult *res, bool replayed)
+int usage_claim_batch(db_conn_t *conn, const db_stmt_t *claim, const db_stmt_t *replayed,
+                      const char *batch_id, size_t n, arena_t *scratch, arena_t *out_a,
+                      Onceiot__Usage__V1__BatchResult **out)
 {
-    Onceiot__Usage__V1__BatchResult *out = arena_alloc(a, sizeof(*out));
-    onceiot__usage__v1__batch_result__init(out);
-    out->batch_id = arena_strdup(a, batch_id);
-    out->replayed = replayed;
-    out->committed_at = usage_ts(a, db_get_int(res, 0, "at_us", 0));
-    return out;
+    PGresult *res = NULL;
+    int rc = db_begin(conn);
+    const char *params[] = {batch_id, usage_i64(scratch, (int64_t)n)};
+    if (rc < 0 || (rc = db_exec(conn, claim, params, &res)) < 0)
+        return rc;
+    bool seen = rc == 0;
+    if (seen) {
+        /* Seen before (perhaps just now, by a concurrent copy we waited for). */
+        PQclear(res);
+        res = NULL;
+        if ((rc = db_exec(conn, replayed, params, &res)) < 0)
+            return rc;
+        db_rollback(conn);
+    }
+    Onceiot__Usage__V1__BatchResult *r = arena_alloc(out_a, sizeof(*r));
+    onceiot__usage__v1__batch_result__init(r);
+    r->batch_id = arena_strdup(out_a, batch_id);
+    r->replayed = seen;
+    r->records = seen ? (int32_t)db_get_int(res, 0, "records", 0) : (int32_t)n;
+    r->committed_at = usage_ts(out_a, db_get_int(res, 0, "at_us", 0));
+    PQclear(res);
+    *out = r;
+    return seen ? 1 : 0;
 }
 
 /* Validates, resolves and commits one batch. scratch holds everything made
@@ -380,27 +398,12 @@ static int usage__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
     if (!conn)
         return ERR_UNAVAILABLE;
     PGresult *res = NULL;
-    if ((rc = db_begin(conn)) < 0)
+    if ((rc = usage_claim_batch(conn, &claim_batch, &replayed_batch, b->batch_id, n, scratch, out_a,
+                                out)) != 0) {
+        if (rc > 0)
+            return 0; /* replayed */
         goto db_fail;
-    const char *claim[] = {b->batch_id, usage_i64(scratch, (int64_t)n)};
-    if ((rc = db_exec(conn, &claim_batch, claim, &res)) < 0)
-        goto db_fail;
-    if (rc == 0) {
-        /* Seen before (perhaps just now, by a concurrent copy we waited for). */
-        PQclear(res);
-        res = NULL;
-        if ((rc = db_exec(conn, &replayed_batch, claim, &res)) < 0)
-            goto db_fail;
-        db_rollback(conn);
-        *out = usage__result(out_a, b->batch_id, res, true);
-        (*out)->records = (int32_t)db_get_int(res, 0, "records", 0);
-        PQclear(res);
-        return 0;
     }
-    *out = usage__result(out_a, b->batch_id, res, false);
-    (*out)->records = (int32_t)n;
-    PQclear(res);
-    res = NULL;
     if ((rc = db_exec(conn, &insert_raw, raw, NULL)) < 0 ||
         (rc = db_exec(conn, &upsert_hourly, hp, NULL)) < 0 ||
         (rc = db_exec(conn, &upsert_daily, dp, NULL)) < 0 ||

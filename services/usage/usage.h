@@ -173,6 +173,15 @@ const char *usage_day_text(arena_t *a, int64_t day);
 int64_t usage_floor_div(int64_t a, int64_t b);
 
 /* Handlers. */
+/* Begins a batch's transaction on conn and claims batch_id (n records)
+ * with claim (INSERT ... ON CONFLICT DO NOTHING RETURNING at_us). An id
+ * committed before is read back with replayed (records, at_us): returns 1
+ * with *out the first commit's result and the transaction rolled back, 0
+ * with *out the new result and the transaction open, or a negative ERR_*
+ * code (db_errmsg on conn). */
+int usage_claim_batch(db_conn_t *conn, const db_stmt_t *claim, const db_stmt_t *replayed,
+                      const char *batch_id, size_t n, arena_t *scratch, arena_t *out_a,
+                      Onceiot__Usage__V1__BatchResult **out) ONCEIOT_MUSTCHECK;
 /* One batch of a client stream: validates and commits m into the rollups
  * (scratch for the work, keep for *out), or sets the status. */
 typedef int (*usage_ingest_fn)(usage_ctx_t *cx, arena_t *scratch, arena_t *keep,
