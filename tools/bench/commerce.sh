@@ -43,25 +43,13 @@ for b in "$BIN/onceiot-sims" "$BIN/onceiot-identity" "$BIN/onceiot-commerce" \
     [[ -x "$b" ]] || die "$b is missing: build first"
 done
 
-BENCH_URL="$(bench_db_url "$PG_URL" "$DB")"
 echo "== setting up $DB"
-psql -q -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
-psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<'SQL'
-CREATE SCHEMA partman;
-CREATE EXTENSION pg_partman SCHEMA partman;
-CREATE EXTENSION pg_trgm SCHEMA public;
-SQL
-for s in sims commerce; do
-    ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
-        "$BIN/onceiot-$s" migrate
-done
+bench_db_create sims commerce
 
 SIMS_PORT=$(free_port)
 start sims "$SIMS_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL"
 ID_PORT=$(free_port)
-start identity "$ID_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" \
-    ONCEIOT_API_KEY_PEPPER="$(hex32)" ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long \
-    ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key"
+start_identity "$ID_PORT"
 COMMERCE_PORT=$(free_port)
 start commerce "$COMMERCE_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" \
     ONCEIOT_SIMS_ADDR="127.0.0.1:$SIMS_PORT" \

@@ -87,9 +87,7 @@ echo "loaded in $(($(date +%s) - t0)) s: $(psql -tA "$BENCH_URL" -c "SELECT coun
 
 NOWHERE="127.0.0.1:$(free_port)"
 ID_PORT=$(free_port)
-start identity "$ID_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" \
-    ONCEIOT_API_KEY_PEPPER="$(hex32)" ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long \
-    ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key"
+start_identity "$ID_PORT"
 # ListTickets calls neither sims nor identity: sims is nowhere.
 SUPPORT_PORT=$(free_port)
 start support "$SUPPORT_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_SIMS_ADDR="$NOWHERE" \

@@ -52,27 +52,14 @@ for b in "$BIN/onceiot-sims" "$BIN/onceiot-identity" "$BIN/onceiot-usage" \
     [[ -x "$b" ]] || die "$b is missing: build first"
 done
 
-BENCH_URL="$(bench_db_url "$PG_URL" "$DB")"
-
 echo "== setting up $DB with $N_SIMS SIMs"
-psql -q -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
-psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<'SQL'
-CREATE SCHEMA partman;
-CREATE EXTENSION pg_partman SCHEMA partman;
-CREATE EXTENSION pg_trgm SCHEMA public;
-SQL
-ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
-    "$BIN/onceiot-sims" migrate
-ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
-    "$BIN/onceiot-usage" migrate
+bench_db_create sims usage
 "$ROOT/tools/gen_sims" "$BENCH_URL" "$N_SIMS" 10 >/dev/null
 
 SIMS_PORT=$(free_port)
 start sims "$SIMS_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL"
 ID_PORT=$(free_port)
-start identity "$ID_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" \
-    ONCEIOT_API_KEY_PEPPER="$(hex32)" ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long \
-    ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key"
+start_identity "$ID_PORT"
 USAGE_PORT=$(free_port)
 start usage "$USAGE_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_SIMS_ADDR="127.0.0.1:$SIMS_PORT" \
     ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" usage sims)"

@@ -40,6 +40,32 @@ print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))
 PY
 }
 
+# bench_db_create SERVICE...: a fresh database $DB on $PG_URL (BENCH_URL
+# set to it) with pg_partman and pg_trgm, and each service's migrations
+# applied.
+bench_db_create() {
+    BENCH_URL="$(bench_db_url "$PG_URL" "$DB")"
+    psql -q -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+    psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<'SQL'
+CREATE SCHEMA partman;
+CREATE EXTENSION pg_partman SCHEMA partman;
+CREATE EXTENSION pg_trgm SCHEMA public;
+SQL
+    local s
+    for s in "$@"; do
+        ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
+            "$BIN/onceiot-$s" migrate
+    done
+}
+
+# start_identity PORT: onceiot-identity on the bench database with fresh
+# keys; its bootstrap superuser's API key is then in $WORK/admin.key.
+start_identity() {
+    start identity "$1" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" \
+        ONCEIOT_API_KEY_PEPPER="$(hex32)" ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long \
+        ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key"
+}
+
 # start NAME PORT VAR=value...: onceiot-NAME in the background on PORT,
 # logged in $WORK/NAME.log, its pid added to PIDS; returns once it listens.
 start() {

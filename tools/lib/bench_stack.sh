@@ -30,28 +30,15 @@ bench_stack_up() {
     for b in sims identity usage gateway; do
         [[ -x "$BIN/onceiot-$b" ]] || die "onceiot-$b is missing: build first"
     done
-    BENCH_URL="$(bench_db_url "$PG_URL" "$DB")"
     echo "== setting up $DB with $n_sims SIMs"
-    psql -q -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
-    psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<'SQL'
-CREATE SCHEMA partman;
-CREATE EXTENSION pg_partman SCHEMA partman;
-CREATE EXTENSION pg_trgm SCHEMA public;
-SQL
-    for b in sims usage; do
-        ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
-            "$BIN/onceiot-$b" migrate
-    done
+    bench_db_create sims usage
     "$ROOT/tools/gen_sims" "$BENCH_URL" "$n_sims" 10 >/dev/null
 
     local sims_port id_port usage_port nowhere
     sims_port=$(free_port)
     start sims "$sims_port" ONCEIOT_DATABASE_URL="$BENCH_URL"
     id_port=$(free_port)
-    start identity "$id_port" ONCEIOT_DATABASE_URL="$BENCH_URL" \
-        ONCEIOT_TOKEN_SIGNING_KEY="$(hex32)" ONCEIOT_API_KEY_PEPPER="$(hex32)" \
-        ONCEIOT_BOOTSTRAP_ADMIN_PASSWORD=bench-password-long \
-        ONCEIOT_BOOTSTRAP_KEY_FILE="$WORK/admin.key"
+    start_identity "$id_port"
     usage_port=$(free_port)
     start usage "$usage_port" ONCEIOT_DATABASE_URL="$BENCH_URL" \
         ONCEIOT_SIMS_ADDR="127.0.0.1:$sims_port" \
