@@ -170,8 +170,24 @@ static int list_records(const principal_t *who, const char *iccid, int size, con
                         out, st);
 }
 
+/* Waits (10 s at most) until the maintenance (every second here) has moved
+ * the fixture's record of 50 days ago out of the default partition; true
+ * when it has. */
+static bool late_record_moved(void)
+{
+    for (int i = 0; i < 100; i++) {
+        if (usage_h_sql_int("SELECT count(*) FROM ONLY usage.sim_usage_default") == 0)
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
 Test(usage_queries, raw_records_page_newest_first_with_tokens_bound_to_their_filters)
 {
+    /* Paged once the late record sits in its own partition: a page read
+     * while the maintenance moves it may miss it (see the closing note). */
+    cr_assert(late_record_moved(), "the default partition still holds rows after 10 s");
     records_t *p;
     rpc_status_t st;
     const char *token = NULL;
@@ -420,13 +436,7 @@ Test(usage_queries, a_record_older_than_the_partitions_moves_to_a_partition_of_i
              "SELECT count(*) FROM usage.sim_usage WHERE tableoid = "
              "'usage.sim_usage_p%04d_%02d_%02d'::regclass AND volume_rx = 5000",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
-    long long left = -1;
-    for (int i = 0; i < 100 && left != 0; i++) {
-        left = usage_h_sql_int("SELECT count(*) FROM ONLY usage.sim_usage_default");
-        if (left)
-            usleep(100000);
-    }
-    cr_assert_eq(left, 0, "the default partition still holds rows after 10 s");
+    cr_assert(late_record_moved(), "the default partition still holds rows after 10 s");
     cr_assert_eq(usage_h_sql_int(sql), 1, "the record is in its day's partition");
     records_t *p;
     rpc_status_t st;
