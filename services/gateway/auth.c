@@ -406,7 +406,7 @@ typedef struct auth_lookup {
     arena_t *arena; /* the caller's: the principal is unpacked there */
     gw_auth_done_fn done;
     void *arg;
-    grpc_metadata send_md[3];
+    grpc_metadata send_md[4];
     grpc_byte_buffer *send_buf;
     grpc_byte_buffer *recv_buf;
     grpc_metadata_array init_md;
@@ -426,7 +426,7 @@ static void auth__lookup_free(auth_lookup_t *l)
     grpc_metadata_array_destroy(&l->init_md);
     grpc_metadata_array_destroy(&l->trailers);
     grpc_slice_unref(l->details);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         grpc_slice_unref(l->send_md[i].value);
     arena_free(l->own);
     mem_free(l);
@@ -483,7 +483,8 @@ static void auth__lookup_done(rpc_tag_t *tag, bool ok)
 }
 
 void gw_auth_key_lookup(gw_auth_t *a, grpc_completion_queue *cq, const char *secret,
-                        const char *request_id, arena_t *arena, gw_auth_done_fn done, void *arg)
+                        const char *request_id, const char *traceparent, arena_t *arena,
+                        gw_auth_done_fn done, void *arg)
 {
     auth_lookup_t *l = mem_calloc(1, sizeof(*l));
     l->tag.fn = auth__lookup_done;
@@ -517,6 +518,8 @@ void gw_auth_key_lookup(gw_auth_t *a, grpc_completion_queue *cq, const char *sec
      * call, longer than l->own. */
     l->send_md[2].key = grpc_slice_from_static_string("x-request-id");
     l->send_md[2].value = grpc_slice_from_copied_string(request_id);
+    l->send_md[3].key = grpc_slice_from_static_string("traceparent");
+    l->send_md[3].value = grpc_slice_from_copied_string(traceparent);
 
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                          gpr_time_from_millis(a->o.auth_timeout_ms, GPR_TIMESPAN));
@@ -530,7 +533,7 @@ void gw_auth_key_lookup(gw_auth_t *a, grpc_completion_queue *cq, const char *sec
      * deadline rather than failing the caller at once. */
     ops[0].flags =
         GRPC_INITIAL_METADATA_WAIT_FOR_READY | GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
-    ops[0].data.send_initial_metadata.count = 3;
+    ops[0].data.send_initial_metadata.count = 4;
     ops[0].data.send_initial_metadata.metadata = l->send_md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = l->send_buf;

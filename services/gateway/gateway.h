@@ -145,9 +145,11 @@ int gw_auth_key_cached(gw_auth_t *a, const char *secret, arena_t *arena,
 typedef void (*gw_auth_done_fn)(void *arg, int rc, principal_t *p, const char *why);
 /* Asks identity's Authenticate about an API key without blocking: the call
  * runs on cq (the server's, whose threads dispatch rpc_tag_t) and done runs
- * when it ends. Caches the answer. request_id goes along for the logs. */
+ * when it ends. Caches the answer. request_id and traceparent (the call's
+ * trace, trace_header) go along for the logs. */
 void gw_auth_key_lookup(gw_auth_t *a, grpc_completion_queue *cq, const char *secret,
-                        const char *request_id, arena_t *arena, gw_auth_done_fn done, void *arg);
+                        const char *request_id, const char *traceparent, arena_t *arena,
+                        gw_auth_done_fn done, void *arg);
 
 /* Checks a principal against a rule. Returns 0, or ERR_PERMISSION_DENIED
  * with *why. */

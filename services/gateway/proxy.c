@@ -23,6 +23,7 @@
 #include "google/rpc/status.pb-c.h"
 #include "onceiot/log.h"
 #include "onceiot/mem.h"
+#include "onceiot/trace.h"
 
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
@@ -55,6 +56,8 @@ struct gw_call {
     const char *method; /* NUL-terminated copy of details.method */
     const char *upstream;
     char request_id[65];
+    trace_ctx_t trace;    /* continued from the client's traceparent, or new */
+    char traceparent[56]; /* what the upstream (and identity) are sent */
     int64_t start_ns;
     int64_t up_start_ns; /* when the upstream call started; 0: it did not */
     int64_t user_id;
@@ -72,7 +75,10 @@ struct gw_call {
     size_t n_up_md;
     size_t first_own_md;            /* up_md[first_own_md..] hold our own copied values */
     uint32_t up_md_flags;           /* wait-for-ready or not (gw_upstreams_call_flags) */
-    grpc_metadata_array up_init_md; /* upstream's initial metadata, relayed as is */
+    grpc_metadata_array up_init_md; /* upstream's initial metadata, relayed (gw__down_md) */
+    grpc_metadata *down_md;         /* what the client gets: up_init_md with our x-trace-id */
+    size_t n_down_md;
+    grpc_slice trace_value; /* our x-trace-id value (copied; core may keep it) */
     grpc_metadata_array up_trailers;
     grpc_status_code up_status;
     grpc_slice up_details;
@@ -104,7 +110,9 @@ static void gw__log(gw_call_t *c)
     bool bad = c->code == GRPC_STATUS_INTERNAL || c->code == GRPC_STATUS_UNKNOWN ||
                c->code == GRPC_STATUS_DATA_LOSS;
     log_rec_t r;
+    const char *prev = log_set_trace_id(c->trace.trace_id);
     log_begin(&r, bad ? LOG_ERROR : LOG_INFO, "call");
+    log_set_trace_id(prev);
     if (!r.on)
         return;
     log_str(&r, "method", c->method);
@@ -113,6 +121,9 @@ static void gw__log(gw_call_t *c)
     log_double(&r, "duration_ms", (double)(gw__now_ns() - c->start_ns) / 1e6);
     log_str(&r, "peer", c->peer);
     log_str(&r, "request_id", c->request_id);
+    log_str(&r, "span_id", c->trace.span_id);
+    if (c->trace.parent_span_id[0])
+        log_str(&r, "parent_span_id", c->trace.parent_span_id);
     if (c->user_id)
         log_int(&r, "user_id", c->user_id);
     log_str(&r, "upstream", c->upstream);
@@ -160,6 +171,7 @@ static void gw__unref(gw_call_t *c)
     grpc_metadata_array_destroy(&c->up_trailers);
     grpc_slice_unref(c->up_details);
     grpc_slice_unref(c->own_details);
+    grpc_slice_unref(c->trace_value);
     if (c->has_own_trailer)
         grpc_slice_unref(c->own_trailer.value);
     if (c->c2u)
@@ -180,6 +192,21 @@ static bool gw__start(gw_call_t *c, grpc_call *call, const grpc_op *ops, size_t 
         return true;
     atomic_fetch_sub(&c->refs, 1);
     return false;
+}
+
+/* The client's response headers: the upstream's (up_init_md; nothing yet
+ * when we answer ourselves) with the trace id header replaced by ours, so
+ * the client gets it back whoever ends the call. Sets down_md/n_down_md. */
+static void gw__down_md(gw_call_t *c)
+{
+    const grpc_metadata_array *up = &c->up_init_md;
+    c->down_md = arena_calloc(c->arena, up->count + 1, sizeof(grpc_metadata));
+    c->n_down_md = 0;
+    for (size_t i = 0; i < up->count; i++)
+        if (grpc_slice_str_cmp(up->metadata[i].key, TRACE_RESPONSE_HEADER) != 0)
+            c->down_md[c->n_down_md++] = up->metadata[i];
+    c->down_md[c->n_down_md].key = grpc_slice_from_static_string(TRACE_RESPONSE_HEADER);
+    c->down_md[c->n_down_md++].value = c->trace_value;
 }
 
 /* ---- finishing a call ourselves (before an upstream call exists) ---- */
@@ -227,7 +254,10 @@ static void gw__fail(gw_call_t *c, int err, const char *message, const ProtobufC
     c->own_details = grpc_slice_from_copied_string(message);
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
+    gw__down_md(c);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = c->n_down_md;
+    ops[0].data.send_initial_metadata.metadata = c->down_md;
     ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[1].data.send_status_from_server.status = c->code;
     ops[1].data.send_status_from_server.status_details = &c->own_details;
@@ -302,9 +332,10 @@ static void gw__on_unary_up(rpc_tag_t *tag, bool ok)
     grpc_op ops[3];
     size_t n = 0;
     memset(ops, 0, sizeof(ops));
+    gw__down_md(c);
     ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[n].data.send_initial_metadata.count = c->up_init_md.count;
-    ops[n++].data.send_initial_metadata.metadata = c->up_init_md.metadata;
+    ops[n].data.send_initial_metadata.count = c->n_down_md;
+    ops[n++].data.send_initial_metadata.metadata = c->down_md;
     if (c->u2c) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n++].data.send_message.send_message = c->u2c;
@@ -385,9 +416,10 @@ static void gw__on_up_init(rpc_tag_t *tag, bool ok)
     pthread_mutex_lock(&c->mu);
     grpc_op op;
     memset(&op, 0, sizeof(op));
+    gw__down_md(c);
     op.op = GRPC_OP_SEND_INITIAL_METADATA;
-    op.data.send_initial_metadata.count = c->up_init_md.count;
-    op.data.send_initial_metadata.metadata = c->up_init_md.metadata;
+    op.data.send_initial_metadata.count = c->n_down_md;
+    op.data.send_initial_metadata.metadata = c->down_md;
     gw__start(c, c->down, &op, 1, &c->t_down_init);
     c->init_sent = true;
     if (ok)
@@ -513,9 +545,9 @@ static void gw__on_up_send(rpc_tag_t *tag, bool ok)
 static bool gw__hop_header(const grpc_slice key)
 {
     static const char *const exact[] = {
-        "authorization", "host",       "te",      "content-type",      "user-agent",
-        "connection",    "keep-alive", "upgrade", "transfer-encoding", "proxy-authorization",
-        "x-request-id",
+        "authorization", "host",        "te",      "content-type",      "user-agent",
+        "connection",    "keep-alive",  "upgrade", "transfer-encoding", "proxy-authorization",
+        "x-request-id",  "traceparent",
     };
     static const char *const prefixes[] = {"x-onceiot-principal", "grpc-", ":", "proxy-"};
     size_t n = GRPC_SLICE_LENGTH(key);
@@ -538,15 +570,21 @@ static bool gw__hop_header(const grpc_slice key)
 static void gw__connect(gw_call_t *c, principal_t *p)
 {
     gw_t *gw = c->gw;
-    c->up_md = arena_calloc(c->arena, c->md.count + 3, sizeof(grpc_metadata));
+    c->up_md = arena_calloc(c->arena, c->md.count + 4, sizeof(grpc_metadata));
+    /* The client's tracestate belongs to its trace: dropped when we had to
+     * start a new one. */
+    bool keep_state = c->trace.parent_span_id[0] != '\0';
     for (size_t i = 0; i < c->md.count; i++)
-        if (!gw__hop_header(c->md.metadata[i].key))
+        if (!gw__hop_header(c->md.metadata[i].key) &&
+            (keep_state || grpc_slice_str_cmp(c->md.metadata[i].key, "tracestate") != 0))
             c->up_md[c->n_up_md++] = c->md.metadata[i];
     /* Our own values are copied: core's header compression may hold them
      * after the call, longer than the arena. gw__unref drops them. */
     c->first_own_md = c->n_up_md;
     c->up_md[c->n_up_md].key = grpc_slice_from_static_string("x-request-id");
     c->up_md[c->n_up_md++].value = grpc_slice_from_copied_string(c->request_id);
+    c->up_md[c->n_up_md].key = grpc_slice_from_static_string("traceparent");
+    c->up_md[c->n_up_md++].value = grpc_slice_from_copied_string(c->traceparent);
     rpc_md_t signed_md[2];
     principal_sign(gw->up_keys[c->route->upstream], p, c->method, c->arena, signed_md);
     for (int i = 0; i < 2; i++) {
@@ -708,8 +746,8 @@ static void gw__authenticate(gw_call_t *c)
                  NULL);
     } else {
         atomic_fetch_add(&c->refs, 1); /* held by the lookup until gw__on_key */
-        gw_auth_key_lookup(gw->auth, rpc_server_cq(gw->srv), secret, c->request_id, c->arena,
-                           gw__on_key, c);
+        gw_auth_key_lookup(gw->auth, rpc_server_cq(gw->srv), secret, c->request_id, c->traceparent,
+                           c->arena, gw__on_key, c);
     }
 }
 
@@ -745,6 +783,9 @@ void gw_proxy(void *ctx, grpc_call *call, grpc_call_details *details, grpc_metad
     c->method = arena_strndup(c->arena, (const char *)GRPC_SLICE_START_PTR(details->method),
                               GRPC_SLICE_LENGTH(details->method));
     rpc_request_id(&c->md, c->request_id);
+    trace_from_metadata(&c->md, &c->trace);
+    trace_header(&c->trace, c->traceparent);
+    c->trace_value = grpc_slice_from_copied_string(c->trace.trace_id);
     c->peer = grpc_call_get_peer(call);
     c->client_address = gw_request_client_address(c->arena, c->peer);
 

@@ -12,7 +12,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 static int64_t call__now_ns(void)
@@ -64,22 +63,6 @@ static bool call__plain_id(const uint8_t *p, size_t n)
     return true;
 }
 
-static void call__make_id(char *out)
-{
-    static _Thread_local uint64_t state;
-    if (state == 0 && getrandom(&state, sizeof(state), 0) != sizeof(state))
-        state = (uint64_t)call__now_ns() | 1;
-    /* xorshift64*: ids only need to be unique in practice, not secret. */
-    uint64_t parts[2];
-    for (int i = 0; i < 2; i++) {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        parts[i] = state * 0x2545F4914F6CDD1DULL;
-    }
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)parts[0], (unsigned long long)parts[1]);
-}
-
 void rpc_request_id(const grpc_metadata_array *md, char out[65])
 {
     for (size_t i = 0; i < md->count; i++) {
@@ -94,7 +77,7 @@ void rpc_request_id(const grpc_metadata_array *md, char out[65])
         }
         break;
     }
-    call__make_id(out);
+    trace_random_hex(out, 32);
 }
 
 rpc_call_t *srv__call_new(rpc_server_t *srv, const srv_method_t *m, grpc_call *call,
@@ -129,10 +112,12 @@ rpc_call_t *srv__call_new(rpc_server_t *srv, const srv_method_t *m, grpc_call *c
     return c;
 }
 
-/* Called once the request metadata is in place (after srv__call_new). */
+/* Called once the request metadata is in place (after srv__call_new): the
+ * request id and the trace. */
 static void call__take_request_id(rpc_call_t *c)
 {
     rpc_request_id(&c->md, c->request_id);
+    trace_from_metadata(&c->md, &c->trace);
 }
 
 static void call__log(rpc_call_t *c)
@@ -141,7 +126,9 @@ static void call__log(rpc_call_t *c)
     bool bad = c->code == GRPC_STATUS_INTERNAL || c->code == GRPC_STATUS_UNKNOWN ||
                c->code == GRPC_STATUS_DATA_LOSS;
     log_rec_t r;
+    const char *prev = log_set_trace_id(c->trace.trace_id);
     log_begin(&r, quiet ? LOG_DEBUG : bad ? LOG_ERROR : LOG_INFO, "call");
+    log_set_trace_id(prev);
     if (!r.on)
         return;
     log_str(&r, "method", c->method);
@@ -150,6 +137,9 @@ static void call__log(rpc_call_t *c)
     log_double(&r, "duration_ms", (double)(call__now_ns() - c->start_ns) / 1e6);
     log_str(&r, "peer", rpc_call_peer(c));
     log_str(&r, "request_id", c->request_id);
+    log_str(&r, "span_id", c->trace.span_id);
+    if (c->trace.parent_span_id[0])
+        log_str(&r, "parent_span_id", c->trace.parent_span_id);
     if (c->code != GRPC_STATUS_OK && c->message)
         log_str(&r, "message", c->message);
     if (atomic_load(&c->cancelled))
@@ -178,8 +168,10 @@ void srv__call_unref(rpc_call_t *c)
     if (c->has_trailer)
         grpc_slice_unref(c->trailer.value);
     grpc_slice_unref(c->finish_details);
-    if (c->initial_md_sent)
-        grpc_slice_unref(c->initial_md.value);
+    if (c->initial_md_sent) {
+        grpc_slice_unref(c->initial_md[0].value);
+        grpc_slice_unref(c->initial_md[1].value);
+    }
     if (c->peer)
         gpr_free(c->peer);
     pthread_mutex_destroy(&c->sync_mu);
@@ -233,12 +225,14 @@ static void call__initial_md_op(rpc_call_t *c, grpc_op *op)
 {
     if (!c->request_id[0])
         call__take_request_id(c);
-    c->initial_md.key = grpc_slice_from_static_string("x-request-id");
+    c->initial_md[0].key = grpc_slice_from_static_string("x-request-id");
     /* Copied: core's header compression may keep the value after the call. */
-    c->initial_md.value = grpc_slice_from_copied_string(c->request_id);
+    c->initial_md[0].value = grpc_slice_from_copied_string(c->request_id);
+    c->initial_md[1].key = grpc_slice_from_static_string(TRACE_RESPONSE_HEADER);
+    c->initial_md[1].value = grpc_slice_from_copied_string(c->trace.trace_id);
     op->op = GRPC_OP_SEND_INITIAL_METADATA;
-    op->data.send_initial_metadata.count = 1;
-    op->data.send_initial_metadata.metadata = &c->initial_md;
+    op->data.send_initial_metadata.count = 2;
+    op->data.send_initial_metadata.metadata = c->initial_md;
     c->initial_md_sent = true;
 }
 
@@ -494,9 +488,12 @@ void srv__call_run(rpc_call_t *c)
             rc = rpc_fail(c, ERR_INVALID_ARGUMENT, "the request is not a valid %s message",
                           m->input->name);
     }
+    /* Every line the handler logs carries the call's trace id. */
+    const char *prev = log_set_trace_id(rpc_call_trace_id(c));
     if (rc == 0)
         rc = m->fn(c, req, m->server_streaming ? NULL : &resp);
     call__run_defers(c);
+    log_set_trace_id(prev);
     if (rc == 0 && !m->server_streaming && !resp && !c->status_set)
         rc = rpc_fail(c, ERR_INTERNAL, "the handler returned no reply");
     if (rc < 0 && !c->status_set)
@@ -540,6 +537,20 @@ const char *rpc_call_request_id(const rpc_call_t *c)
     if (!mc->request_id[0])
         call__take_request_id(mc);
     return mc->request_id;
+}
+
+const char *rpc_call_trace_id(const rpc_call_t *c)
+{
+    rpc_call_t *mc = (rpc_call_t *)c;
+    if (!mc->request_id[0])
+        call__take_request_id(mc);
+    return mc->trace.trace_id;
+}
+
+void rpc_call_traceparent(const rpc_call_t *c, char out[56])
+{
+    rpc_call_trace_id(c);
+    trace_header(&c->trace, out);
 }
 
 bool rpc_call_metadata_bin(rpc_call_t *c, const char *key, const uint8_t **data, size_t *len)

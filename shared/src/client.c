@@ -97,13 +97,25 @@ static grpc_call *client__create(rpc_channel_t *ch, grpc_completion_queue *cq, c
 static grpc_metadata *client__metadata(const rpc_call_opts_t *opts, arena_t *a, size_t *n)
 {
     *n = opts ? opts->n_metadata : 0;
-    if (*n == 0)
+    /* A call made from inside a handler continues the handler's trace,
+     * unless the caller sends a traceparent of its own. */
+    bool trace = opts && opts->parent;
+    for (size_t i = 0; trace && i < *n; i++)
+        trace = strcmp(opts->metadata[i].key, "traceparent") != 0;
+    if (*n == 0 && !trace)
         return NULL;
-    grpc_metadata *md = arena_calloc(a, *n, sizeof(*md));
+    grpc_metadata *md = arena_calloc(a, *n + 1, sizeof(*md));
     for (size_t i = 0; i < *n; i++) {
         const rpc_md_t *m = &opts->metadata[i];
         md[i].key = grpc_slice_from_copied_string(m->key);
         md[i].value = grpc_slice_from_copied_buffer(m->value, m->len ? m->len : strlen(m->value));
+    }
+    if (trace) {
+        char tp[56];
+        rpc_call_traceparent(opts->parent, tp);
+        md[*n].key = grpc_slice_from_static_string("traceparent");
+        md[*n].value = grpc_slice_from_copied_string(tp);
+        (*n)++;
     }
     return md;
 }
@@ -320,6 +332,19 @@ int rpc_stream_close_send(rpc_stream_t *s)
     grpc_op op = {0};
     op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
     return client__run(s->cq, s->call, &op, 1) ? 0 : ERR_CANCELLED;
+}
+
+const char *rpc_stream_header(rpc_stream_t *s, const char *key)
+{
+    if (!s->md_received)
+        return NULL;
+    for (size_t i = 0; i < s->initial_md.count; i++) {
+        const grpc_metadata *m = &s->initial_md.metadata[i];
+        if (grpc_slice_str_cmp(m->key, key) == 0)
+            return arena_strndup(s->arena, (const char *)GRPC_SLICE_START_PTR(m->value),
+                                 GRPC_SLICE_LENGTH(m->value));
+    }
+    return NULL;
 }
 
 /* Adds RECV_INITIAL_METADATA to the first batch that receives anything;

@@ -11,6 +11,8 @@
 static const char *log__service = "onceiot";
 static log_level_t log__min = LOG_INFO;
 static const char *const log__names[] = {"debug", "info", "warn", "error"};
+/* The trace id of the call this thread is working on (log_set_trace_id). */
+static _Thread_local const char *log__trace_id;
 
 void log_init(const char *service, log_level_t min_level)
 {
@@ -24,6 +26,13 @@ int log_level_parse(const char *s)
         if (strcmp(s, log__names[i]) == 0)
             return i;
     return -1;
+}
+
+const char *log_set_trace_id(const char *trace_id)
+{
+    const char *prev = log__trace_id;
+    log__trace_id = trace_id;
+    return prev;
 }
 
 bool log_enabled(log_level_t level)
@@ -155,6 +164,10 @@ void log_begin(log_rec_t *r, log_level_t level, const char *event)
     log__quoted(r, log__service);
     log__key(r, "event");
     log__quoted(r, event);
+    if (log__trace_id && *log__trace_id) {
+        log__key(r, "trace_id");
+        log__quoted(r, log__trace_id);
+    }
 }
 
 void log_str(log_rec_t *r, const char *key, const char *value)

@@ -6,6 +6,7 @@
 #include "onceiot/descset.h"
 #include "onceiot/metrics.h"
 #include "onceiot/rpc.h"
+#include "onceiot/trace.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -51,7 +52,8 @@ struct rpc_call {
     arena_t *arena;
     const char *method; /* path, in the arena or m->path */
     char *peer;         /* gpr_free */
-    char request_id[65];
+    char request_id[65]; /* "" until taken from md, with trace */
+    trace_ctx_t trace;
     int64_t start_ns;
 
     /* Outcome. */
@@ -72,7 +74,7 @@ struct rpc_call {
     srv_tag_t finish_tag;
     grpc_slice finish_details; /* slices kept alive until the final batch completes */
     grpc_metadata trailer;
-    grpc_metadata initial_md;
+    grpc_metadata initial_md[2]; /* x-request-id, x-trace-id */
     bool has_trailer;
     bool initial_md_sent;
 

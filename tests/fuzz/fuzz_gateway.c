@@ -1,10 +1,12 @@
 /* What the gateway reads from a client before anything else: the :path
  * (route lookup over every method of the product's descriptor set), the
- * request metadata (authorization, x-request-id) and the peer string.
+ * request metadata (authorization, x-request-id, traceparent) and the peer
+ * string.
  * Input: the first line is the path, each further line "key:value" one
  * metadata entry; the last line is also taken as a peer. */
 #include "gateway.h"
 #include "onceiot/descset.h"
+#include "onceiot/trace.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -57,6 +59,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                    "0123456789._-") != n)
         __builtin_trap(); /* safe to log and forward */
+    /* Whatever the traceparent, the trace is well formed; a continued one
+     * is exactly what a valid header said, and what we send on parses. */
+    trace_ctx_t t;
+    trace_from_metadata(&arr, &t);
+    if (strlen(t.trace_id) != 32 || strspn(t.trace_id, "0123456789abcdef") != 32 ||
+        strspn(t.trace_id, "0") == 32 || strlen(t.span_id) != 16 ||
+        strspn(t.span_id, "0123456789abcdef") != 16)
+        __builtin_trap();
+    for (size_t i = 0; i < arr.count; i++) {
+        trace_ctx_t p;
+        const uint8_t *v = GRPC_SLICE_START_PTR(md[i].value);
+        if (trace_parse(v, GRPC_SLICE_LENGTH(md[i].value), &p) &&
+            (memcmp(v + 3, p.trace_id, 32) != 0 || memcmp(v + 36, p.parent_span_id, 16) != 0))
+            __builtin_trap();
+    }
+    char header[56];
+    trace_header(&t, header);
+    trace_ctx_t again;
+    if (!trace_parse((const uint8_t *)header, strlen(header), &again) ||
+        strcmp(again.trace_id, t.trace_id) != 0 || strcmp(again.parent_span_id, t.span_id) != 0)
+        __builtin_trap();
     size_t peer_len = (size_t)(end - last);
     char *peer = arena_alloc(a, peer_len + 1);
     memcpy(peer, last, peer_len);

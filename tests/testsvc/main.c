@@ -27,6 +27,7 @@ static int test_echo(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     onceiot__test__v1__echo_reply__init(out);
     out->text = r->text;
     out->request_id = (char *)rpc_call_request_id(call);
+    out->trace_id = (char *)rpc_call_trace_id(call);
     *resp = &out->base;
     return 0;
 }

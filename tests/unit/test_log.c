@@ -383,3 +383,31 @@ Test(log, lines_from_concurrent_threads_never_interleave)
     cr_assert_eq(count_lines(v), THREADS * LINES);
     mem_free(v);
 }
+
+/* A thread's trace id goes on every line it begins until it is put back,
+ * and on no other thread's lines. */
+static void *log_untraced(void *arg)
+{
+    (void)arg;
+    log_msg(LOG_INFO, "other_thread", "no trace here");
+    return NULL;
+}
+
+Test(log, the_trace_id_of_the_thread_is_on_its_lines_until_put_back)
+{
+    const char *id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    cr_assert_null(log_set_trace_id(id));
+    log_msg(LOG_INFO, "traced", "one");
+    pthread_t t;
+    pthread_create(&t, NULL, log_untraced, NULL);
+    pthread_join(t, NULL);
+    cr_assert_str_eq(log_set_trace_id(NULL), id);
+    log_msg(LOG_INFO, "untraced", "two");
+    char *out = captured(NULL);
+    cr_assert(strstr(out, "\"event\":\"traced\",\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""),
+              "%s", out);
+    const char *other = strstr(out, "\"other_thread\"");
+    cr_assert(other && strstr(other, "\"untraced\""), "%s", out);
+    cr_assert_null(strstr(other, "trace_id"), "%s", out);
+    mem_free(out);
+}

@@ -78,6 +78,10 @@ int rpc_stream_close_send(rpc_stream_t *s) ONCEIOT_MUSTCHECK;
  * the call sends headers with its status: then the next rpc_stream_recv
  * ends the stream and rpc_stream_finish has the status. */
 int rpc_stream_headers(rpc_stream_t *s) ONCEIOT_MUSTCHECK;
+/* The first value of response header key (lower-case) once the headers are
+ * in (rpc_stream_headers or a receive returned), copied into the stream's
+ * arena; NULL when the server sent no such header. */
+const char *rpc_stream_header(rpc_stream_t *s, const char *key);
 /* 1 with *msg set, 0 at the end of the server's stream, <0 on error. */
 int rpc_stream_recv(rpc_stream_t *s, const ProtobufCMessageDescriptor *desc,
                     ProtobufCMessage **msg) ONCEIOT_MUSTCHECK;

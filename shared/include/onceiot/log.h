@@ -2,7 +2,8 @@
  *
  * A record is built on the stack and written with a single write(2), so lines
  * from concurrent threads never interleave. Every line has "ts", "level",
- * "service" and "event"; callers add typed fields. */
+ * "service" and "event", and "trace_id" while the thread works on a call
+ * (log_set_trace_id); callers add typed fields. */
 #ifndef ONCEIOT_LOG_H
 #define ONCEIOT_LOG_H
 
@@ -16,6 +17,11 @@ void log_init(const char *service, log_level_t min_level);
 /* Parses "debug", "info", "warn" or "error"; returns -1 for anything else. */
 int log_level_parse(const char *s);
 bool log_enabled(log_level_t level);
+/* Puts "trace_id" on every line this thread begins from now on (NULL or ""
+ * for none) and returns the previous one, for the caller to put back. The
+ * runtime sets it around a handler and for a call's access line. The string
+ * must live until it is replaced. */
+const char *log_set_trace_id(const char *trace_id);
 
 typedef struct log_rec {
     char buf[4096]; /* the line being built; long values are truncated */

@@ -142,6 +142,14 @@ const char *rpc_call_method(const rpc_call_t *call); /* "/pkg.Svc/Method" */
 const ProtobufCMessageDescriptor *rpc_call_response_descriptor(const rpc_call_t *call);
 const char *rpc_call_peer(const rpc_call_t *call);       /* "ipv4:127.0.0.1:5312" */
 const char *rpc_call_request_id(const rpc_call_t *call); /* x-request-id, or one made up */
+/* The call's W3C trace id: 32 lowercase hex digits, from the client's valid
+ * traceparent or made up when it sent none or an invalid one. Valid until the call ends. Every log
+ * line of the call carries it as "trace_id", and the response header x-trace-id returns it. */
+const char *rpc_call_trace_id(const rpc_call_t *call);
+/* The traceparent for a call this one makes: the trace id and this call's
+ * span. rpc_unary and rpc_stream_open send it by
+ * themselves when the call is their opts' parent. */
+void rpc_call_traceparent(const rpc_call_t *call, char out[56]);
 /* The first value of a metadata key (lower-case), pointing into the call's
  * metadata (valid until the call ends; not NUL-terminated, may hold any
  * bytes). False when the call has no such key. */
