@@ -24,6 +24,8 @@ int sims_get_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage
     return 0;
 }
 
+/* Run with db_exec_custom: generic plans cannot drop the unused
+ * "$n IS NULL OR ..." filters. */
 static const db_stmt_t list_by_iccid = {"sims_list_iccid", SIMS_LIST_BY_ICCID, 12};
 static const db_stmt_t list_by_activation = {"sims_list_activation", SIMS_LIST_BY_ACTIVATION, 12};
 static const db_stmt_t list_by_label = {"sims_list_label", SIMS_LIST_BY_LABEL, 12};
@@ -80,16 +82,13 @@ int sims_list_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessa
     if (*r->page_token &&
         (rc = pagetoken_decode(call, r->page_token, hash, &params[10], &params[11])) < 0)
         return rc;
-    db_conn_t *conn = svc_db_or_status(call);
-    if (!conn)
-        return ERR_UNAVAILABLE;
-    /* Generic plans cannot drop the unused "$n IS NULL OR ..." filters. */
-    if ((rc = db_exec_simple(conn, "SET plan_cache_mode = force_custom_plan")) < 0)
-        return svc_db_fail(call, conn, rc);
     Onceiot__Sims__V1__ListSimsResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__sims__v1__list_sims_response__init(out);
-    const sims_page_t page = {
-        .size = size, .hash = hash, .key_col = "sort_key", .last_col = "iccid"};
+    const sims_page_t page = {.size = size,
+                              .hash = hash,
+                              .key_col = "sort_key",
+                              .last_col = "iccid",
+                              .custom_plan = true};
     int n;
     if ((rc = sims_page_exec(&cx, stmt, params, &page, &res, &n, &out->next_page_token)) < 0)
         goto out;

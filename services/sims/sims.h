@@ -166,6 +166,7 @@ typedef struct sims_page {
     uint64_t hash;        /* pagetoken_hash of the list's filters and order */
     const char *key_col;  /* column of the last row that is the next token's key */
     const char *last_col; /* column that is its tie-breaker; NULL: none ("") */
+    bool custom_plan;     /* run with db_exec_custom (planned for each call) */
 } sims_page_t;
 /* Runs a list's stmt (status set on failure). *n gets the rows to answer
  * with (at most page->size) and, when more came, *next the token of the next

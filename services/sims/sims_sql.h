@@ -24,7 +24,7 @@
 #define SIMS_ORG_FILTER(col, n) "(" n "::bigint IS NULL OR " col " = " n "::bigint)"
 
 /* ListSims. Every filter is "$n IS NULL OR condition": the statements run
- * with custom plans (plan_cache_mode = force_custom_plan), so PostgreSQL folds
+ * with custom plans (db_exec_custom: unnamed, planned per call), so PostgreSQL folds
  * the unused filters away and picks the index that serves the rest.
  *   $1 organization (NULL: all)  $2 status  $3 label substring  $4 tag
  *   $5 imei  $6 msisdn  $7 ip address  $8 iccid prefix (digits)

@@ -460,9 +460,16 @@ out:
 int sims_page_exec(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *params,
                    const sims_page_t *page, PGresult **res, int *n, char **next)
 {
-    int rc = sims_exec(cx, stmt, params, res);
-    if (rc < 0)
+    int rc;
+    if (page->custom_plan) {
+        db_conn_t *conn = svc_db_or_status(cx->call);
+        if (!conn)
+            return ERR_UNAVAILABLE;
+        if ((rc = db_exec_custom(conn, stmt, params, res)) < 0)
+            return svc_db_fail(cx->call, conn, rc);
+    } else if ((rc = sims_exec(cx, stmt, params, res)) < 0) {
         return rc;
+    }
     *n = rc > page->size ? page->size : rc;
     if (rc > page->size)
         *next =

@@ -645,6 +645,17 @@ int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params, P
         conn, PQexecPrepared(conn->pg, stmt->name, stmt->nparams, params, NULL, NULL, 0), res);
 }
 
+int db_exec_custom(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params,
+                   PGresult **res)
+{
+    if (res != NULL)
+        *res = NULL;
+    if (conn->pg == NULL)
+        return db__lost(conn);
+    return db__finish(
+        conn, PQexecParams(conn->pg, stmt->sql, stmt->nparams, NULL, params, NULL, NULL, 0), res);
+}
+
 int db_exec_simple(db_conn_t *conn, const char *sql)
 {
     if (conn->pg == NULL)

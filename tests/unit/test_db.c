@@ -182,6 +182,34 @@ Test(db, statement_is_prepared_once_per_connection_and_reused)
     db_pool_close(one);
 }
 
+Test(db, custom_plan_statement_answers_each_call_and_is_never_prepared)
+{
+    static const db_stmt_t custom = {
+        "test_db_custom",
+        "SELECT count(*) AS n FROM generate_series(1, 10) g WHERE ($1::int IS NULL OR g <= $1)", 1};
+    static const db_stmt_t prepared = {
+        "test_db_custom_prepared",
+        "SELECT count(*) AS n FROM pg_prepared_statements WHERE name = $1", 1};
+    const char *name[1] = {custom.name};
+    db_pool_t *one = open_pool(pgh_url(), schema, 1);
+    db_conn_t *c = acquire(one);
+    PGresult *res = NULL;
+
+    /* More calls than PostgreSQL's five custom plans before a generic one. */
+    for (int i = 0; i < 8; i++) {
+        const char *limit[1] = {i % 2 ? NULL : (i == 0 ? "3" : "7")};
+        cr_assert_eq(db_exec_custom(c, &custom, limit, &res), 1, "%s", db_errmsg(c));
+        cr_assert_eq(db_get_int(res, 0, "n", -1), i % 2 ? 10 : (i == 0 ? 3 : 7), "call %d", i);
+        PQclear(res);
+        res = NULL;
+    }
+    cr_assert_eq(db_exec(c, &prepared, name, &res), 1, "%s", db_errmsg(c));
+    cr_assert_eq(db_get_int(res, 0, "n", -1), 0, "a custom-plan statement was prepared");
+    PQclear(res);
+    db_pool_release(one, c);
+    db_pool_close(one);
+}
+
 Test(db, parameters_with_quotes_unicode_and_nulls_round_trip)
 {
     const char *evil = "O'Brien \"quoted\" \\ back; DROP TABLE items; -- Zürich ☃";

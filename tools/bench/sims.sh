@@ -13,12 +13,21 @@
 #   2. ListSims (direct), a page of 100 with a filter (tag "rare"), p50/p99 latency
 #      of sequential calls (h2load --log-file);
 #   3. ImportSims (direct) rows per second (10000 SIMs per call) next to COPY of the
-#      same rows into the same table.
+#      same rows into the same table;
+#   4. GetSim with a client deadline (grpc-timeout), via the gateway and direct;
+#   5. the peer: the seed's stack (FastAPI + asyncpg under uvicorn, 2 workers,
+#      tools/bench/peer_fastapi.py) serving the same SELECT over HTTP/1.1 with
+#      the same number of calls in flight, and onceiot / FastAPI.
+# Every load run is judged by the servers' own gRPC status counters
+# (tools/lib/codes.sh): any non-OK answer fails the run.
 #
 # usage: BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/postgres tools/bench/sims.sh
 # (a superuser URL; ONCEIOT_TEST_PG_URL is used when BENCH_PG_URL is unset).
-# Tunables: BENCH_SIMS (1000000), BENCH_SECONDS (10 per GetSim run, < 60: a
-# principal lives 60 s), BENCH_CLIENTS (8), BENCH_STREAMS (16),
+# Tunables: BENCH_SIMS (1000000), BENCH_CALLS (50000 per GetSim run; the
+# direct runs sign a fresh principal each, and one lives 60 s), BENCH_CLIENTS
+# (8), BENCH_STREAMS (16), BENCH_PEER (1; 0 skips the FastAPI peer),
+# BENCH_PERF_DIR (unset; a folder: each GetSim run is profiled with perf
+# record -e cpu-clock -g on sims, and on the gateway for the gateway runs),
 # ONCEIOT_BUILD_DIR (build/ of this checkout). Needs h2load, pgbench, python3.
 set -euo pipefail
 
@@ -29,7 +38,7 @@ IDENTITY_BIN="$BUILD_DIR/services/onceiot-identity"
 GATEWAY_BIN="$BUILD_DIR/services/onceiot-gateway"
 PG_URL="${BENCH_PG_URL:-${ONCEIOT_TEST_PG_URL:?set BENCH_PG_URL to a superuser URL}}"
 N_SIMS="${BENCH_SIMS:-1000000}"
-SECONDS_RUN="${BENCH_SECONDS:-10}"
+CALLS="${BENCH_CALLS:-50000}"
 CLIENTS="${BENCH_CLIENTS:-8}"
 STREAMS="${BENCH_STREAMS:-16}"
 DB=onceiot_sims_bench
@@ -37,12 +46,15 @@ DB=onceiot_sims_bench
 source "$ROOT/tools/lib/proc.sh"
 # shellcheck source=../lib/bench.sh
 source "$ROOT/tools/lib/bench.sh"
+# shellcheck source=../lib/codes.sh
+source "$ROOT/tools/lib/codes.sh"
 KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sims-bench.XXXXXX")"
 SIMS_PID=""
 IDENTITY_PID=""
 GATEWAY_PID=""
+PEER_PID=""
 
 die() {
     echo "error: $*" >&2
@@ -50,7 +62,7 @@ die() {
 }
 cleanup() {
     local pid
-    for pid in "$GATEWAY_PID" "$IDENTITY_PID" "$SIMS_PID"; do
+    for pid in "$PEER_PID" "$GATEWAY_PID" "$IDENTITY_PID" "$SIMS_PID"; do
         [[ -n "$pid" ]] || continue
         kill -TERM "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
@@ -86,7 +98,8 @@ SQL
 fi
 
 PORT=$(free_port)
-ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$PORT" \
+SIMS_METRICS="127.0.0.1:$(free_port)"
+ONCEIOT_METRICS_LISTEN="$SIMS_METRICS" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="127.0.0.1:$PORT" \
     ONCEIOT_LOG_LEVEL=warn ONCEIOT_WORKERS=8 ONCEIOT_DB_POOL_SIZE=8 \
     "$SIMS_BIN" >"$WORK/sims.log" 2>&1 &
 SIMS_PID=$!
@@ -104,8 +117,9 @@ ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LISTEN="1
 IDENTITY_PID=$!
 wait_port "$ID_PORT"
 GW_PORT=$(free_port)
+GW_METRICS="127.0.0.1:$(free_port)"
 NOWHERE="127.0.0.1:$(free_port)"
-ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" gateway identity sims usage commerce support test)" ONCEIOT_LISTEN="127.0.0.1:$GW_PORT" ONCEIOT_LOG_LEVEL=warn \
+ONCEIOT_METRICS_LISTEN="$GW_METRICS" ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" gateway identity sims usage commerce support test)" ONCEIOT_LISTEN="127.0.0.1:$GW_PORT" ONCEIOT_LOG_LEVEL=warn \
     ONCEIOT_IDENTITY_ADDR="127.0.0.1:$ID_PORT" ONCEIOT_SIMS_ADDR="127.0.0.1:$PORT" \
     ONCEIOT_USAGE_ADDR="$NOWHERE" ONCEIOT_COMMERCE_ADDR="$NOWHERE" ONCEIOT_SUPPORT_ADDR="$NOWHERE" \
     ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000 \
@@ -250,7 +264,48 @@ ORG=$((1 + N % 10))
 API_KEY="$(make_key "$ORG")"
 [[ -n "$API_KEY" ]] || die "no API key for organization $ORG"
 
-echo "== GetSim: via the gateway and direct to onceiot-sims (h2load, $CLIENTS connections x $STREAMS streams) vs pgbench ($CLIENTS clients), ${SECONDS_RUN}s each"
+# The req/s of an h2load output file.
+rps_of() {
+    awk '/^finished in/ {gsub(",", ""); print $4}' "$1"
+}
+
+# One counted GetSim run: getsim_run NAME gw|direct [h2load args...]; the
+# output in $WORK/NAME.out. The direct runs sign a fresh principal first.
+getsim_run() {
+    local name="$1" via="$2" metrics="$SIMS_METRICS"
+    shift 2
+    [[ "$via" == gw ]] && metrics="$GW_METRICS"
+    [[ "$via" == direct ]] && gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
+    codes_mark "$name" "$metrics"
+    local -a perf_pids=()
+    if [[ -n "${BENCH_PERF_DIR:-}" ]]; then
+        mkdir -p "$BENCH_PERF_DIR"
+        perf record -q -e cpu-clock -F 999 -g -p "$SIMS_PID" -o "$BENCH_PERF_DIR/$name-sims.data" \
+            2>/dev/null &
+        perf_pids+=($!)
+        if [[ "$via" == gw ]]; then
+            perf record -q -e cpu-clock -F 999 -g -p "$GATEWAY_PID" \
+                -o "$BENCH_PERF_DIR/$name-gateway.data" 2>/dev/null &
+            perf_pids+=($!)
+        fi
+        sleep 1 # perf attaches
+    fi
+    if [[ "$via" == gw ]]; then
+        h2gw "$WORK/get.meta" "$WORK/get.bin" -n "$CALLS" -c "$CLIENTS" -m "$STREAMS" "$@" \
+            >"$WORK/$name.out"
+    else
+        h2 "$WORK/get.meta" "$WORK/get.bin" -n "$CALLS" -c "$CLIENTS" -m "$STREAMS" "$@" \
+            >"$WORK/$name.out"
+    fi
+    local p
+    for p in "${perf_pids[@]}"; do
+        kill -INT "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    codes_check "$name" "$metrics" "$CALLS"
+}
+
+echo "== GetSim: via the gateway and direct to onceiot-sims (h2load -n $CALLS, $CLIENTS connections x $STREAMS streams) vs pgbench ($CLIENTS clients, as many transactions)"
 cat >"$WORK/getsim.sql" <<SQL
 SELECT s.id, s.iccid, s.imsi, s.msisdn, s.imei, s.imei_lock, s.status, s.label,
        host(s.ip_address) AS ip, s.organization_id, s.customer_org_id,
@@ -270,46 +325,79 @@ gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
 check "$WORK/get.meta" "$WORK/get.bin"
 check "$WORK/get.meta" "$WORK/get.bin" gw
 h2gw "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 2 -m 4 >/dev/null # warm-up (caches the key)
-h2gw "$WORK/get.meta" "$WORK/get.bin" -D "$SECONDS_RUN" -c "$CLIENTS" -m "$STREAMS" \
-    >"$WORK/getgw.out"
-gw_rps=$(awk '/^finished in/ {gsub(",", ""); print $4}' "$WORK/getgw.out")
-gw_ok=$(awk '/^status codes:/ {gsub(",", ""); print $3}' "$WORK/getgw.out")
-check "$WORK/get.meta" "$WORK/get.bin" gw
-gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
-h2 "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 2 -m 4 >/dev/null # warm-up
-gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
-h2 "$WORK/get.meta" "$WORK/get.bin" -D "$SECONDS_RUN" -c "$CLIENTS" -m "$STREAMS" >"$WORK/get.out"
-grpc_rps=$(awk '/^finished in/ {gsub(",", ""); print $4}' "$WORK/get.out")
-grpc_ok=$(awk '/^status codes:/ {gsub(",", ""); print $3}' "$WORK/get.out")
-pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "$SECONDS_RUN" -f "$WORK/getsim.sql" "$BENCH_URL" \
-    >"$WORK/pgbench.out" 2>&1
+h2 "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 2 -m 4 >/dev/null   # warm-up
+getsim_run getgw gw
+getsim_run get direct
+getsim_run getgw_dl gw -H 'grpc-timeout: 10S'
+getsim_run get_dl direct -H 'grpc-timeout: 10S'
+pgbench -n -M prepared -c "$CLIENTS" -j 2 -t "$((CALLS / CLIENTS))" -f "$WORK/getsim.sql" \
+    "$BENCH_URL" >"$WORK/pgbench.out" 2>&1 || {
+    cat "$WORK/pgbench.out" >&2
+    die "pgbench failed"
+}
 pg_tps=$(awk '/^tps =/ {print $3}' "$WORK/pgbench.out")
-printf 'GetSim via the gateway (API key): %s calls/s (%s HTTP 2xx)\n' "$gw_rps" "$gw_ok"
-printf 'GetSim direct to onceiot-sims:    %s calls/s (%s HTTP 2xx)\n' "$grpc_rps" "$grpc_ok"
-printf 'same SELECT via pgbench:          %s tps\n' "$pg_tps"
-awk -v g="$gw_rps" -v a="$grpc_rps" -v b="$pg_tps" 'BEGIN {
+gw_rps=$(rps_of "$WORK/getgw.out")
+grpc_rps=$(rps_of "$WORK/get.out")
+gwdl_rps=$(rps_of "$WORK/getgw_dl.out")
+dl_rps=$(rps_of "$WORK/get_dl.out")
+printf 'GetSim via the gateway (API key):     %s calls/s (%s OK, counted by the gateway)\n' "$gw_rps" "$CALLS"
+printf 'GetSim direct to onceiot-sims:        %s calls/s (%s OK, counted by sims)\n' "$grpc_rps" "$CALLS"
+printf 'GetSim via the gateway, deadline 10s: %s calls/s\n' "$gwdl_rps"
+printf 'GetSim direct, deadline 10s:          %s calls/s\n' "$dl_rps"
+printf 'same SELECT via pgbench:              %s tps\n' "$pg_tps"
+awk -v g="$gw_rps" -v a="$grpc_rps" -v gd="$gwdl_rps" -v ad="$dl_rps" -v b="$pg_tps" 'BEGIN {
     printf "ratio gateway / pgbench: %.2f (target >= 0.5)\n", g / b
-    printf "ratio direct / pgbench:  %.2f (reference)\n", a / b }'
+    printf "ratio direct / pgbench:  %.2f (target >= 0.7)\n", a / b
+    printf "ratio with deadline / pgbench: gateway %.2f, direct %.2f\n", gd / b, ad / b }'
+
+if [[ "${BENCH_PEER:-1}" == 1 ]]; then
+    echo "== peer: FastAPI + asyncpg under uvicorn (2 workers), the same SELECT over HTTP/1.1, $((CLIENTS * STREAMS)) connections (the calls in flight above)"
+    if ! /usr/bin/python3 -c 'import fastapi, uvicorn, asyncpg, uvloop' 2>/dev/null; then
+        die "the peer needs Debian's python3-fastapi python3-uvicorn python3-asyncpg python3-uvloop (tools/install-deps --bench installs them)"
+    fi
+    PEER_PORT=$(free_port)
+    PEER_DB_URL="$BENCH_URL" /usr/bin/python3 -m uvicorn --app-dir "$ROOT/tools/bench" \
+        --host 127.0.0.1 --port "$PEER_PORT" --workers 2 --loop uvloop --no-access-log \
+        --log-level warning peer_fastapi:app >"$WORK/peer.log" 2>&1 &
+    PEER_PID=$!
+    wait_port "$PEER_PORT"
+    peer_url="http://127.0.0.1:$PEER_PORT/sims/$ICCID?org=$ORG"
+    curl -sf "$peer_url" | grep -q "\"iccid\":\"$ICCID\"" || die "the FastAPI peer does not answer the SIM"
+    h2load --h1 -n 2000 -c 8 "$peer_url" >/dev/null # warm-up (both workers' pools)
+    h2load --h1 -n "$CALLS" -c "$((CLIENTS * STREAMS))" -t 1 "$peer_url" >"$WORK/peer.out"
+    peer_ok=$(awk '/^status codes:/ {gsub(",", ""); print $3}' "$WORK/peer.out")
+    [[ "$peer_ok" == "$CALLS" ]] || { cat "$WORK/peer.out" >&2; die "the peer answered $peer_ok of $CALLS with 2xx"; }
+    peer_rps=$(rps_of "$WORK/peer.out")
+    printf 'GetSim via FastAPI + asyncpg:     %s req/s (%s HTTP 2xx)\n' "$peer_rps" "$peer_ok"
+    awk -v g="$gw_rps" -v a="$grpc_rps" -v p="$peer_rps" -v b="$pg_tps" 'BEGIN {
+        printf "ratio FastAPI / pgbench: %.2f\n", p / b
+        printf "onceiot / FastAPI: gateway %.1fx, direct %.1fx\n", g / p, a / p }'
+    kill -TERM "$PEER_PID" 2>/dev/null || true
+    wait "$PEER_PID" 2>/dev/null || true
+    PEER_PID=""
+fi
 
 echo "== ListSims: page of 100 with tag filter \"rare\" (organization 1 holds them), 500 sequential calls"
 gen list "$WORK/list.bin" 1 >"$WORK/list.meta"
 check "$WORK/list.meta" "$WORK/list.bin"
+codes_mark list "$SIMS_METRICS"
 h2 "$WORK/list.meta" "$WORK/list.bin" -n 500 -c 1 -m 1 --log-file="$WORK/list.log" >/dev/null
-awk '$2 != 200 { bad++ } END { if (bad) { print "error: " bad " failed ListSims calls"; exit 1 } }' \
-    "$WORK/list.log"
+codes_check list "$SIMS_METRICS" 500
 sort -n -k3 "$WORK/list.log" | awk '{ v[NR] = $3 } END {
-    printf "ListSims p50 %.2f ms, p99 %.2f ms (n=%d)\n", v[int(NR * 0.5)] / 1000, v[int(NR * 0.99)] / 1000, NR }'
+    printf "ListSims p50 %.2f ms, p99 %.2f ms (n=%d; target p50 <= 3 ms, p99 <= 6 ms)\n", v[int(NR * 0.5)] / 1000, v[int(NR * 0.99)] / 1000, NR }'
 
 echo "== ImportSims (5 calls of 10000 SIMs) vs COPY of the same rows"
 first=$(psql -tA "$BENCH_URL" -c "SELECT coalesce(max(substr(iccid, 5)::bigint), 0) + 1000 FROM sims.sims")
 for i in 0 1 2 3 4; do # bodies made before the clock starts
     gen import "$WORK/imp$i.bin" $((first + i * 10000)) 10000 >"$WORK/imp$i.meta"
 done
+codes_mark import "$SIMS_METRICS"
 start=$(date +%s.%N)
 for i in 0 1 2 3 4; do
     h2 "$WORK/imp$i.meta" "$WORK/imp$i.bin" -n 1 -c 1 >/dev/null
 done
 end=$(date +%s.%N)
+codes_check import "$SIMS_METRICS" 5
 imported=$(psql -tA "$BENCH_URL" -c "SELECT count(*) FROM sims.sims WHERE iccid >= '8988' || lpad('$first', 15, '0')")
 [[ "$imported" == 50000 ]] || die "ImportSims stored $imported of 50000 SIMs"
 copy_first=$((first + 100000))
@@ -323,4 +411,4 @@ awk -v n="$imported" -v a="$start" -v b="$end" -v c="$start_copy" -v d="$end_cop
     api = n / (b - a); copy = 50000 / (d - c)
     printf "ImportSims: %d rows in %.2f s = %.0f rows/s (each with its sim_created event)\n", n, b - a, api
     printf "COPY:       50000 rows in %.2f s = %.0f rows/s\n", d - c, copy
-    printf "ratio: %.2f (target >= 0.3)\n", api / copy }'
+    printf "ratio: %.2f (target >= 0.6)\n", api / copy }'

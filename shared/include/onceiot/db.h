@@ -74,6 +74,12 @@ int db_set_timeout(db_conn_t *conn, int64_t timeout_ms) ONCEIOT_MUSTCHECK;
  * res is not NULL, hands over the result (PQclear it). */
 int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params,
             PGresult **res) ONCEIOT_MUSTCHECK;
+/* As db_exec, but planned anew for this call's parameters: the statement is
+ * sent unnamed (parse, bind and execute in one round trip) and never
+ * prepared, so PostgreSQL folds "$n IS NULL OR ..." filters away without a
+ * SET plan_cache_mode round trip of its own. */
+int db_exec_custom(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params,
+                   PGresult **res) ONCEIOT_MUSTCHECK;
 /* Executes fixed SQL with no parameters (BEGIN, SET ...). */
 int db_exec_simple(db_conn_t *conn, const char *sql) ONCEIOT_MUSTCHECK;
 
