@@ -2,6 +2,7 @@
  * migrations, server, health and the SIGTERM drain. */
 #include "onceiot/svc.h"
 
+#include "onceiot/audit.h"
 #include "onceiot/authrule.h"
 #include "onceiot/client.h"
 
@@ -165,9 +166,11 @@ static int svc__config(svc_t *svc, char *err, size_t errlen)
  * not use one has it empty. */
 static int svc__migrate(svc_t *svc)
 {
-    migrate_embedded_t runtime[OUTBOX_N_MIGRATIONS + REQUESTID_N_MIGRATIONS];
+    migrate_embedded_t runtime[OUTBOX_N_MIGRATIONS + REQUESTID_N_MIGRATIONS + AUDIT_N_MIGRATIONS];
     memcpy(runtime, outbox_migrations, sizeof(outbox_migrations));
     memcpy(runtime + OUTBOX_N_MIGRATIONS, requestid_migrations, sizeof(requestid_migrations));
+    memcpy(runtime + OUTBOX_N_MIGRATIONS + REQUESTID_N_MIGRATIONS, audit_migrations,
+           sizeof(audit_migrations));
     char err[1024] = "";
     migrate_result_t res = {0, 0};
     int rc = migrate_run_with(svc->cfg.database_url, svc->def->name, runtime,
@@ -213,6 +216,8 @@ static void svc__upkeep(svc_t *svc)
     else if (pruned > 0)
         log_msg(LOG_INFO, "request_ids_pruned", "%d request ids older than %d hours", pruned,
                 REQUESTID_KEEP_HOURS);
+    if (audit_upkeep(conn) < 0)
+        log_msg(LOG_WARN, "upkeep_failed", "audit partitions: %s", db_errmsg(conn));
     if (svc->def->upkeep) {
         int rc = svc->def->upkeep(svc, conn);
         if (rc < 0)
@@ -405,12 +410,46 @@ stop_metrics:
     return rc;
 }
 
+/* "<binary> audit-verify": walks this service's audit chain. Exit 0 when
+ * intact, 3 when broken (the first bad record on stderr), 1 on error. */
+static int svc__audit_verify(svc_t *svc)
+{
+    db_opts_t o = {
+        .url = svc->cfg.database_url,
+        .schema = svc->def->name,
+        .size = 1,
+        .statement_timeout_ms = (int)svc->cfg.statement_timeout_ms,
+        .connect_timeout_ms = (int)svc->cfg.connect_timeout_ms,
+    };
+    db_pool_t *pool = NULL;
+    db_conn_t *conn = NULL;
+    audit_verdict_t v;
+    int rc = db_pool_open(&o, &pool);
+    if (rc == 0)
+        rc = db_pool_acquire(pool, svc->cfg.connect_timeout_ms, &conn);
+    if (rc == 0)
+        rc = audit_verify(conn, &v);
+    if (rc < 0)
+        fprintf(stderr, "%s: audit-verify: %s\n", svc->def->name,
+                conn ? db_errmsg(conn) : "cannot connect to ONCEIOT_DATABASE_URL");
+    else if (rc == 1)
+        fprintf(stderr, "%s: audit chain BROKEN at seq %lld after %lld records: %s\n",
+                svc->def->name, (long long)v.bad_seq, (long long)v.checked, v.why);
+    else
+        printf("%s: audit chain intact: %lld records\n", svc->def->name, (long long)v.checked);
+    if (conn)
+        db_pool_release(pool, conn);
+    db_pool_close(pool);
+    return rc < 0 ? 1 : rc == 1 ? 3 : 0;
+}
+
 static void svc__usage(const char *prog)
 {
     fprintf(stderr,
-            "usage: %s [serve|migrate]\n"
-            "  serve    (default) apply migrations, then serve gRPC until SIGTERM\n"
-            "  migrate  apply pending migrations and exit\n"
+            "usage: %s [serve|migrate|audit-verify]\n"
+            "  serve         (default) apply migrations, then serve gRPC until SIGTERM\n"
+            "  migrate       apply pending migrations and exit\n"
+            "  audit-verify  check the audit trail's hash chain (exit 3 when broken)\n"
             "Configuration comes from ONCEIOT_* environment variables (see README).\n",
             prog);
 }
@@ -418,7 +457,8 @@ static void svc__usage(const char *prog)
 int svc_main(int argc, char **argv, const svc_def_t *def)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
-    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0) {
+    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0 &&
+        strcmp(cmd, "audit-verify") != 0) {
         svc__usage(argv[0]);
         return 2;
     }
@@ -444,6 +484,16 @@ int svc_main(int argc, char **argv, const svc_def_t *def)
     if (sodium_init() < 0) {
         log_msg(LOG_ERROR, "sodium_init", "libsodium failed to initialise");
         return 1;
+    }
+    if (strcmp(cmd, "audit-verify") == 0) {
+        if (!def->uses_db) {
+            fprintf(stderr, "%s has no audit trail\n", def->name);
+            return 2;
+        }
+        int vrc = svc__audit_verify(&svc);
+        pthread_mutex_destroy(&svc.mu);
+        pthread_cond_destroy(&svc.cv);
+        return vrc;
     }
     int rc = 0;
     if (def->uses_db && (svc.cfg.migrate_on_start || strcmp(cmd, "migrate") == 0))
