@@ -125,7 +125,7 @@ cmd_basebackup() {
         die "pg_basebackup failed"
     fi
     # A base backup is a valid start for any target after its end.
-    date -u +%s >"$dir.partial/onceiot-finished"
+    date -u +%s%N >"$dir.partial/onceiot-finished"
     mv "$dir.partial" "$dir"
     say "base backup written: $dir"
 }
@@ -151,7 +151,7 @@ backup__archive_now() {
 cmd_pitr() {
     local when="${1:-}" target epoch
     [[ -n "$when" ]] || die "usage: tools/stack pitr TIME (e.g. '2026-12-02 17:30:05.250')"
-    epoch="$(TZ=UTC date -d "$when" +%s)" || die "cannot read the time '$when'"
+    epoch="$(TZ=UTC date -d "$when" +%s%N)" || die "cannot read the time '$when'"
     target="$(TZ=UTC date -d "$when" '+%Y-%m-%d %H:%M:%S.%6N+00')"
     backup__require_stopped
     local base="" b
