@@ -4,6 +4,7 @@
  * superuser's "all"), or a SIM already checked to be the caller's. */
 #include "onceiot/pagetoken.h"
 #include "usage.h"
+#include "usage_sql.h"
 
 #include <string.h>
 #include <time.h>
@@ -164,17 +165,8 @@ out:
 
 /* ---- ListUsageRecords ---- */
 
-static const db_stmt_t list_records = {
-    "usage_list_records",
-    "SELECT id, iccid, (extract(epoch FROM \"timestamp\") * 1000000)::bigint AS ts_us, "
-    "volume_rx, volume_tx, total_volume, sms_mo, sms_mt, session_count, mcc, mnc, country, rat "
-    "FROM sim_usage WHERE sim_id = $1 "
-    "AND ($2::timestamptz IS NULL OR \"timestamp\" >= $2::timestamptz) "
-    "AND ($3::timestamptz IS NULL OR \"timestamp\" < $3::timestamptz) "
-    "AND ($5::bigint IS NULL OR (\"timestamp\", id) < "
-    "('epoch'::timestamptz + $5::bigint * interval '1 microsecond', $6::bigint)) "
-    "ORDER BY \"timestamp\" DESC, id DESC LIMIT $4",
-    6};
+/* Newest first, keyset on (timestamp, id), over both forms (usage_sql.h). */
+static const db_stmt_t list_records = {"usage_list_records", USAGE_SQL_LIST_RECORDS, 6};
 
 static char *usage__str(arena_t *a, const PGresult *res, int row, const char *col)
 {

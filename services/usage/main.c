@@ -28,12 +28,55 @@ static const outbox_topic_t usage_topics[] = {
     {USAGE_TOPIC_CONNECTIVITY, usage_apply_connectivity, &state},
 };
 
+/* The compaction's settings (also read by the compact subcommand). */
+static int usage__compaction_config(usage_compact_opts_t *o)
+{
+    cfg_var_t vars[] = {
+        {"ONCEIOT_USAGE_COMPACT_AFTER_DAYS", CFG_INT, "7", false, 0, 3650, &o->after_days,
+         "days older than this are compacted (0: never)"},
+        {"ONCEIOT_USAGE_COMPACT_BATCH", CFG_INT, "20000", false, 1, 1000000, &o->batch_rows,
+         "raw rows per compaction statement"},
+    };
+    char err[256];
+    if (cfg_load(vars, sizeof(vars) / sizeof(vars[0]), err, sizeof(err)) < 0) {
+        log_msg(LOG_ERROR, "config", "%s", err);
+        return ERR_CONFIG;
+    }
+    return 0;
+}
+
+/* onceiot-usage compact: one maintenance run now (partitions, retention,
+ * compaction of every day past the age), under the maintenance lock. Exit
+ * status 0 when done, 3 when another process holds the lock, 1 on failure. */
+static int usage_compact_command(svc_t *svc)
+{
+    usage_compact_opts_t o;
+    if (usage__compaction_config(&o) < 0)
+        return 2;
+    db_conn_t *conn = NULL;
+    if (db_pool_acquire(svc_db(svc), 5000, &conn) < 0) {
+        log_msg(LOG_ERROR, "compaction_failed", "no database connection");
+        return 1;
+    }
+    usage_compact_stats_t st;
+    int rc = usage_maint_run(conn, svc_def(svc)->name, &o, &st);
+    db_pool_release(svc_db(svc), conn);
+    if (rc == 1)
+        return 3;
+    log_msg(rc < 0 ? LOG_ERROR : LOG_INFO, "compaction_done", "%lld days, %lld rows, %lld failed",
+            (long long)st.days, (long long)st.records, (long long)st.failed);
+    return rc < 0 ? 1 : 0;
+}
+
 /* Opens the channel to sims, starts the quota dispatcher and the
  * maintenance thread. */
 static int usage_init(svc_t *svc)
 {
     const char *sims_addr = NULL;
     long lease_ms = 0, maint_s = 0, compact_s = 0, cache_entries = 0;
+    usage_compact_opts_t compaction;
+    if (usage__compaction_config(&compaction) < 0)
+        return ERR_CONFIG;
     cfg_var_t vars[] = {
         {"ONCEIOT_SIMS_ADDR", CFG_STRING, NULL, true, 0, 0, &sims_addr,
          "host:port of onceiot-sims"},
@@ -63,7 +106,8 @@ static int usage_init(svc_t *svc)
     };
     if ((rc = outbox_start(&o, &state.outbox)) < 0)
         return rc;
-    return usage_maint_start(svc_db(svc), svc_def(svc)->name, maint_s, compact_s, &state.maint);
+    return usage_maint_start(svc_db(svc), svc_def(svc)->name, maint_s, compact_s, &compaction,
+                             &state.maint);
 }
 
 static void usage_fini(svc_t *svc)
@@ -78,6 +122,10 @@ static void usage_fini(svc_t *svc)
 
 int main(int argc, char **argv)
 {
+    static const svc_command_t commands[] = {
+        {"compact", "run partition maintenance and compaction of old days once, then exit",
+         usage_compact_command},
+    };
     static const svc_def_t def = {
         .name = "usage",
         .default_listen = "127.0.0.1:50063",
@@ -87,6 +135,8 @@ int main(int argc, char **argv)
         .n_services = 1,
         .init = usage_init,
         .fini = usage_fini,
+        .commands = commands,
+        .n_commands = sizeof(commands) / sizeof(commands[0]),
     };
     return svc_main(argc, argv, &def);
 }

@@ -1,8 +1,10 @@
 /* Upkeep of the usage tables, run at start and then every interval on a
- * pool connection: pg_partman creates the raw table's partitions ahead and
- * drops those past the retention (so no pg_partman_bgw is needed), the
- * rollups and batch ids are pruned past their own retention, and late rows
- * are moved out of the default partition into partitions of their days. More often
+ * pool connection, by one process of the database at a time (an advisory
+ * lock): pg_partman creates the raw tables' partitions ahead and drops those
+ * past the retention (so no pg_partman_bgw is needed), compacted days,
+ * rollups and batch ids are pruned past their own retention, late rows are
+ * moved out of the default partition into partitions of their days, and
+ * days past the compaction age are compacted (compact.c). More often
  * (every compact interval) the organizations' per-batch rows are folded into
  * one row per organization and day. */
 #include "onceiot/log.h"
@@ -15,8 +17,8 @@
 
 struct usage_maint {
     db_pool_t *pool;
-    char parent[128];      /* "<schema>.sim_usage" */
-    char conn_parent[128]; /* "<schema>.sim_connectivity" */
+    char schema[64];
+    usage_compact_opts_t compaction;
     long interval_s;
     long compact_s; /* seconds between compactions of org_usage_daily */
     pthread_t thread;
@@ -96,6 +98,78 @@ static void usage__compact(usage_maint_t *m)
     db_pool_release(m->pool, conn);
 }
 
+/* The maintenance lock of a schema: one session advisory lock (the two-key
+ * form, apart from the migrations' one-key lock), so replicas of one
+ * database never maintain or compact at once; it goes with the session if
+ * the process dies. */
+static const db_stmt_t lock_maint = {
+    "usage_lock_maint",
+    "SELECT pg_try_advisory_lock(hashtext('onceiot.usage.maintenance'), hashtext($1)) AS locked",
+    1};
+static const db_stmt_t unlock_maint = {
+    "usage_unlock_maint",
+    "SELECT pg_advisory_unlock(hashtext('onceiot.usage.maintenance'), hashtext($1))", 1};
+/* Compacted days go with the retention pg_partman applies to their raw
+ * partitions ($1 the parent; none while it has no retention). */
+static const db_stmt_t prune_compact[] = {
+    {"usage_prune_compact",
+     "DELETE FROM sim_usage_compact WHERE day + 1 <= ((now() - (SELECT retention::interval FROM "
+     "partman.part_config WHERE parent_table = $1)) AT TIME ZONE 'UTC')::date",
+     1},
+    {"usage_prune_conn_compact",
+     "DELETE FROM sim_connectivity_compact WHERE day + 1 <= ((now() - (SELECT "
+     "retention::interval FROM partman.part_config WHERE parent_table = $1)) AT TIME ZONE "
+     "'UTC')::date",
+     1},
+};
+
+int usage_maint_run(db_conn_t *conn, const char *schema, const usage_compact_opts_t *compaction,
+                    usage_compact_stats_t *stats)
+{
+    char parents[2][128];
+    snprintf(parents[0], sizeof(parents[0]), "%s.sim_usage", schema);
+    snprintf(parents[1], sizeof(parents[1]), "%s.sim_connectivity", schema);
+    memset(stats, 0, sizeof(*stats));
+    PGresult *res = NULL;
+    const char *sp[] = {schema};
+    int rc = db_exec(conn, &lock_maint, sp, &res);
+    bool locked = rc >= 0 && db_get_bool(res, 0, "locked");
+    PQclear(res);
+    res = NULL;
+    if (rc < 0)
+        return rc;
+    if (!locked) {
+        log_msg(LOG_INFO, "maintenance_busy", "another process holds the maintenance lock of %s",
+                schema);
+        return 1;
+    }
+    for (int i = 0; i < 2; i++) {
+        const char *params[] = {parents[i]};
+        if (db_exec(conn, &partman, params, NULL) < 0)
+            log_msg(LOG_WARN, "partman_maintenance", "%s", db_errmsg(conn));
+        if (db_exec(conn, &prune_compact[i], params, NULL) < 0)
+            log_msg(LOG_WARN, "maintenance_prune", "%s: %s", prune_compact[i].name,
+                    db_errmsg(conn));
+    }
+    for (size_t i = 0; i < sizeof(prune) / sizeof(prune[0]); i++) {
+        if (db_exec(conn, &prune[i], NULL, NULL) < 0)
+            log_msg(LOG_WARN, "maintenance_prune", "%s: %s", prune[i].name, db_errmsg(conn));
+    }
+    const char *params[] = {parents[0]}; /* sim_usage's late rows (sim_connectivity's stay) */
+    if (db_exec(conn, &move_late, params, &res) < 0)
+        log_msg(LOG_WARN, "maintenance_late_rows", "%s", db_errmsg(conn));
+    else if (db_get_int(res, 0, "moved", 0) > 0)
+        log_msg(LOG_INFO, "late_rows_moved", "%lld rows out of the default partition",
+                (long long)db_get_int(res, 0, "moved", 0));
+    PQclear(res);
+    /* Compaction after the late rows moved: they are compacted with their day. */
+    rc = usage_compact_run(conn, compaction, stats);
+    if (db_exec(conn, &unlock_maint, sp, NULL) < 0)
+        log_msg(LOG_WARN, "maintenance_unlock", "%s", db_errmsg(conn));
+    log_msg(LOG_DEBUG, "maintenance_done", "%s", schema);
+    return rc < 0 ? rc : 0;
+}
+
 static void usage__maintain(usage_maint_t *m)
 {
     db_conn_t *conn = NULL;
@@ -103,27 +177,10 @@ static void usage__maintain(usage_maint_t *m)
         log_msg(LOG_WARN, "maintenance_skipped", "no database connection");
         return;
     }
-    const char *params[] = {m->parent};
-    if (db_exec(conn, &partman, params, NULL) < 0)
-        log_msg(LOG_WARN, "partman_maintenance", "%s", db_errmsg(conn));
-    params[0] = m->conn_parent;
-    if (db_exec(conn, &partman, params, NULL) < 0)
-        log_msg(LOG_WARN, "partman_maintenance", "%s", db_errmsg(conn));
-    for (size_t i = 0; i < sizeof(prune) / sizeof(prune[0]); i++) {
-        int rc = db_exec(conn, &prune[i], NULL, NULL);
-        if (rc < 0)
-            log_msg(LOG_WARN, "maintenance_prune", "%s: %s", prune[i].name, db_errmsg(conn));
-    }
-    PGresult *res = NULL;
-    params[0] = m->parent; /* sim_usage's late rows (sim_connectivity's stay in its default) */
-    if (db_exec(conn, &move_late, params, &res) < 0)
-        log_msg(LOG_WARN, "maintenance_late_rows", "%s", db_errmsg(conn));
-    else if (db_get_int(res, 0, "moved", 0) > 0)
-        log_msg(LOG_INFO, "late_rows_moved", "%lld rows out of the default partition",
-                (long long)db_get_int(res, 0, "moved", 0));
-    PQclear(res);
+    usage_compact_stats_t stats;
+    if (usage_maint_run(conn, m->schema, &m->compaction, &stats) < 0)
+        log_msg(LOG_WARN, "maintenance_failed", "%s", db_errmsg(conn));
     db_pool_release(m->pool, conn);
-    log_msg(LOG_DEBUG, "maintenance_done", "%s", m->parent);
 }
 
 static int64_t usage__now_s(void)
@@ -158,14 +215,14 @@ static void *usage__maint_main(void *arg)
 }
 
 int usage_maint_start(db_pool_t *pool, const char *schema, long interval_s, long compact_s,
-                      usage_maint_t **out)
+                      const usage_compact_opts_t *compaction, usage_maint_t **out)
 {
     usage_maint_t *m = mem_calloc(1, sizeof(*m));
     m->pool = pool;
     m->interval_s = interval_s;
     m->compact_s = compact_s;
-    snprintf(m->parent, sizeof(m->parent), "%s.sim_usage", schema);
-    snprintf(m->conn_parent, sizeof(m->conn_parent), "%s.sim_connectivity", schema);
+    snprintf(m->schema, sizeof(m->schema), "%s", schema);
+    m->compaction = *compaction;
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
     if (pthread_create(&m->thread, NULL, usage__maint_main, m) != 0) {

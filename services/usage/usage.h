@@ -130,14 +130,43 @@ outbox_verdict_t usage_apply_connectivity(void *ctx, const outbox_msg_t *msg, ar
 
 /* ---- maintain.c: partitions, rollup retention, compaction ---- */
 
-/* Runs maintenance at start and every interval_s on a pool connection:
- * pg_partman's run_maintenance for sim_usage (partitions ahead, drop past
- * retention), hourly rollups past the raw retention, daily rollups past 5
- * years, batch ids past 30 days. Every compact_s (and after each
+/* ---- compact.c: compaction of old days ---- */
+
+typedef struct usage_compact_opts {
+    long after_days; /* days older than this are compacted; 0: never */
+    long batch_rows; /* raw rows per statement (whole SIMs), within a day's transaction */
+} usage_compact_opts_t;
+
+typedef struct usage_compact_stats {
+    int64_t days;    /* days compacted (of both tables) */
+    int64_t records; /* raw rows rewritten */
+    int64_t failed;  /* days whose transaction failed (rolled back, tried next run) */
+} usage_compact_stats_t;
+
+/* Compacts every day of sim_usage and sim_connectivity older than
+ * o->after_days that has raw rows, one transaction per day, on conn. The
+ * caller holds the maintenance lock. Returns 0, or a negative ERR_* code
+ * when a day failed (the others are done; *out says what happened). */
+int usage_compact_run(db_conn_t *conn, const usage_compact_opts_t *o,
+                      usage_compact_stats_t *out) ONCEIOT_MUSTCHECK;
+
+/* Runs maintenance (usage_maint_run) at start and every interval_s on a
+ * pool connection: pg_partman's run_maintenance for sim_usage and
+ * sim_connectivity (partitions ahead, drop past retention), compacted days
+ * past the same retention, hourly rollups past the raw retention, daily
+ * rollups past 5 years, batch ids past 30 days, then compaction. Every compact_s (and after each
  * maintenance) folds org_usage_daily's per-batch rows into one row per
  * organization and day. */
 int usage_maint_start(db_pool_t *pool, const char *schema, long interval_s, long compact_s,
+                      const usage_compact_opts_t *compaction,
                       usage_maint_t **out) ONCEIOT_MUSTCHECK;
+/* One maintenance run (partitions, retention, late rows, compaction of old
+ * days) on conn, under the schema's maintenance lock (a session advisory
+ * lock), so replicas of one database take turns and only one works. Returns
+ * 0, 1 when another process holds the lock (nothing done), or a negative
+ * ERR_* code. */
+int usage_maint_run(db_conn_t *conn, const char *schema, const usage_compact_opts_t *compaction,
+                    usage_compact_stats_t *stats) ONCEIOT_MUSTCHECK;
 void usage_maint_stop(usage_maint_t *m);
 
 /* ---- validate.c ---- */

@@ -443,23 +443,29 @@ static int svc__audit_verify(svc_t *svc)
     return rc < 0 ? 1 : rc == 1 ? 3 : 0;
 }
 
-static void svc__usage(const char *prog)
+static void svc__usage(const svc_def_t *def, const char *prog)
 {
     fprintf(stderr,
-            "usage: %s [serve|migrate|audit-verify]\n"
+            "usage: %s [serve|migrate|audit-verify%s]\n"
             "  serve         (default) apply migrations, then serve gRPC until SIGTERM\n"
             "  migrate       apply pending migrations and exit\n"
-            "  audit-verify  check the audit trail's hash chain (exit 3 when broken)\n"
-            "Configuration comes from ONCEIOT_* environment variables (see README).\n",
-            prog);
+            "  audit-verify  check the audit trail's hash chain (exit 3 when broken)\n",
+            prog, def->n_commands ? "|..." : "");
+    for (size_t i = 0; i < def->n_commands; i++)
+        fprintf(stderr, "  %-13s %s\n", def->commands[i].name, def->commands[i].help);
+    fprintf(stderr, "Configuration comes from ONCEIOT_* environment variables (see README).\n");
 }
 
 int svc_main(int argc, char **argv, const svc_def_t *def)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
+    const svc_command_t *command = NULL;
+    for (size_t i = 0; i < def->n_commands; i++)
+        if (strcmp(cmd, def->commands[i].name) == 0)
+            command = &def->commands[i];
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0 &&
-        strcmp(cmd, "audit-verify") != 0) {
-        svc__usage(argv[0]);
+        strcmp(cmd, "audit-verify") != 0 && !command) {
+        svc__usage(def, argv[0]);
         return 2;
     }
     svc_t svc;
@@ -498,6 +504,15 @@ int svc_main(int argc, char **argv, const svc_def_t *def)
     int rc = 0;
     if (def->uses_db && (svc.cfg.migrate_on_start || strcmp(cmd, "migrate") == 0))
         rc = svc__migrate(&svc);
+    if (rc == 0 && command) {
+        int status = def->uses_db ? svc__open_db(&svc) : 0;
+        if (status == 0)
+            status = command->run(&svc);
+        db_pool_close(svc.db);
+        pthread_mutex_destroy(&svc.mu);
+        pthread_cond_destroy(&svc.cv);
+        return status < 0 ? 1 : status;
+    }
     if (rc == 0 && strcmp(cmd, "serve") == 0) {
         if (def->uses_db)
             rc = svc__open_db(&svc);

@@ -23,7 +23,10 @@ typedef Onceiot__Usage__V1__ListUsageRecordsResponse records_t;
 typedef Onceiot__Usage__V1__GetFleetUsageResponse fleet_t;
 typedef Onceiot__Usage__V1__ListTopSimsResponse top_t;
 
-static const char *const env[] = {"ONCEIOT_USAGE_MAINTENANCE_S=1", NULL};
+/* Compaction off: these tests look at the raw partitions (test_usage_compact
+ * covers the compacted form). */
+static const char *const env[] = {"ONCEIOT_USAGE_MAINTENANCE_S=1",
+                                  "ONCEIOT_USAGE_COMPACT_AFTER_DAYS=0", NULL};
 static arena_t *arena;
 static const char *s1, *s2, *s3; /* organizations 1, 1, 2 */
 static int64_t day0;             /* 10 days ago, 00:00 UTC */

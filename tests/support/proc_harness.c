@@ -68,6 +68,12 @@ void ph_spawn(ph_proc_t *p, const char *binary, const char *const *env)
 
 void ph_spawn_at(ph_proc_t *p, int port, const char *binary, const char *const *env)
 {
+    ph_spawn_cmd(p, port, binary, NULL, env);
+}
+
+void ph_spawn_cmd(ph_proc_t *p, int port, const char *binary, const char *arg,
+                  const char *const *env)
+{
     memset(p, 0, sizeof(*p));
     p->port = port;
     snprintf(p->addr, sizeof(p->addr), "127.0.0.1:%d", p->port);
@@ -108,7 +114,7 @@ void ph_spawn_at(ph_proc_t *p, int port, const char *binary, const char *const *
             dup2(fd, 2);
             close(fd);
         }
-        char *argv[] = {(char *)binary, NULL};
+        char *argv[] = {(char *)binary, (char *)arg, NULL};
         execve(binary, argv, envp);
         _exit(127);
     }

@@ -29,6 +29,9 @@ void ph_spawn(ph_proc_t *p, const char *binary, const char *const *env);
 /* ph_spawn on a given port (say, the port of a process that was killed, so
  * that its clients find it again). */
 void ph_spawn_at(ph_proc_t *p, int port, const char *binary, const char *const *env);
+/* ph_spawn_at with one argument (a subcommand; NULL: none). */
+void ph_spawn_cmd(ph_proc_t *p, int port, const char *binary, const char *arg,
+                  const char *const *env);
 /* Health of a service name at addr: 0 UNKNOWN, 1 SERVING, 2 NOT_SERVING,
  * -1 when the call failed. */
 int ph_health(const char *addr, const char *service);

@@ -69,6 +69,26 @@ static void usage_h__start_usage(int port)
     mem_free(env);
 }
 
+void usage_h_spawn_command(ph_proc_t *p, const char *cmd, const char *const *env)
+{
+    const char **base = usage_h__env();
+    size_t n = 0, m = 0;
+    while (base[n])
+        n++;
+    while (env && env[m])
+        m++;
+    const char **e = mem_calloc(n + m + 1, sizeof(char *));
+    for (size_t i = 0; i < m; i++)
+        e[i] = env[i]; /* first: they win */
+    for (size_t i = 0; i < n; i++)
+        e[m + i] = base[i];
+    char *bin = ph_build_path("services/onceiot-usage");
+    ph_spawn_cmd(p, ph_free_port(), bin, cmd, e);
+    mem_free(bin);
+    mem_free(e);
+    mem_free(base);
+}
+
 void usage_h_start(const char *const *env)
 {
     sims_h_start();

@@ -33,6 +33,9 @@ void usage_h_stop(void);
 /* Sends sig to usage and waits for it to end (SIGKILL: no clean exit
  * expected), then starts it again on the same port, keeping its schema. */
 void usage_h_restart_usage(int sig);
+/* Spawns "onceiot-usage cmd" with usage's environment, env (may be NULL)
+ * first, and returns at once (ph_stop(p, 0, ...) waits for its exit). */
+void usage_h_spawn_command(ph_proc_t *p, const char *cmd, const char *const *env);
 /* Freezes sims (SIGSTOP), so the next deliveries hang inside their call. */
 void usage_h_freeze_sims(void);
 /* Waits until the dispatcher holds an outbox row (inside a call to the

@@ -20,6 +20,15 @@
 
 typedef struct svc svc_t;
 
+/* A subcommand of a service binary besides serve and migrate (usage's
+ * "compact"): run after the configuration, migrations and pool, instead of
+ * serving; its return value is the exit status. */
+typedef struct svc_command {
+    const char *name;
+    const char *help; /* one line for the usage text */
+    int (*run)(svc_t *svc);
+} svc_command_t;
+
 typedef struct svc_def {
     const char *name;                   /* "sims": log name, schema, schema/<name>/ */
     const char *default_listen;         /* "127.0.0.1:50062" */
@@ -35,6 +44,8 @@ typedef struct svc_def {
      * conn every ONCEIOT_UPKEEP_INTERVAL_S (default hourly) after the
      * runtime's own (expired request ids); returns 0 or an ERR_* code. */
     int (*upkeep)(svc_t *svc, db_conn_t *conn);
+    const svc_command_t *commands; /* optional */
+    size_t n_commands;
 } svc_def_t;
 
 int svc_main(int argc, char **argv, const svc_def_t *def);

@@ -1,0 +1,55 @@
+/* The usage service's per-SIM list statements over both forms of a day
+ * (raw rows and compacted rows), shared with the compaction benchmark
+ * (tools/bench/bench_compact.c), so it times the very SQL the service runs. */
+#ifndef ONCEIOT_USAGE_SQL_H
+#define ONCEIOT_USAGE_SQL_H
+
+/* The bounds of a per-SIM list over both forms of its days ($2 start, $3
+ * end, $5 the page token's time in microseconds, all optional): lo/hi in
+ * microseconds (hi exclusive: the token's own instant stays in, its id
+ * decides), and the UTC days they fall on, for the compacted rows. */
+#define LIST_BOUNDS                                                                                \
+    "b AS (SELECT coalesce((extract(epoch FROM $2::timestamptz) * 1000000)::bigint, "              \
+    "-9223372036854775808) AS lo, least(coalesce((extract(epoch FROM $3::timestamptz) * "          \
+    "1000000)::bigint, 9223372036854775807), $5::bigint + 1) AS hi, least($3::timestamptz, "       \
+    "'epoch'::timestamptz + ($5::bigint + 1) * interval '1 microsecond') AS hi_ts), "              \
+    "bd AS (SELECT lo, hi, coalesce(($2::timestamptz AT TIME ZONE 'UTC')::date, '-infinity') AS "  \
+    "lo_day, coalesce(((hi_ts - interval '1 microsecond') AT TIME ZONE 'UTC')::date, "             \
+    "'infinity') AS hi_day FROM b), "
+/* The compacted days of SIM $1 a page of $4 can reach, newest first: every
+ * day inside the range holds all its rows, so once the days newer than one
+ * (but the first, which the token or end may cut) hold $4 rows, older days
+ * cannot be on the page. Read from the primary key alone (count INCLUDEd). */
+#define LIST_DAYS(table, count)                                                                    \
+    "days AS (SELECT w.day FROM (SELECT c.day, coalesce(sum(c." count                              \
+    ") FILTER (WHERE c.day < bd.hi_day) OVER (ORDER BY c.day DESC ROWS BETWEEN UNBOUNDED "         \
+    "PRECEDING AND 1 PRECEDING), 0) AS before FROM " table " c, bd WHERE c.sim_id = $1 "           \
+    "AND c.day >= bd.lo_day AND c.day <= bd.hi_day) w WHERE w.before < $4), "
+
+/* ListUsageRecords: $1 sim_id, $2/$3 the range (optional), $4 the page size
+ * + 1, $5/$6 the page token's time (microseconds) and id (optional). Newest
+ * first, keyset on (timestamp, id), over the raw rows and the compacted days
+ * alike: the page of each form, then the page of both. */
+#define USAGE_SQL_LIST_RECORDS                                                                     \
+    "WITH raw AS (SELECT id, iccid, (extract(epoch FROM \"timestamp\") * 1000000)::bigint AS "     \
+    "ts_us, volume_rx, volume_tx, total_volume, sms_mo, sms_mt, session_count, mcc, mnc, "         \
+    "country, rat FROM sim_usage WHERE sim_id = $1 "                                               \
+    "AND \"timestamp\" >= coalesce($2::timestamptz, '-infinity') "                                 \
+    "AND \"timestamp\" < coalesce($3::timestamptz, 'infinity') "                                   \
+    "AND (\"timestamp\", id) < (coalesce('epoch'::timestamptz + $5::bigint * interval "            \
+    "'1 microsecond', 'infinity'), coalesce($6::bigint, 9223372036854775807)) "                    \
+    "ORDER BY \"timestamp\" DESC, id DESC LIMIT $4), " LIST_BOUNDS LIST_DAYS(                      \
+        "sim_usage_compact",                                                                       \
+        "records") "comp AS (SELECT d.id, c.iccid, d.ts_us, d.volume_rx, "                         \
+                   "d.volume_tx, d.volume_rx + d.volume_tx AS total_volume, "                      \
+                   "d.sms_mo, d.sms_mt, d.session_count, d.mcc, d.mnc, "                           \
+                   "d.country, d.rat FROM sim_usage_compact c CROSS JOIN "                         \
+                   "LATERAL sim_usage_decoded(c) d, bd WHERE c.sim_id = $1 "                       \
+                   "AND c.day IN (SELECT day FROM days) AND d.ts_us >= bd.lo "                     \
+                   "AND d.ts_us < bd.hi AND ($5::bigint IS NULL OR "                               \
+                   "(d.ts_us, d.id) < ($5::bigint, $6::bigint)) "                                  \
+                   "ORDER BY d.ts_us DESC, d.id DESC LIMIT $4) "                                   \
+                   "SELECT * FROM raw UNION ALL SELECT * FROM comp ORDER BY "                      \
+                   "ts_us DESC, id DESC LIMIT $4"
+
+#endif
