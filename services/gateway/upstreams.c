@@ -50,28 +50,51 @@ struct gw_upstreams {
     bool stopping; /* guarded by mu */
 };
 
-/* A channel with a subchannel pool of its own: channels to one address
- * otherwise share the global pool and so one connection. Retries are off
- * (the client decides), message limits are the gateway's. */
-static grpc_channel *upstreams__proxy_channel(const char *addr, size_t max_message_bytes)
+/* A channel for proxied calls: a subchannel pool of its own (channels to
+ * one target otherwise share the global pool and so one connection per
+ * address), round robin over the upstream's addresses, the upstream's
+ * idempotent reads (retry_methods) retried on UNAVAILABLE, so a replica
+ * killed under a read costs no failed call; everything else is not retried
+ * (the client decides). */
+static grpc_channel *upstreams__proxy_channel(const char *addr, size_t max_message_bytes,
+                                              const char *const *retry_methods, size_t n_retry,
+                                              bool round_robin)
 {
-    grpc_arg args[] = {
-        {GRPC_ARG_INTEGER,
-         GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-         {.integer = (int)max_message_bytes}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = (int)max_message_bytes}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_RETRIES, {.integer = 0}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, {.integer = 1}},
+    rpc_channel_cfg_t cfg = {
+        .round_robin = round_robin,
+        .max_message_bytes = max_message_bytes,
+        .retry_methods = retry_methods,
+        .n_retry_methods = n_retry,
         /* The health thread resets the backoff when it sees the upstream
          * back; this bounds the wait should it not (core's default grows to
-         * 120 s). */
-        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, {.integer = GW_MAX_BACKOFF_MS}},
+         * 120 s), and is how soon an address that starts answering (a new
+         * replica on a listed port) gets calls. */
+        .max_reconnect_backoff_ms = GW_MAX_BACKOFF_MS,
+        .own_subchannels = true,
     };
-    grpc_channel_args cargs = {sizeof(args) / sizeof(args[0]), args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    grpc_channel *ch = grpc_channel_create(addr, creds, &cargs);
-    grpc_channel_credentials_release(creds);
-    return ch;
+    return rpc_channel_create(addr, &cfg);
+}
+
+/* The methods of upstream i that a retry cannot harm: unary standard reads
+ * (AIP Get and List) under a read scope ("sims:read"). The scope alone is
+ * not enough: ChangePassword is under "users:read". Paths point into the
+ * routes; *n set. mem_free the array. */
+static const char **upstreams__retry_methods(const gw_routes_t *routes, size_t i, size_t *n)
+{
+    const char **out = mem_calloc(gw_routes_count(routes) + 1, sizeof(*out));
+    *n = 0;
+    for (size_t k = 0; k < gw_routes_count(routes); k++) {
+        const gw_route_t *r = gw_routes_at(routes, k);
+        const char *scope = r->rule.scope;
+        size_t sl = strlen(scope);
+        const char *name = strrchr(r->path, '/');
+        if (r->upstream != i || !r->unary || r->rule.internal || sl < 5 ||
+            strcmp(scope + sl - 5, ":read") != 0 || !name)
+            continue;
+        if (strncmp(name + 1, "Get", 3) == 0 || strncmp(name + 1, "List", 4) == 0)
+            out[(*n)++] = r->path;
+    }
+    return out;
 }
 
 int gw_upstreams_open(const gw_routes_t *routes, size_t max_message_bytes, size_t n_proxy,
@@ -86,7 +109,8 @@ int gw_upstreams_open(const gw_routes_t *routes, size_t max_message_bytes, size_
     u->routes = routes;
     pthread_mutex_init(&u->mu, NULL);
     pthread_cond_init(&u->cv, NULL);
-    cfg_var_t *vars = mem_calloc(n, sizeof(*vars));
+    cfg_var_t *vars = mem_calloc(n + 1, sizeof(*vars));
+    bool rr = false;
     char **names = mem_calloc(n, sizeof(*names));
     u->identity = -1;
     for (size_t i = 0; i < n; i++) {
@@ -101,13 +125,26 @@ int gw_upstreams_open(const gw_routes_t *routes, size_t max_message_bytes, size_
             names[i], CFG_ADDR, NULL,          true,
             0,        0,        &u->u[i].addr, "address of an upstream service, host:port"};
     }
-    int rc = cfg_load(vars, n, err, errlen);
+    vars[n] = (cfg_var_t){"ONCEIOT_UPSTREAM_ROUND_ROBIN",
+                          CFG_BOOL,
+                          "false",
+                          false,
+                          0,
+                          0,
+                          &rr,
+                          "spread proxied calls over every address of an upstream (round robin; "
+                          "the manifests set it with headless Services)"};
+    int rc = cfg_load(vars, n + 1, err, errlen);
     for (size_t i = 0; rc == 0 && i < n; i++)
         rc = rpc_channel_new(u->u[i].addr, max_message_bytes, &u->u[i].ch);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         u->u[i].proxy = mem_calloc(u->n_proxy, sizeof(grpc_channel *));
+        size_t n_retry;
+        const char **retry = upstreams__retry_methods(routes, i, &n_retry);
         for (size_t k = 0; k < u->n_proxy; k++)
-            u->u[i].proxy[k] = upstreams__proxy_channel(u->u[i].addr, max_message_bytes);
+            u->u[i].proxy[k] =
+                upstreams__proxy_channel(u->u[i].addr, max_message_bytes, retry, n_retry, rr);
+        mem_free(retry);
     }
     for (size_t i = 0; i < n; i++)
         mem_free(names[i]);

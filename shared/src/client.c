@@ -28,6 +28,65 @@ struct rpc_stream {
     size_t n_send_md;
 };
 
+/* The service config: round robin (or core's default), and for each retried method a retry of
+ * UNAVAILABLE (the server went away before answering; the next attempt goes
+ * to another address), three attempts at most, within the call's deadline.
+ * Returned with mem_printf. */
+static char *client__service_config(const rpc_channel_cfg_t *cfg)
+{
+    char *names = mem_strdup("");
+    for (size_t i = 0; i < cfg->n_retry_methods; i++) {
+        const char *path = cfg->retry_methods[i];
+        const char *slash = strrchr(path, '/');
+        if (path[0] != '/' || !slash || slash == path)
+            continue;
+        char *next = mem_printf("%s%s{\"service\":\"%.*s\",\"method\":\"%s\"}", names,
+                                *names ? "," : "", (int)(slash - path - 1), path + 1, slash + 1);
+        mem_free(names);
+        names = next;
+    }
+    char *retry = *names ? mem_printf("\"methodConfig\":[{\"name\":[%s],\"retryPolicy\":{"
+                                      "\"maxAttempts\":3,\"initialBackoff\":\"0.02s\","
+                                      "\"maxBackoff\":\"0.2s\",\"backoffMultiplier\":2,"
+                                      "\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]",
+                                      names)
+                         : mem_strdup("");
+    const char *lb = cfg->round_robin ? "\"loadBalancingConfig\":[{\"round_robin\":{}}]" : "";
+    char *out = mem_printf("{%s%s%s}", lb, *lb && *retry ? "," : "", retry);
+    mem_free(retry);
+    mem_free(names);
+    return out;
+}
+
+grpc_channel *rpc_channel_create(const char *target, const rpc_channel_cfg_t *cfg)
+{
+    int max = cfg->max_message_bytes ? (int)cfg->max_message_bytes : 4 << 20;
+    char *sc = client__service_config(cfg);
+    grpc_arg args[7] = {
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = max}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = max}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_RETRIES, {.integer = cfg->n_retry_methods > 0}},
+        {GRPC_ARG_STRING, GRPC_ARG_SERVICE_CONFIG, {.string = sc}},
+        {GRPC_ARG_INTEGER,
+         GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS,
+         {.integer = RPC_CHANNEL_MIN_RERESOLVE_MS}},
+    };
+    size_t n = 5;
+    if (cfg->own_subchannels)
+        args[n++] =
+            (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, {.integer = 1}};
+    if (cfg->max_reconnect_backoff_ms > 0)
+        args[n++] = (grpc_arg){GRPC_ARG_INTEGER,
+                               GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                               {.integer = cfg->max_reconnect_backoff_ms}};
+    grpc_channel_args cargs = {n, args};
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel *ch = grpc_channel_create(target, creds, &cargs);
+    grpc_channel_credentials_release(creds);
+    mem_free(sc); /* core copied the arguments */
+    return ch;
+}
+
 int rpc_channel_new(const char *target, size_t max_message_bytes, rpc_channel_t **out)
 {
     *out = NULL;
@@ -36,19 +95,10 @@ int rpc_channel_new(const char *target, size_t max_message_bytes, rpc_channel_t 
     if (max_message_bytes == 0)
         max_message_bytes = 4u << 20;
     grpc_init();
-    grpc_arg args[] = {
-        {GRPC_ARG_INTEGER,
-         GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-         {.integer = (int)max_message_bytes}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = (int)max_message_bytes}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_RETRIES, {.integer = 0}},
-    };
-    grpc_channel_args cargs = {sizeof(args) / sizeof(args[0]), args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     rpc_channel_t *c = mem_calloc(1, sizeof(*c));
-    c->ch = grpc_channel_create(target, creds, &cargs);
+    c->ch =
+        rpc_channel_create(target, &(rpc_channel_cfg_t){.max_message_bytes = max_message_bytes});
     c->max_message = max_message_bytes;
-    grpc_channel_credentials_release(creds);
     *out = c;
     return 0;
 }

@@ -11,6 +11,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,7 +98,7 @@ int rpc_server_new(const rpc_server_opts_t *opts, rpc_server_t **out)
     *out = NULL;
     if (opts->io_threads < 1 || opts->workers < 1 || opts->queue_limit < 1 ||
         opts->max_streams < 1 || opts->max_message_bytes < 1024 || opts->grace_ms < 0 ||
-        !opts->listen) {
+        opts->max_connection_age_ms < 0 || opts->max_connection_age_grace_ms < 0 || !opts->listen) {
         log_msg(LOG_ERROR, "server_config", "invalid server options");
         return ERR_CONFIG;
     }
@@ -128,6 +129,17 @@ int rpc_server_new(const rpc_server_opts_t *opts, rpc_server_t **out)
          GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
          {.integer = (int)opts->max_message_bytes}},
         {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}},
+        /* Clients keep an HTTP/2 connection for ever unless told: an aged
+         * connection gets a GOAWAY, so a client re-resolves the name and
+         * spreads its calls over the replicas there now (new pods included);
+         * its calls in flight finish within the grace. */
+        {GRPC_ARG_INTEGER,
+         GRPC_ARG_MAX_CONNECTION_AGE_MS,
+         {.integer = opts->max_connection_age_ms ? opts->max_connection_age_ms : INT_MAX}},
+        {GRPC_ARG_INTEGER,
+         GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+         {.integer =
+              opts->max_connection_age_grace_ms ? opts->max_connection_age_grace_ms : INT_MAX}},
     };
     grpc_channel_args cargs = {sizeof(args) / sizeof(args[0]), args};
     srv->server = grpc_server_create(&cargs, NULL);

@@ -44,6 +44,8 @@ typedef struct svc_config {
     long max_streams;
     long max_message_bytes;
     long grace_ms;
+    long max_connection_age_ms;
+    long max_connection_age_grace_ms;
     long health_interval_ms;
     long upkeep_interval_s;
     bool migrate_on_start;
@@ -128,6 +130,12 @@ static int svc__config(svc_t *svc, char *err, size_t errlen)
         {"ONCEIOT_MAX_MESSAGE_BYTES", CFG_INT, "4194304", false, 1024, 1073741824,
          &c->max_message_bytes, NULL},
         {"ONCEIOT_GRACE_MS", CFG_INT, "10000", false, 0, 3600000, &c->grace_ms, NULL},
+        {"ONCEIOT_MAX_CONNECTION_AGE_MS", CFG_INT, "30000", false, 0, 86400000,
+         &c->max_connection_age_ms,
+         "a client connection is told to go (GOAWAY) after this, so clients re-resolve; 0: never"},
+        {"ONCEIOT_MAX_CONNECTION_AGE_GRACE_MS", CFG_INT, "3600000", false, 0, 86400000,
+         &c->max_connection_age_grace_ms,
+         "calls on a connection told to go get this long to finish (streams: their lifetime)"},
         {"ONCEIOT_HEALTH_INTERVAL_MS", CFG_INT, "1000", false, 50, 600000, &c->health_interval_ms,
          NULL},
         {"ONCEIOT_UPKEEP_INTERVAL_S", CFG_INT, "3600", false, 1, 86400, &c->upkeep_interval_s,
@@ -345,6 +353,8 @@ static int svc__serve(svc_t *svc)
         .max_streams = (int)svc->cfg.max_streams,
         .max_message_bytes = (size_t)svc->cfg.max_message_bytes,
         .grace_ms = (int)svc->cfg.grace_ms,
+        .max_connection_age_ms = (int)svc->cfg.max_connection_age_ms,
+        .max_connection_age_grace_ms = (int)svc->cfg.max_connection_age_grace_ms,
         .descset = descset_embedded,
         .descset_len = (size_t)(descset_embedded_end - descset_embedded),
     };

@@ -6,6 +6,7 @@
 
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -127,6 +128,19 @@ Test(sims_events, events_land_in_daily_partitions_managed_by_pg_partman)
 /* Events of the watcher's organization written by another caller after the
  * subscription took effect (the response headers say when) reach it, in
  * order; another organization's and those from before do not. */
+/* The next event of a watch (the i-th, for the message); fails the test
+ * when the stream ends instead. */
+static Onceiot__Sims__V1__SimEvent *next_event(rpc_stream_t *s, int i)
+{
+    ProtobufCMessage *m;
+    if (rpc_stream_recv(s, &onceiot__sims__v1__sim_event__descriptor, &m) != 1) {
+        rpc_status_t st;
+        rpc_stream_finish(s, &st);
+        cr_assert_fail("event %d: the stream ended: %s: %s", i, err_grpc_name(st.code), st.message);
+    }
+    return (Onceiot__Sims__V1__SimEvent *)m;
+}
+
 Test(sims_events, a_watcher_sees_events_written_by_another_caller_in_its_organization)
 {
     principal_t u1 = sims_h_user(1), u2 = sims_h_user(2), svc = sims_h_root();
@@ -155,13 +169,7 @@ Test(sims_events, a_watcher_sees_events_written_by_another_caller_in_its_organiz
                      st.message);
     }
     for (int i = 0; i < 3; i++) {
-        ProtobufCMessage *m;
-        if (rpc_stream_recv(s, &onceiot__sims__v1__sim_event__descriptor, &m) != 1) {
-            rpc_stream_finish(s, &st);
-            cr_assert_fail("event %d: the stream ended: %s: %s", i, err_grpc_name(st.code),
-                           st.message);
-        }
-        Onceiot__Sims__V1__SimEvent *e = (Onceiot__Sims__V1__SimEvent *)m;
+        Onceiot__Sims__V1__SimEvent *e = next_event(s, i);
         cr_assert_str_eq(e->iccid, mine, "only the watcher's organization");
         cr_assert_eq(e->organization_id, 1);
         cr_assert_str_eq(e->event_type, types[i], "in commit order, none from before the watch");
@@ -245,4 +253,57 @@ ParameterizedTest(plan_case_t *c, sims_events, every_list_filter_and_order_uses_
               "%s:\n%s", c->name, plan);
     cr_assert(strstr(plan, "Index"), "%s:\n%s", c->name, plan);
     mem_free(plan);
+}
+
+/* Two replicas on one database: a watcher on one sees the events written
+ * through the other (the trigger's NOTIFY reaches every replica's
+ * listener), in commit order. */
+Test(sims_events, a_watcher_on_one_replica_sees_events_written_through_another)
+{
+    principal_t u1 = sims_h_user(1), svc = sims_h_root();
+    svc.credential = "service:usage";
+    const char *iccid = sims_h_iccid(20);
+    sims_h_create(&u1, iccid);
+    char *db = mem_printf("ONCEIOT_DATABASE_URL=%s", pgh_url());
+    char *key = mem_printf("ONCEIOT_PRINCIPAL_KEY=%s", sims_h.secret_hex);
+    char *schema = ph_source_path("schema");
+    char *dir = mem_printf("ONCEIOT_SCHEMA_DIR=%s/sims", schema);
+    const char *env[] = {db, key, dir, "ONCEIOT_GRACE_MS=3000", "ONCEIOT_LOG_LEVEL=warn", NULL};
+    char *bin = ph_build_path("services/onceiot-sims");
+    ph_proc_t other;
+    ph_start(&other, bin, env);
+    rpc_channel_t *ch;
+    cr_assert_eq(rpc_channel_new(other.addr, 1 << 22, &ch), 0);
+
+    Onceiot__Sims__V1__WatchEventsRequest req = ONCEIOT__SIMS__V1__WATCH_EVENTS_REQUEST__INIT;
+    const char *path = "/onceiot.sims.v1.SimService/WatchEvents";
+    rpc_md_t md[2];
+    principal_sign(&sims_h.key, &u1, path, sims_h.arena, md);
+    rpc_call_opts_t opts = {.timeout_ms = 20000, .metadata = md, .n_metadata = 2};
+    rpc_stream_t *s;
+    cr_assert_eq(rpc_stream_open(ch, path, sims_h.arena, &opts, &s), 0);
+    cr_assert_eq(rpc_stream_send(s, &req.base), 0);
+    cr_assert_eq(rpc_stream_close_send(s), 0);
+    cr_assert_eq(rpc_stream_headers(s), 0, "the subscription took effect");
+    static const char *const types[] = {"attach", "pdp_context_created", "detach"};
+    rpc_status_t st;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(record(&svc, NULL, iccid, types[i], "connectivity", NULL, &st), 0, "%s",
+                     st.message);
+    for (int i = 0; i < 3; i++) {
+        Onceiot__Sims__V1__SimEvent *e = next_event(s, i);
+        cr_assert_str_eq(e->iccid, iccid);
+        cr_assert_str_eq(e->event_type, types[i], "every event, in commit order");
+    }
+    rpc_stream_cancel(s);
+    rpc_stream_finish(s, &st);
+    cr_assert_eq(st.code, GRPC_STATUS_CANCELLED);
+    rpc_channel_free(ch);
+    cr_assert_eq(ph_stop(&other, SIGTERM, 10000), 0);
+    cr_assert(!ph_log_has_sanitizer_report(&other));
+    mem_free(bin);
+    mem_free(dir);
+    mem_free(schema);
+    mem_free(key);
+    mem_free(db);
 }

@@ -219,6 +219,12 @@ def check_docs(docs):
               f"{name}: Service port grpc")
         check(svc is not None and any(p["name"] == "metrics" for p in svc["spec"]["ports"]),
               f"{name}: Service port metrics")
+        # Calls, not connections, are spread: the upstreams' Services are
+        # headless (callers round-robin over the pods), the gateway's is not
+        # (it sits behind the user's load balancer).
+        headless = svc is not None and svc["spec"].get("clusterIP") == "None"
+        check(headless == (name != "onceiot-gateway"),
+              f"{name}: headless Service for an upstream, a normal one for the gateway")
         open_to_all = any(rule_is_open(r) for p in own for r in p["spec"].get("ingress", []))
         if name == "onceiot-gateway":
             check(open_to_all, f"{name}: the gateway is open to all")
@@ -274,6 +280,8 @@ def self_test(docs):
         "metrics off in a Deployment":
             lambda: find("Deployment", "onceiot-commerce")["spec"]["template"]["spec"]["containers"][0][
                 "env"].pop(1),
+        "an upstream behind a ClusterIP":
+            lambda: find("Service", "sims")["spec"].pop("clusterIP"),
         "a Deployment outside deny-all":
             lambda: find("Deployment", "onceiot-usage")["spec"]["template"]["metadata"]["labels"].pop(
                 "app.kubernetes.io/part-of"),

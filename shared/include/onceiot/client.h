@@ -44,9 +44,30 @@ typedef struct rpc_call_opts {
     bool wait_for_ready;
 } rpc_call_opts_t;
 
-/* Opens a channel to target ("127.0.0.1:50061", "dns:///sims:50061").
- * Retries are off so a failure is seen at once; max_message_bytes bounds both
- * directions (0: 4 MiB). */
+/* How a core channel is made. With round_robin, a channel spreads its calls
+ * over all the addresses its target resolves to ("dns:///sims:50062" on a
+ * headless Service: one per pod; "ipv4:127.0.0.1:1,127.0.0.1:2"); otherwise
+ * core's pick_first sends everything over one connection (but, unlike round
+ * robin, queues a call on a broken connection while it reconnects instead of
+ * failing it: the callers' kill-and-restart behaviour is built on that). It
+ * re-resolves when a server ends a connection (ONCEIOT_MAX_CONNECTION_AGE_MS)
+ * and at most every RPC_CHANNEL_MIN_RERESOLVE_MS. */
+#define RPC_CHANNEL_MIN_RERESOLVE_MS 5000
+typedef struct rpc_channel_cfg {
+    size_t max_message_bytes;         /* both directions; 0: 4 MiB */
+    const char *const *retry_methods; /* "/pkg.Svc/Method" safe to repeat: retried on UNAVAILABLE */
+    size_t n_retry_methods;           /* 0: retries off, a failure is seen at once */
+    int max_reconnect_backoff_ms;     /* 0: core's (grows to 120 s) */
+    bool own_subchannels;             /* a subchannel pool (so connections) of its own */
+    bool round_robin;                 /* spread calls over every address (else pick_first) */
+} rpc_channel_cfg_t;
+/* The one place channels are made: a core channel to target with cfg
+ * (grpc_channel_destroy it). */
+grpc_channel *rpc_channel_create(const char *target, const rpc_channel_cfg_t *cfg);
+
+/* Opens a channel to target ("127.0.0.1:50061", "dns:///sims:50061") made by
+ * rpc_channel_create: pick_first, retries off so a failure is seen at once;
+ * max_message_bytes bounds both directions (0: 4 MiB). */
 int rpc_channel_new(const char *target, size_t max_message_bytes,
                     rpc_channel_t **out) ONCEIOT_MUSTCHECK;
 void rpc_channel_free(rpc_channel_t *ch);

@@ -68,14 +68,16 @@ typedef enum {
 } rpc_health_t;
 
 typedef struct rpc_server_opts {
-    const char *listen;       /* "127.0.0.1:50061"; port 0 picks a free one */
-    int io_threads;           /* completion-queue threads, >= 1 */
-    int workers;              /* unary handler threads, >= 1 */
-    int queue_limit;          /* unary calls waiting for a worker before RESOURCE_EXHAUSTED */
-    int max_streams;          /* concurrent streaming calls before RESOURCE_EXHAUSTED */
-    size_t max_message_bytes; /* largest message received or sent */
-    int grace_ms;             /* how long a drain waits for calls in flight */
-    const uint8_t *descset;   /* serialized FileDescriptorSet of everything served */
+    const char *listen;        /* "127.0.0.1:50061"; port 0 picks a free one */
+    int io_threads;            /* completion-queue threads, >= 1 */
+    int workers;               /* unary handler threads, >= 1 */
+    int queue_limit;           /* unary calls waiting for a worker before RESOURCE_EXHAUSTED */
+    int max_streams;           /* concurrent streaming calls before RESOURCE_EXHAUSTED */
+    size_t max_message_bytes;  /* largest message received or sent */
+    int grace_ms;              /* how long a drain waits for calls in flight */
+    int max_connection_age_ms; /* a connection is sent GOAWAY after this (±10%); 0: never */
+    int max_connection_age_grace_ms; /* then its calls get this long before it closes */
+    const uint8_t *descset;          /* serialized FileDescriptorSet of everything served */
     size_t descset_len;
 } rpc_server_opts_t;
 
