@@ -88,6 +88,7 @@ static void usage__compact(usage_maint_t *m)
         log_msg(LOG_WARN, "compaction_skipped", "no database connection");
         return;
     }
+    db_set_scope(conn, 0, true); /* internal: every organization's rows */
     int rc = db_exec(conn, &compact, NULL, NULL);
     if (rc < 0)
         log_msg(LOG_WARN, "compaction_failed", "%s", db_errmsg(conn));
@@ -103,6 +104,7 @@ static void usage__maintain(usage_maint_t *m)
         log_msg(LOG_WARN, "maintenance_skipped", "no database connection");
         return;
     }
+    db_set_scope(conn, 0, true); /* internal: every organization's rows */
     const char *params[] = {m->parent};
     if (db_exec(conn, &partman, params, NULL) < 0)
         log_msg(LOG_WARN, "partman_maintenance", "%s", db_errmsg(conn));
