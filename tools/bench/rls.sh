@@ -90,7 +90,8 @@ ONCEIOT_DATABASE_URL="$ROLE_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=
 "$ROOT/tools/gen_sims" "$SU_URL" "$N_SIMS" 10 >/dev/null
 psql -q "$SU_URL" -c "ANALYZE sims.sims" -c "ANALYZE sims.sim_quotas"
 
-# start_sims NAME BIN [VAR=value...]: prints the port.
+# start_sims NAME BIN [VAR=value...]: sets STARTED to its port (not in a
+# subshell: its pid must reach PIDS, so the cleanup stops it).
 start_sims() {
     local name="$1" bin="$2" port
     shift 2
@@ -100,16 +101,18 @@ start_sims() {
         ONCEIOT_DB_POOL_SIZE=8 "$@" "$bin" >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
     wait_port "$port"
-    echo "$port"
+    STARTED="$port"
 }
-PORT=$(start_sims sims "$SIMS_BIN")
+start_sims sims "$SIMS_BIN"
+PORT="$STARTED"
 MAIN_PORT=""
 if [[ -n "${MAIN_SIMS_BIN:-}" ]]; then
     # Its migrations are behind this schema's: it must not try them.
-    MAIN_PORT=$(start_sims main "$MAIN_SIMS_BIN" ONCEIOT_MIGRATE_ON_START=false)
+    start_sims main "$MAIN_SIMS_BIN" ONCEIOT_MIGRATE_ON_START=false
+    MAIN_PORT="$STARTED"
 fi
 
-N=123457
+N=$((N_SIMS / 2 + 7)) # one of the generated SIMs
 ICCID=$(printf '8988%015d' $N)
 ORG=$((1 + N % 10))
 # A signed GetSim of organization $ORG (a user, not a superuser): the framed
