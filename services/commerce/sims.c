@@ -127,6 +127,8 @@ static int deliver__acquire(deliver_t *d)
     int rc = db_pool_acquire(svc_db(d->st->svc), CONN_TIMEOUT_MS, &d->conn);
     if (rc < 0)
         *d->why = "no database connection";
+    else
+        db_set_scope(d->conn, 0, true); /* fulfilment: the order's organization, any */
     return rc;
 }
 

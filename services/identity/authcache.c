@@ -162,6 +162,7 @@ int identity_cache_flush(identity_cache_t *c)
     db_conn_t *conn = NULL;
     int rc = db_pool_acquire(c->pool, 5000, &conn);
     if (rc == 0) {
+        db_set_scope(conn, 0, true); /* internal: keys of every organization */
         rc = identity_store_usage_flush(conn, rows, n);
         if (rc < 0)
             log_msg(LOG_WARN, "usage_flush_failed", "%s", db_errmsg(conn));

@@ -31,6 +31,10 @@ int identity_login(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessa
         return rpc_fail(call, ERR_UNAUTHENTICATED, LOGIN_FAILED);
     if ((rc = identity_password_slot_or_status(call)) < 0)
         return rc;
+    /* A username names its user in any organization; nothing but the
+     * user's own row (and its backoff) is read or changed. */
+    if (!svc_db_system_or_status(call))
+        return ERR_UNAVAILABLE;
     rc = identity_store_login_locked_or_status(call, r->username, address);
     if (rc < 0)
         return rc;
@@ -97,6 +101,10 @@ int identity_authenticate(rpc_call_t *call, const ProtobufCMessage *req, Protobu
     identity_apikey_hash(id->pepper, r->secret, hash);
     identity_auth_t auth;
     if (!identity_cache_get(&id->cache, hash, a, &auth)) {
+        /* The key's organization is what this finds out: the lookup runs
+         * over every organization. */
+        if (!svc_db_system_or_status(call))
+            return ERR_UNAVAILABLE;
         if ((rc = identity_store_key_authenticate_or_status(call, hash, &auth)) < 0)
             return rc;
         if (rc == 0)
@@ -148,6 +156,9 @@ int identity_get_verification_keys(rpc_call_t *call, const ProtobufCMessage *req
     out->keys = arena_alloc(a, sizeof(*out->keys));
     out->keys[0] = k;
     out->n_keys = 1;
+    /* Revocations of every organization, for the gateway. */
+    if (!svc_db_system_or_status(call))
+        return ERR_UNAVAILABLE;
     /* Older revocations cover only tokens that have expired anyway. */
     rc = identity_store_revocations_or_status(call, id->token_ttl_s + 60, &out->revocations,
                                               &out->n_revocations);

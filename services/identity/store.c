@@ -639,6 +639,7 @@ int identity_store_bootstrap(identity_t *id, db_pool_t *pool, const char *userna
     int rc = db_pool_acquire(pool, 10000, &conn);
     if (rc < 0)
         goto out;
+    db_set_scope(conn, 0, true); /* internal: is any user there at all? */
     /* The advisory lock makes replicas starting together create one admin:
      * the second waits, then finds the table no longer empty. */
     if ((rc = db_begin(conn)) < 0 ||

@@ -178,6 +178,7 @@ static int sims__send_event(sims_ctx_t *cx, const Onceiot__Sims__V1__WatchEvents
         rc = rpc_fail(cx->call, rc, "no database connection for the watch");
         goto out;
     }
+    svc_db_scope(cx->call, conn);
     const char *params[] = {
         id, us, cx->org, sims_nz(r->iccid), sims_nz(r->event_type), sims_nz(r->event_category)};
     rc = db_exec(conn, &watched_event, params, &res);
@@ -213,6 +214,7 @@ static int sims__subscribe_or_status(sims_ctx_t *cx, const char *iccid, sims_wat
         rc = rpc_fail(call, rc, "no database connection for the watch");
         goto out;
     }
+    svc_db_scope(call, conn);
     if (*iccid && (rc = sims_visible_or_status(cx, conn, iccid)) < 0) {
         db_pool_release(pool, conn);
         goto out;

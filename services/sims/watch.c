@@ -126,8 +126,12 @@ static PGconn *sims__listen(const char *url, const char *schema)
         return NULL;
     }
     const char *params[] = {schema};
-    PGresult *r = PQexecParams(c, "SELECT set_config('search_path', $1 || ', public', false)", 1,
-                               NULL, params, NULL, NULL, 0);
+    /* The listener's own connection does internal work only (partman's
+     * maintenance, pruning batch ids): every organization's rows. */
+    PGresult *r = PQexecParams(c,
+                               "SELECT set_config('search_path', $1 || ', public', false),"
+                               " set_config('" DB_SETTING_SUPERUSER "', 'true', false)",
+                               1, NULL, params, NULL, NULL, 0);
     bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     PQclear(r);
     if (ok) {

@@ -90,6 +90,7 @@ static void usage__compact(usage_maint_t *m)
         log_msg(LOG_WARN, "compaction_skipped", "no database connection");
         return;
     }
+    db_set_scope(conn, 0, true); /* internal: every organization's rows */
     int rc = db_exec(conn, &compact, NULL, NULL);
     if (rc < 0)
         log_msg(LOG_WARN, "compaction_failed", "%s", db_errmsg(conn));
@@ -130,6 +131,7 @@ int usage_maint_run(db_conn_t *conn, const char *schema, const usage_compact_opt
     snprintf(parents[0], sizeof(parents[0]), "%s.sim_usage", schema);
     snprintf(parents[1], sizeof(parents[1]), "%s.sim_connectivity", schema);
     memset(stats, 0, sizeof(*stats));
+    db_set_scope(conn, 0, true); /* internal: every organization's rows */
     PGresult *res = NULL;
     const char *sp[] = {schema};
     int rc = db_exec(conn, &lock_maint, sp, &res);

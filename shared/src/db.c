@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 enum {
@@ -35,8 +36,11 @@ struct db_conn {
     const db_stmt_t **prepared; /* statements prepared on pg */
     int nprepared;              /* entries used in prepared */
     int cap_prepared;           /* entries allocated in prepared */
-    int64_t timeout_ms;         /* statement_timeout in effect; -1 when unknown */
-    bool timeout_set_in_txn;    /* a SET ran inside the open transaction (ROLLBACK undoes it) */
+    int64_t timeout_ms;         /* this checkout's tighter statement_timeout; 0: the default */
+    int64_t scope_org;          /* db_set_scope's organization; 0: none */
+    bool settings_any;          /* db_set_scope or a tighter db_set_timeout was called */
+    bool scope_superuser;       /* db_set_scope's superuser flag */
+    bool settings_live;         /* the settings are in effect in the open transaction */
     char errmsg[1024];          /* last error message */
     char sqlstate[6];           /* last SQLSTATE */
     char constraint[128];       /* constraint named by the last error */
@@ -173,8 +177,7 @@ static void db__mark_broken(db_conn_t *c)
     PQfinish(c->pg);
     c->pg = NULL;
     c->nprepared = 0;
-    c->timeout_ms = -1;
-    c->timeout_set_in_txn = false;
+    c->settings_live = false;
     c->retry_at_ms = 0;
     log_msg(LOG_WARN, "db_connection_lost", "schema %s: %s", c->pool->schema, c->errmsg);
 }
@@ -214,19 +217,6 @@ static int db__fail(db_conn_t *c, const PGresult *res)
     return state != NULL ? db_map_sqlstate(state) : ERR_INTERNAL;
 }
 
-/* A SET made inside a transaction is undone when that transaction (or a
- * savepoint after it) rolls back; forget the tracked timeout then, so the
- * next db_set_timeout and the release really send it. */
-static void db__track_timeout(db_conn_t *c, PGresult *res)
-{
-    if (!c->timeout_set_in_txn)
-        return;
-    if (strncmp(PQcmdStatus(res), "ROLLBACK", 8) == 0)
-        c->timeout_ms = -1;
-    if (PQtransactionStatus(c->pg) == PQTRANS_IDLE)
-        c->timeout_set_in_txn = false;
-}
-
 /* Turns a result into a row count or an ERR_* code. Consumes res, unless it
  * succeeded and out is not NULL: then the caller owns it. */
 static int db__finish(db_conn_t *c, PGresult *res, PGresult **out)
@@ -257,12 +247,11 @@ static int db__finish(db_conn_t *c, PGresult *res, PGresult **out)
         rc = ERR_INTERNAL;
         break;
     }
-    if (rc >= 0) {
-        db__track_timeout(c, res);
-        if (out != NULL) {
-            *out = res;
-            res = NULL;
-        }
+    if (c->pg != NULL && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+        c->settings_live = false;
+    if (rc >= 0 && out != NULL) {
+        *out = res;
+        res = NULL;
     }
     PQclear(res);
     return rc;
@@ -285,30 +274,6 @@ static void db__remember_prepared(db_conn_t *c, const db_stmt_t *stmt)
         c->prepared = mem_realloc(c->prepared, sizeof *c->prepared * (size_t)c->cap_prepared);
     }
     c->prepared[c->nprepared++] = stmt;
-}
-
-/* Sets statement_timeout to ms, whatever the tracked value. */
-static int db__apply_timeout(db_conn_t *c, int64_t ms)
-{
-    char value[24];
-    const char *params[1] = {value};
-    PGTransactionStatusType ts;
-    PGresult *res;
-    int rc;
-
-    if (c->pg == NULL)
-        return db__lost(c);
-    ts = PQtransactionStatus(c->pg);
-    snprintf(value, sizeof value, "%lld", (long long)ms);
-    res = PQexecParams(c->pg, "SELECT pg_catalog.set_config('statement_timeout', $1, false)", 1,
-                       NULL, params, NULL, NULL, 0);
-    rc = db__finish(c, res, NULL);
-    if (rc < 0)
-        return rc;
-    c->timeout_ms = ms;
-    if (ts != PQTRANS_IDLE)
-        c->timeout_set_in_txn = true;
-    return 0;
 }
 
 /* True unless the idle connection's socket already tells that the server has
@@ -361,7 +326,6 @@ static int db__ensure_connected(db_pool_t *pool, db_conn_t *c, int64_t deadline_
     }
     c->pg = pg;
     c->backoff_ms = 0;
-    c->timeout_ms = pool->default_timeout_ms;
     log_msg(LOG_WARN, "db_reconnect", "schema %s: reconnected", pool->schema);
     return 0;
 }
@@ -415,7 +379,6 @@ int db_pool_open(const db_opts_t *opts, db_pool_t **out)
         db_conn_t *c = &pool->conns[i];
 
         c->pool = pool;
-        c->timeout_ms = -1;
         /* After one failure the rest stay unconnected (due for a retry on
          * acquire) rather than making the caller wait size times. */
         if (rc != 0)
@@ -426,7 +389,6 @@ int db_pool_open(const db_opts_t *opts, db_pool_t **out)
             rc = ERR_UNAVAILABLE;
             continue;
         }
-        c->timeout_ms = pool->default_timeout_ms;
     }
     *out = pool;
     return rc;
@@ -531,6 +493,11 @@ int db_pool_acquire(db_pool_t *pool, int64_t timeout_ms, db_conn_t **out)
     c->errmsg[0] = '\0';
     c->sqlstate[0] = '\0';
     c->constraint[0] = '\0';
+    c->timeout_ms = 0;
+    c->scope_org = 0;
+    c->scope_superuser = false;
+    c->settings_any = false;
+    c->settings_live = false;
     *out = c;
     return 0;
 }
@@ -553,12 +520,8 @@ void db_pool_release(db_pool_t *pool, db_conn_t *conn)
             break;
         }
     }
-    /* A connection whose timeout cannot be restored would carry a caller's
-     * deadline into the next caller's statements: start it afresh instead. */
-    if (conn->pg != NULL && conn->timeout_ms != pool->default_timeout_ms &&
-        db__apply_timeout(conn, pool->default_timeout_ms) < 0 && conn->pg != NULL)
-        db__mark_broken(conn);
-
+    /* The settings were transaction-local: nothing of this caller's scope or
+     * deadline outlives the rollback above. */
     pthread_mutex_lock(&pool->mu);
     conn->in_use = false;
     pool->in_use--;
@@ -615,15 +578,172 @@ bool db_pool_ping(db_pool_t *pool, int64_t timeout_ms)
 
 int db_set_timeout(db_conn_t *conn, int64_t timeout_ms)
 {
+    int64_t dflt = conn->pool->default_timeout_ms;
+
     /* statement_timeout = 0 would mean "none": an expired deadline must
      * instead make the next statement fail at once. */
     if (timeout_ms <= 0)
         timeout_ms = 1;
     if (timeout_ms > INT_MAX)
         timeout_ms = INT_MAX;
+    /* Only a bound tighter than the session's default is worth sending. */
+    if (dflt > 0 && timeout_ms >= dflt)
+        timeout_ms = 0;
     if (timeout_ms == conn->timeout_ms)
         return 0;
-    return db__apply_timeout(conn, timeout_ms);
+    conn->timeout_ms = timeout_ms;
+    conn->settings_any = true;
+    conn->settings_live = false;
+    return 0;
+}
+
+void db_set_scope(db_conn_t *conn, int64_t org_id, bool superuser)
+{
+    if (conn->settings_any && org_id == conn->scope_org && superuser == conn->scope_superuser)
+        return;
+    conn->scope_org = org_id > 0 ? org_id : 0;
+    conn->scope_superuser = superuser;
+    conn->settings_any = true;
+    conn->settings_live = false;
+}
+
+/* The transaction-local settings, one prepared statement sent ahead of (or,
+ * for BEGIN, right after) the statement that needs them. */
+static const db_stmt_t db__settings = {
+    "onceiot_db_settings",
+    "SELECT pg_catalog.set_config('" DB_SETTING_ORG_ID "', $1, true),"
+    " pg_catalog.set_config('" DB_SETTING_SUPERUSER "', $2, true),"
+    " pg_catalog.set_config('statement_timeout', $3, true)",
+    3};
+
+/* The parameters of db__settings, written into bufs. */
+static void db__settings_params(const db_conn_t *c, char bufs[2][24], const char *params[3])
+{
+    int64_t t = c->timeout_ms > 0 ? c->timeout_ms : c->pool->default_timeout_ms;
+
+    bufs[0][0] = '\0';
+    if (c->scope_org > 0)
+        snprintf(bufs[0], 24, "%lld", (long long)c->scope_org);
+    snprintf(bufs[1], 24, "%lld", (long long)t);
+    params[0] = bufs[0];
+    params[1] = c->scope_superuser ? "true" : "false";
+    params[2] = bufs[1];
+}
+
+/* One step of a pipelined round trip: a prepared statement (prepared first
+ * in the same round trip if this connection has not yet) or fixed SQL. */
+typedef struct db__step {
+    const db_stmt_t *stmt;     /* or NULL, then sql */
+    const char *sql;           /* a single statement, planned for its parameters */
+    int nparams;               /* sql's parameters */
+    const char *const *params; /* stmt's (or sql's) text parameters */
+} db__step_t;
+
+static int db__pipeline_lost(db_conn_t *c)
+{
+    char msg[512];
+
+    db__copy_msg(msg, sizeof msg, PQerrorMessage(c->pg));
+    snprintf(c->errmsg, sizeof c->errmsg, "database connection lost (%s)", msg);
+    snprintf(c->sqlstate, sizeof c->sqlstate, "08006");
+    c->constraint[0] = '\0';
+    db__mark_broken(c);
+    return ERR_UNAVAILABLE;
+}
+
+/* Sends the n steps (and the prepares they need) in one pipeline ended by
+ * one Sync, so they cost one round trip; outside a transaction block they
+ * run as one implicit transaction, which is what makes set_config(..., true)
+ * reach the statement after it. Returns the row count of step keep (its
+ * result handed over in *out as db_exec does) or the first error. */
+static int db__pipeline(db_conn_t *c, const db__step_t *steps, int n, int keep, PGresult **out)
+{
+    const db_stmt_t *prepares[4] = {NULL}; /* per query sent: the statement it prepares */
+    int kept[4];                           /* per query sent: the step whose result it is, or -1 */
+    int nq = 0;
+    int rc = 0;
+    int rows = 0;
+    PGresult *res;
+
+    if (!PQenterPipelineMode(c->pg))
+        return db__pipeline_lost(c);
+    for (int i = 0; i < n; i++) {
+        const db_stmt_t *st = steps[i].stmt;
+        int ok;
+
+        if (st != NULL && !db__is_prepared(c, st)) {
+            if (!PQsendPrepare(c->pg, st->name, st->sql, st->nparams, NULL))
+                return db__pipeline_lost(c);
+            prepares[nq] = st;
+            kept[nq++] = -1;
+        }
+        if (st != NULL)
+            ok = PQsendQueryPrepared(c->pg, st->name, st->nparams, steps[i].params, NULL, NULL, 0);
+        else
+            ok = PQsendQueryParams(c->pg, steps[i].sql, steps[i].nparams, NULL, steps[i].params,
+                                   NULL, NULL, 0);
+        if (!ok)
+            return db__pipeline_lost(c);
+        prepares[nq] = NULL;
+        kept[nq++] = i;
+    }
+    if (!PQpipelineSync(c->pg))
+        return db__pipeline_lost(c);
+    for (int q = 0; q < nq; q++) {
+        bool got = false;
+
+        while ((res = PQgetResult(c->pg)) != NULL) {
+            ExecStatusType st = PQresultStatus(res);
+
+            got = true;
+            if (st == PGRES_PIPELINE_ABORTED) {
+                PQclear(res);
+                continue;
+            }
+            if (rc == 0 && kept[q] == keep) {
+                int r = db__finish(c, res, out);
+                if (r < 0)
+                    rc = r;
+                else
+                    rows = r;
+            } else {
+                if (rc == 0 && st == PGRES_FATAL_ERROR)
+                    rc = db__fail(c, res);
+                else if (st == PGRES_COMMAND_OK && prepares[q] != NULL)
+                    db__remember_prepared(c, prepares[q]);
+                PQclear(res);
+            }
+            if (c->pg == NULL)
+                return rc < 0 ? rc : db__lost(c);
+        }
+        if (!got)
+            return db__pipeline_lost(c);
+    }
+    res = PQgetResult(c->pg);
+    if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        return db__pipeline_lost(c);
+    }
+    PQclear(res);
+    if (!PQexitPipelineMode(c->pg))
+        return db__pipeline_lost(c);
+    return rc < 0 ? rc : rows;
+}
+
+/* True when this checkout's settings must go with the next statement: they
+ * were given (db_set_scope, a tighter db_set_timeout) and are not in effect
+ * in an open transaction. */
+static bool db__needs_settings(const db_conn_t *c)
+{
+    return c->settings_any && !c->settings_live;
+}
+
+/* After a round trip that carried the settings: they stay in effect while
+ * the transaction block it opened or continued is open. */
+static void db__settings_sent(db_conn_t *c, int rc)
+{
+    if (rc >= 0 && c->pg != NULL && PQtransactionStatus(c->pg) == PQTRANS_INTRANS)
+        c->settings_live = true;
 }
 
 int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params, PGresult **res)
@@ -634,6 +754,17 @@ int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params, P
         *res = NULL;
     if (conn->pg == NULL)
         return db__lost(conn);
+    if (db__needs_settings(conn)) {
+        char bufs[2][24];
+        const char *sp[3];
+
+        db__settings_params(conn, bufs, sp);
+        db__step_t steps[2] = {{.stmt = &db__settings, .params = sp},
+                               {.stmt = stmt, .params = params}};
+        rc = db__pipeline(conn, steps, 2, 1, res);
+        db__settings_sent(conn, rc);
+        return rc;
+    }
     if (!db__is_prepared(conn, stmt)) {
         rc =
             db__finish(conn, PQprepare(conn->pg, stmt->name, stmt->sql, stmt->nparams, NULL), NULL);
@@ -652,15 +783,60 @@ int db_exec_custom(db_conn_t *conn, const db_stmt_t *stmt, const char *const *pa
         *res = NULL;
     if (conn->pg == NULL)
         return db__lost(conn);
+    if (db__needs_settings(conn)) {
+        char bufs[2][24];
+        const char *sp[3];
+
+        db__settings_params(conn, bufs, sp);
+        db__step_t steps[2] = {{.stmt = &db__settings, .params = sp},
+                               {.sql = stmt->sql, .nparams = stmt->nparams, .params = params}};
+        int rc = db__pipeline(conn, steps, 2, 1, res);
+        db__settings_sent(conn, rc);
+        return rc;
+    }
     return db__finish(
         conn, PQexecParams(conn->pg, stmt->sql, stmt->nparams, NULL, params, NULL, NULL, 0), res);
 }
 
+/* True when sql starts with word (any case) followed by a non-letter. */
+static bool db__starts_with(const char *sql, const char *word)
+{
+    size_t n = strlen(word);
+
+    while (*sql == ' ' || *sql == '\n' || *sql == '\t')
+        sql++;
+    return strncasecmp(sql, word, n) == 0 &&
+           !((sql[n] >= 'a' && sql[n] <= 'z') || (sql[n] >= 'A' && sql[n] <= 'Z'));
+}
+
 int db_exec_simple(db_conn_t *conn, const char *sql)
 {
+    bool ends = db__starts_with(sql, "COMMIT") || db__starts_with(sql, "ROLLBACK") ||
+                db__starts_with(sql, "END") || db__starts_with(sql, "ABORT");
+    int rc;
+
     if (conn->pg == NULL)
         return db__lost(conn);
-    return db__finish(conn, PQexec(conn->pg, sql), NULL);
+    if (ends || !db__needs_settings(conn)) {
+        rc = db__finish(conn, PQexec(conn->pg, sql), NULL);
+        if (ends)
+            conn->settings_live = false;
+        return rc;
+    }
+    char bufs[2][24];
+    const char *sp[3];
+
+    db__settings_params(conn, bufs, sp);
+    if (db__starts_with(sql, "BEGIN") || db__starts_with(sql, "START")) {
+        /* The settings belong inside the block BEGIN opens. */
+        db__step_t steps[2] = {{.sql = sql}, {.stmt = &db__settings, .params = sp}};
+        rc = db__pipeline(conn, steps, 2, 0, NULL);
+    } else {
+        db__step_t steps[2] = {{.stmt = &db__settings, .params = sp}, {.sql = sql}};
+        rc = db__pipeline(conn, steps, 2, 1, NULL);
+    }
+    db__settings_sent(conn, rc);
+    return rc;
 }
 
 int db_begin(db_conn_t *conn)
@@ -707,9 +883,8 @@ void db_rollback(db_conn_t *conn)
     /* Keep the message of the error that led here: report the rollback's own
      * failure only through the connection being closed. */
     res = PQexec(conn->pg, "ROLLBACK");
-    if (PQresultStatus(res) == PGRES_COMMAND_OK)
-        db__track_timeout(conn, res);
-    else
+    conn->settings_live = false;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
         db__mark_broken(conn);
     PQclear(res);
 }

@@ -530,6 +530,12 @@ int migrate_run_with(const char *db_url, const char *schema, const migrate_embed
     if (rc < 0)
         goto out;
     locked = true;
+    /* Migrations are the service's own work on every organization's rows
+     * (a backfill must see them through the row-level security policies). */
+    rc = run(pg, "SELECT pg_catalog.set_config('" DB_SETTING_SUPERUSER "', 'true', false)", 0, NULL,
+             NULL, "setting the migration's scope", err, errlen);
+    if (rc < 0)
+        goto out;
     rc = ensure_schema(pg, schema, ident, err, errlen);
     if (rc < 0)
         goto out;

@@ -218,6 +218,7 @@ static void svc__upkeep(svc_t *svc)
         svc->next_upkeep_ms = now; /* busy or down: at the next tick */
         return;
     }
+    db_set_scope(conn, 0, true); /* internal work: every organization */
     int pruned = requestid_prune(conn, REQUESTID_KEEP_HOURS);
     if (pruned < 0)
         log_msg(LOG_WARN, "upkeep_failed", "pruning request ids: %s", db_errmsg(conn));
@@ -544,6 +545,8 @@ const principal_key_t *svc_principal_key(const svc_t *svc)
     return svc->cfg.principal_key_hex ? &svc->principal_key : NULL;
 }
 
+static void svc__set_who(rpc_call_t *call, const principal_t *p);
+
 /* Who may speak on a method (the principal is verified): the gateway for
  * the users it authenticated, on public methods; a service only as itself
  * ("service:<issuer>") and only on methods whose rule lists it among the
@@ -606,8 +609,10 @@ const principal_t *svc_principal_or_status(rpc_call_t *call)
     principal_t *p;
     const char *why;
     int rc = svc__principal(call, &p, &why);
-    if (rc == 1)
+    if (rc == 1) {
+        svc__set_who(call, p);
         return p;
+    }
     rpc_fail(call, rc < 0 ? rc : ERR_UNAUTHENTICATED, "%s", why);
     return NULL;
 }
@@ -618,6 +623,8 @@ int svc_principal_optional_or_status(rpc_call_t *call, const principal_t **out)
     const char *why;
     int rc = svc__principal(call, &p, &why);
     *out = p;
+    if (rc == 1)
+        svc__set_who(call, p);
     if (rc < 0)
         return rpc_fail(call, rc, "%s", why);
     return 0;
@@ -699,22 +706,60 @@ int svc_db_fail(rpc_call_t *call, db_conn_t *conn, int rc)
 }
 
 typedef struct svc_call_db {
-    db_pool_t *pool;
-    db_conn_t *conn;
+    db_pool_t *pool;        /* NULL until a connection is taken */
+    db_conn_t *conn;        /* the call's connection, or NULL */
+    const principal_t *who; /* the verified principal, or NULL */
 } svc_call_db_t;
+
+/* The call's database state in rpc_call_local, made on first use. */
+static svc_call_db_t *svc__call_db(rpc_call_t *call)
+{
+    svc_call_db_t *d = rpc_call_local(call);
+    if (!d) {
+        d = arena_alloc(rpc_call_arena(call), sizeof(*d));
+        *d = (svc_call_db_t){0};
+        rpc_call_set_local(call, d);
+    }
+    return d;
+}
+
+/* Row-level security sees the principal's organization and superuser flag;
+ * a call without a verified principal gets no scope (sees no rows). */
+static void svc__scope(const principal_t *who, db_conn_t *conn)
+{
+    if (who)
+        db_set_scope(conn, who->organization_id, who->is_superuser);
+}
+
+/* Remembers the call's verified principal, and scopes its connection. */
+static void svc__set_who(rpc_call_t *call, const principal_t *p)
+{
+    svc_call_db_t *d = svc__call_db(call);
+    d->who = p;
+    if (d->conn)
+        svc__scope(p, d->conn);
+}
+
+void svc_db_scope(rpc_call_t *call, db_conn_t *conn)
+{
+    svc_call_db_t *d = rpc_call_local(call);
+    svc__scope(d ? d->who : NULL, conn);
+}
 
 static void svc__release_conn(void *arg)
 {
     svc_call_db_t *d = arg;
     db_pool_release(d->pool, d->conn);
+    d->conn = NULL;
 }
 
 /* Takes the call's connection (once per call, kept in rpc_call_local and
- * given back by a defer when the handler returns). Sets the status on error. */
+ * given back by a defer when the handler returns), scoped to the call's
+ * principal and bounded by its deadline. Sets the status on error. */
 static int svc__call_conn(rpc_call_t *call, db_conn_t **out)
 {
-    svc_call_db_t *d = rpc_call_local(call);
-    if (d) {
+    svc_call_db_t *d = svc__call_db(call);
+    if (d->conn) {
         *out = d->conn;
         return 0;
     }
@@ -730,11 +775,10 @@ static int svc__call_conn(rpc_call_t *call, db_conn_t **out)
         return rpc_fail(call, rc,
                         rc == ERR_RESOURCE_EXHAUSTED ? "no database connection became free in time"
                                                      : "the database is unavailable");
-    d = arena_alloc(rpc_call_arena(call), sizeof(*d));
     d->pool = svc->db;
     d->conn = conn;
-    rpc_call_set_local(call, d);
     rpc_call_defer(call, svc__release_conn, d);
+    svc__scope(d->who, conn);
     if (left != INT64_MAX && (rc = db_set_timeout(conn, left)) < 0)
         return svc_db_fail(call, conn, rc);
     *out = conn;
@@ -745,6 +789,15 @@ db_conn_t *svc_db_or_status(rpc_call_t *call)
 {
     db_conn_t *conn;
     return svc__call_conn(call, &conn) < 0 ? NULL : conn;
+}
+
+db_conn_t *svc_db_system_or_status(rpc_call_t *call)
+{
+    db_conn_t *conn;
+    if (svc__call_conn(call, &conn) < 0)
+        return NULL;
+    db_set_scope(conn, 0, true);
+    return conn;
 }
 
 int svc_exec_or_status(rpc_call_t *call, const db_stmt_t *stmt, const char *const *params,

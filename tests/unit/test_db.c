@@ -754,3 +754,119 @@ Test(db, open_with_a_bad_url_is_config_error)
     cr_assert_eq(db_pool_open(&opts, &p), ERR_CONFIG);
     cr_assert_null(p);
 }
+
+static const db_stmt_t read_scope = {
+    "test_db_read_scope",
+    "SELECT coalesce(current_setting('onceiot.org_id', true), '') AS org,"
+    " coalesce(current_setting('onceiot.superuser', true), '') AS su,"
+    " current_setting('statement_timeout') AS t",
+    0};
+
+/* The scope and timeout one statement sees, as "org/superuser/timeout". */
+static char *scope_seen(db_conn_t *c)
+{
+    PGresult *res = NULL;
+    int rc = db_exec(c, &read_scope, NULL, &res);
+    char *v;
+
+    cr_assert_eq(rc, 1, "%s: %s", err_name(rc), db_errmsg(c));
+    v = mem_printf("%s/%s/%s", db_get(res, 0, "org"), db_get(res, 0, "su"), db_get(res, 0, "t"));
+    PQclear(res);
+    return v;
+}
+
+static void assert_seen(char *got, const char *want)
+{
+    cr_assert_str_eq(got, want);
+    mem_free(got);
+}
+
+Test(db, scope_and_timeout_reach_an_autocommit_statement_and_end_with_it)
+{
+    db_conn_t *c = acquire(pool);
+
+    db_set_scope(c, 42, false);
+    cr_assert_eq(db_set_timeout(c, 1500), 0);
+    assert_seen(scope_seen(c), "42/false/1500ms");
+    /* Transaction-local: the session itself (a raw query) never holds them,
+     * so nothing is left to restore and no SET of its own was sent. */
+    assert_seen(query_value(c,
+                            "SELECT coalesce(current_setting('onceiot.org_id', true), '') || '/' ||"
+                            " current_setting('statement_timeout') AS v",
+                            "v"),
+                "/5s");
+    /* Each autocommit statement is its own transaction: it gets them again. */
+    assert_seen(scope_seen(c), "42/false/1500ms");
+    db_pool_release(pool, c);
+
+    /* The next checkout starts with no scope and the default timeout. */
+    c = acquire(pool);
+    assert_seen(scope_seen(c), "//5s");
+    db_pool_release(pool, c);
+}
+
+Test(db, scope_set_at_begin_holds_for_the_whole_transaction)
+{
+    db_conn_t *c = acquire(pool);
+
+    db_set_scope(c, 0, true);
+    cr_assert_eq(db_begin(c), 0, "%s", db_errmsg(c));
+    assert_seen(query_value(c, "SELECT current_setting('onceiot.superuser', true) AS v", "v"),
+                "true");
+    assert_seen(scope_seen(c), "/true/5s");
+    /* A new scope inside the transaction is sent with the next statement. */
+    db_set_scope(c, 7, false);
+    assert_seen(scope_seen(c), "7/false/5s");
+    cr_assert_eq(db_commit(c), 0, "%s", db_errmsg(c));
+    assert_seen(
+        query_value(c, "SELECT coalesce(current_setting('onceiot.org_id', true), '') AS v", "v"),
+        "");
+    /* BEGIN through db_exec_simple opens the block before the settings. */
+    cr_assert_eq(db_exec_simple(c, "BEGIN"), 0, "%s", db_errmsg(c));
+    assert_seen(query_value(c, "SELECT current_setting('onceiot.org_id', true) AS v", "v"), "7");
+    db_rollback(c);
+    /* After the rollback the next statement carries them again. */
+    assert_seen(scope_seen(c), "7/false/5s");
+    db_pool_release(pool, c);
+}
+
+Test(db, timeout_looser_than_the_default_is_not_sent)
+{
+    db_conn_t *c = acquire(pool);
+
+    cr_assert_eq(db_set_timeout(c, 60000), 0);
+    assert_seen(scope_seen(c), "//5s");
+    db_pool_release(pool, c);
+}
+
+Test(db, statement_error_with_the_settings_is_reported_and_the_connection_stays_usable)
+{
+    db_conn_t *c = acquire(pool);
+    int rc;
+
+    db_set_scope(c, 3, false);
+    rc = insert(c, "dup-scope", "-1", NULL);
+    cr_assert_eq(rc, ERR_INVALID_ARGUMENT, "got %s", err_name(rc));
+    cr_assert_str_eq(db_constraint(c), "items_qty_check");
+    cr_assert_eq(db_exec_simple(c, "SELECT 1 AS one"), 1, "%s", db_errmsg(c));
+    assert_seen(scope_seen(c), "3/false/5s");
+    db_pool_release(pool, c);
+}
+
+/* db_exec_custom (ListSims' custom plans) carries the scope in its round trip
+ * too: without it a forced policy would hide every row of such a query. */
+Test(db, custom_plan_statement_gets_the_scope_and_timeout)
+{
+    db_conn_t *c = acquire(pool);
+    PGresult *res = NULL;
+
+    db_set_scope(c, 42, false);
+    cr_assert_eq(db_set_timeout(c, 1500), 0);
+    int rc = db_exec_custom(c, &read_scope, NULL, &res);
+    cr_assert_eq(rc, 1, "%s: %s", err_name(rc), db_errmsg(c));
+    char *v =
+        mem_printf("%s/%s/%s", db_get(res, 0, "org"), db_get(res, 0, "su"), db_get(res, 0, "t"));
+    PQclear(res);
+    assert_seen(v, "42/false/1500ms");
+    db_pool_release(pool, c);
+}

@@ -54,8 +54,8 @@ void db_pool_close(db_pool_t *pool);
  * reconnect a broken one). ERR_RESOURCE_EXHAUSTED on timeout, ERR_UNAVAILABLE
  * when the server is down. */
 int db_pool_acquire(db_pool_t *pool, int64_t timeout_ms, db_conn_t **out) ONCEIOT_MUSTCHECK;
-/* Gives a connection back. An open transaction is rolled back and a changed
- * statement timeout is restored first. */
+/* Gives a connection back. An open transaction is rolled back first; the
+ * scope and timeout set on it end with this checkout. */
 void db_pool_release(db_pool_t *pool, db_conn_t *conn);
 /* The pool's connections handed out, callers waiting for one, and its
  * size, read under its lock (for metrics). */
@@ -64,9 +64,36 @@ void db_pool_stats(db_pool_t *pool, int *in_use, int *waiting, int *size);
  * the database answered within timeout_ms. */
 bool db_pool_ping(db_pool_t *pool, int64_t timeout_ms);
 
+/* Transaction-local settings.
+ *
+ * Row-level security policies in every service schema read who a statement
+ * works for from two settings, with current_setting(name, true):
+ *   onceiot.org_id     the organization id as text ('' or unset: none)
+ *   onceiot.superuser  'true' or 'false' (unset: not)
+ * db_set_scope and db_set_timeout only record values on the checkout; they
+ * are sent with set_config(..., true) in the same round trip as the next
+ * statement (one pipeline, one Sync): ahead of it for an autocommit statement
+ * (which, with its settings, is then one implicit transaction), right after
+ * BEGIN for a transaction, and not again until that transaction ends. So
+ * they cost no round trip of their own and never outlive the transaction,
+ * the checkout or a rollback. A checkout that calls neither sends nothing:
+ * its statements see no organization's rows (fail closed). With settings,
+ * db_exec_simple takes one statement at a time (the extended protocol).
+ *
+ * Who calls: the runtime, from the call's verified principal
+ * (svc_db_or_status); service-internal work without a principal (outbox
+ * handlers, maintenance, upkeep, bootstrap) says so explicitly with
+ * db_set_scope(conn, 0, true). */
+#define DB_SETTING_ORG_ID    "onceiot.org_id"
+#define DB_SETTING_SUPERUSER "onceiot.superuser"
+
+/* The organization (org_id > 0, else none) and superuser flag the
+ * statements that follow on this connection work for, until release. */
+void db_set_scope(db_conn_t *conn, int64_t org_id, bool superuser);
 /* Bounds the statements that follow on this connection (until release) to
- * timeout_ms; used to fit SQL inside a call's remaining deadline. Only sends
- * a SET when the value changes. */
+ * timeout_ms (<= 0: the next statement fails at once), to fit SQL inside a
+ * call's remaining deadline. Sent with the settings above, and only when it
+ * is tighter than the pool's default. Returns 0. */
 int db_set_timeout(db_conn_t *conn, int64_t timeout_ms) ONCEIOT_MUSTCHECK;
 
 /* Executes a prepared statement with text parameters (NULL entries are SQL

@@ -87,10 +87,25 @@ const principal_t *svc_principal_or_status(rpc_call_t *call);
 int svc_principal_optional_or_status(rpc_call_t *call, const principal_t **out) ONCEIOT_MUSTCHECK;
 
 /* Returns a database connection for this call, taken on first use and given
- * back when the handler returns. Its statement timeout is bounded by the
- * call's remaining deadline. On failure the call's status is already set
- * (UNAVAILABLE, RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) and NULL is returned. */
+ * back when the handler returns. It works for the call's verified principal
+ * (svc_principal_or_status, before or after): its organization and
+ * superuser flag are the row-level security scope (db_set_scope), so a
+ * query missing its organization filter still sees only that organization;
+ * a call without a verified principal sees no organization's rows. Its
+ * statement timeout is bounded by the call's remaining deadline. On failure the call's status is
+ * already set (UNAVAILABLE, RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) and NULL is returned. */
 db_conn_t *svc_db_or_status(rpc_call_t *call);
+/* The call's connection scoped to every organization, for what must read
+ * across them before any organization is known: internal methods of a caller
+ * that is not a superuser (identity's Authenticate and GetVerificationKeys
+ * for the gateway) and Login's lookup by username. Only after the caller is
+ * verified (or, for Login, on purpose); NULL with the status set on
+ * failure. */
+db_conn_t *svc_db_system_or_status(rpc_call_t *call);
+/* Scopes conn, taken from the pool by the handler itself (a stream that
+ * holds no connection between messages), to the call's principal as
+ * svc_db_or_status does; no principal: no scope. */
+void svc_db_scope(rpc_call_t *call, db_conn_t *conn);
 /* Sets the call's status for a failed statement (rc, an ERR_* code from
  * db_*) in the service's own words; PostgreSQL's text, SQLSTATE and
  * constraint go to the log only. conn may be NULL. Returns rc. */
