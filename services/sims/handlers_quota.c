@@ -226,34 +226,9 @@ static const db_stmt_t lock_sims = {
     "AND " SIMS_ORG_FILTER("organization_id", "$2") " ORDER BY iccid COLLATE \"C\" FOR UPDATE",
     2};
 
-/* Every quota of the batch in one statement (u.ord: the input's position).
- * As in sims_consume_quota, the row lock of the UPDATE serializes consumers
- * and the state before is derived from the one after. Quotas the batch does
- * not use (n = 0, most SMS quotas) are only read, not rewritten: their
- * outcome needs what is left, and nothing else changes. SIMs without a quota
- * of a type return no row for it: unmetered. */
-#define CONSUMED_COLUMNS                                                                           \
-    "q.volume, q.used_volume, q.remaining_volume, q.threshold_volume, q.threshold_reached, "       \
-    "q.auto_reload"
-static const db_stmt_t consume_all = {
-    "sims_consume_all",
-    "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]) WITH ORDINALITY "
-    "AS u(sim_id, quota_type, n, ord)), "
-    "c AS (UPDATE sim_quotas q SET used_volume = q.used_volume + u.n FROM u "
-    "WHERE u.n > 0 AND q.sim_id = u.sim_id AND q.quota_type = u.quota_type "
-    "RETURNING u.ord, " CONSUMED_COLUMNS ") "
-    "SELECT * FROM c UNION ALL SELECT u.ord, " CONSUMED_COLUMNS " FROM u JOIN sim_quotas q "
-    "ON q.sim_id = u.sim_id AND q.quota_type = u.quota_type WHERE u.n = 0",
-    3};
-
-static const db_stmt_t reload_all = {
-    "sims_reload_all",
-    "UPDATE sim_quotas q SET volume = q.volume + q.auto_reload_amount, "
-    "last_volume_added = q.auto_reload_amount "
-    "FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS u(sim_id, quota_type, ord) "
-    "WHERE q.sim_id = u.sim_id AND q.quota_type = u.quota_type "
-    "RETURNING u.ord, q.remaining_volume",
-    2};
+/* Their text is in sims_sql.h (the plan test EXPLAINs it). */
+static const db_stmt_t consume_all = {"sims_consume_all", SIMS_CONSUME_ALL, 3};
+static const db_stmt_t reload_all = {"sims_reload_all", SIMS_RELOAD_ALL, 2};
 
 /* The answer a batch got the first time (bytea, escaped as PostgreSQL's hex
  * output), marked replayed. */

@@ -59,4 +59,45 @@
     " AND ($12::text IS NULL OR (s.label, s.iccid) > ($11::text, $12))"                            \
     " ORDER BY s.label, s.iccid LIMIT $10"
 
+/* ApplyUsage's statements. $1 SIM ids, $2 quota types, ($3 amounts): one
+ * input row per quota, u.ord its position in the arrays.
+ *
+ * The arrays reach unnest through scalar subqueries (InitPlans), so the
+ * planner never sees their length: it plans the input as a few rows
+ * (unnest's default estimate), as in the generic plan the prepared statement
+ * gets after five executions, and probes sim_quotas_pkey once per input row
+ * whatever the batch's size, for any table of more than a few pages. Given the arrays as constants
+ * (the first five custom plans of each connection), it estimated the whole batch and, for a table
+ * of up to some tens of thousands of quotas, chose a hash join over a sequential scan of all of
+ * sim_quotas (tests/integration/test_sims_quota_plans.c, docs/ARCHITECTURE.md). */
+
+/* Every quota of a batch in one statement. As in sims_consume_quota, the row
+ * lock of the UPDATE serializes consumers and the state before is derived
+ * from the one after (the batch's SIMs are locked first, in ICCID order:
+ * sims_lock_sims). Quotas the batch does not use (n = 0, most SMS quotas)
+ * are only read, not rewritten: their outcome needs what is left, and nothing
+ * else changes. SIMs without a quota of a type return no row for it:
+ * unmetered. */
+#define SIMS_CONSUMED_COLUMNS                                                                      \
+    "q.volume, q.used_volume, q.remaining_volume, q.threshold_volume, q.threshold_reached, "       \
+    "q.auto_reload"
+#define SIMS_CONSUME_ALL                                                                           \
+    "WITH u AS (SELECT * FROM unnest((SELECT $1::bigint[]), (SELECT $2::text[]), "                 \
+    "(SELECT $3::bigint[])) WITH ORDINALITY AS u(sim_id, quota_type, n, ord)), "                   \
+    "c AS (UPDATE sim_quotas q SET used_volume = q.used_volume + u.n FROM u "                      \
+    "WHERE u.n > 0 AND q.sim_id = u.sim_id AND q.quota_type = u.quota_type "                       \
+    "RETURNING u.ord, " SIMS_CONSUMED_COLUMNS ") "                                                 \
+    "SELECT * FROM c UNION ALL SELECT u.ord, " SIMS_CONSUMED_COLUMNS " FROM u JOIN sim_quotas q "  \
+    "ON q.sim_id = u.sim_id AND q.quota_type = u.quota_type WHERE u.n = 0"
+
+/* The auto-reload of the depleted quotas of a batch; returns what each has
+ * now. */
+#define SIMS_RELOAD_ALL                                                                            \
+    "UPDATE sim_quotas q SET volume = q.volume + q.auto_reload_amount, "                           \
+    "last_volume_added = q.auto_reload_amount "                                                    \
+    "FROM unnest((SELECT $1::bigint[]), (SELECT $2::text[])) WITH ORDINALITY "                     \
+    "AS u(sim_id, quota_type, ord) "                                                               \
+    "WHERE q.sim_id = u.sim_id AND q.quota_type = u.quota_type "                                   \
+    "RETURNING u.ord, q.remaining_volume"
+
 #endif
