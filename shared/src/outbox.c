@@ -83,8 +83,9 @@ static const db_stmt_t fail_stmt = {
     "failed_at = now() WHERE id = $1 AND leased_by = $2",
     3};
 
-/* Gives back rows claimed but not tried (after the callee went away), with
- * the attempt not counted. */
+/* Gives back rows claimed but not tried (after the callee went away, or
+ * when half the lease has passed), with the attempt not counted; only rows
+ * still leased to us. */
 static const db_stmt_t release_stmt = {
     "outbox_release",
     "UPDATE outbox SET leased_until = NULL, leased_by = NULL, attempts = attempts - 1 "
@@ -227,12 +228,38 @@ static void outbox__log_lag(outbox_t *ob, int64_t *last_ms)
     log_end(&r);
 }
 
-/* Delivers the claimed rows in res. Returns true when the callee asked us to
- * back off (the rest of the claim is released untried). */
-static bool outbox__deliver(outbox_t *ob, PGresult *res, int n)
+/* Gives back the claimed rows from..n-1 of res untried (still ours only). */
+static void outbox__release(outbox_t *ob, PGresult *res, int from, int n, arena_t *a)
+{
+    if (from >= n)
+        return;
+    const char **ids = arena_alloc(a, (size_t)(n - from) * sizeof(char *));
+    for (int k = from; k < n; k++)
+        ids[k - from] = db_get(res, k, "id");
+    const char *p[] = {db_text_array(a, ids, (size_t)(n - from)), ob->owner};
+    (void)!outbox__exec(ob, &release_stmt, p, NULL);
+}
+
+typedef enum outbox_pass {
+    OUTBOX_PASS_ALL,     /* every claimed row was tried */
+    OUTBOX_PASS_BACKOFF, /* the callee asked us to back off; the rest was released */
+    OUTBOX_PASS_CUT,     /* half the lease had passed; the rest was released, still due */
+} outbox_pass_t;
+
+/* Delivers the claimed rows in res, claimed at claimed_ms (monotonic, taken
+ * before the claim statement, so no later than the lease's start). A row is
+ * started only while less than half the lease has passed: the other half is
+ * the margin in which a handler (bounded well inside it) finishes before
+ * another dispatcher may take the row again. */
+static outbox_pass_t outbox__deliver(outbox_t *ob, PGresult *res, int n, int64_t claimed_ms)
 {
     for (int i = 0; i < n; i++) {
         arena_t *a = arena_new();
+        if (outbox__now_ms() - claimed_ms >= ob->o.lease_ms / 2) {
+            outbox__release(ob, res, i, n, a);
+            arena_free(a);
+            return OUTBOX_PASS_CUT;
+        }
         const char *id = db_get(res, i, "id");
         const char *b64 = db_get(res, i, "payload");
         size_t cap = strlen(b64) + 1, len = 0;
@@ -283,19 +310,13 @@ static bool outbox__deliver(outbox_t *ob, PGresult *res, int n)
             log_int(&r, "attempts", m.attempts);
             log_str(&r, "error", err);
             log_end(&r);
-            if (i + 1 < n) {
-                const char **ids = arena_alloc(a, (size_t)(n - i - 1) * sizeof(char *));
-                for (int k = i + 1; k < n; k++)
-                    ids[k - i - 1] = db_get(res, k, "id");
-                const char *p[] = {db_text_array(a, ids, (size_t)(n - i - 1)), owner};
-                (void)!outbox__exec(ob, &release_stmt, p, NULL);
-            }
+            outbox__release(ob, res, i + 1, n, a);
             arena_free(a);
-            return true;
+            return OUTBOX_PASS_BACKOFF;
         }
         arena_free(a);
     }
-    return false;
+    return OUTBOX_PASS_ALL;
 }
 
 static void *outbox__main(void *arg)
@@ -315,6 +336,7 @@ static void *outbox__main(void *arg)
             break;
         PGresult *res = NULL;
         const char *p[] = {ob->topics_array, batch, lease, ob->owner};
+        int64_t claimed_ms = outbox__now_ms();
         int n = outbox__exec(ob, &claim_stmt, p, &res);
         if (n < 0) {
             /* The database is away: try again, slower each time. */
@@ -323,17 +345,17 @@ static void *outbox__main(void *arg)
                 backoff = ob->o.max_backoff_ms;
             continue;
         }
-        bool slow_down = outbox__deliver(ob, res, n);
+        outbox_pass_t pass = outbox__deliver(ob, res, n, claimed_ms);
         PQclear(res);
         outbox__log_lag(ob, &last_lag_log);
-        if (slow_down) {
+        if (pass == OUTBOX_PASS_BACKOFF) {
             backoff = backoff ? backoff * 2 : 100;
             if (backoff > ob->o.max_backoff_ms)
                 backoff = ob->o.max_backoff_ms;
         } else {
             backoff = 0;
-            /* A full claim means more may be due at once. */
-            if (n < ob->o.batch && outbox__wait(ob, ob->o.poll_ms))
+            /* A full or cut claim means more may be due at once. */
+            if (pass == OUTBOX_PASS_ALL && n < ob->o.batch && outbox__wait(ob, ob->o.poll_ms))
                 break;
         }
     }

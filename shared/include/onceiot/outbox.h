@@ -14,8 +14,13 @@
  * Delivery: rows are claimed with FOR UPDATE SKIP LOCKED and leased for
  * lease_ms to one dispatcher (owner "<service>:<host>:<pid>:<random>"), so
  * replicas never send one row at the same time; a dead replica's rows are
- * taken again when the lease runs out. A handler must finish well within the
- * lease (bound its call's deadline). No order is promised between rows. */
+ * taken again when the lease runs out. A dispatcher starts a claimed row only
+ * while less than half the lease has passed since the claim (a monotonic
+ * clock read before the claim statement) and gives the rest of the claim
+ * back at once, so a handler must finish within half the lease (bound its
+ * call's deadline): then two sends of one row never overlap. No order is
+ * promised between rows (a released row keeps its place: it is claimed
+ * again before newer ones). */
 #ifndef ONCEIOT_OUTBOX_H
 #define ONCEIOT_OUTBOX_H
 
@@ -72,7 +77,7 @@ typedef struct outbox_opts {
     const outbox_topic_t *topics; /* one handler per topic; rows of other topics stay */
     size_t n_topics;
     int batch;          /* rows claimed at once; 0: 32 */
-    int lease_ms;       /* 0: 30000 */
+    int lease_ms;       /* 0: 30000; rows are started only in its first half */
     int poll_ms;        /* idle wait between claims when not notified; 0: 500 */
     int max_backoff_ms; /* ceiling of the retry backoff; 0: 30000 */
 } outbox_opts_t;
