@@ -746,6 +746,20 @@ static void db__settings_sent(db_conn_t *c, int rc)
         c->settings_live = true;
 }
 
+/* The statement step and, ahead of it in the same round trip, this
+ * checkout's settings (db__needs_settings). */
+static int db__exec_with_settings(db_conn_t *c, const db__step_t *step, PGresult **res)
+{
+    char bufs[2][24];
+    const char *sp[3];
+
+    db__settings_params(c, bufs, sp);
+    db__step_t steps[2] = {{.stmt = &db__settings, .params = sp}, *step};
+    int rc = db__pipeline(c, steps, 2, 1, res);
+    db__settings_sent(c, rc);
+    return rc;
+}
+
 int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params, PGresult **res)
 {
     int rc;
@@ -754,17 +768,8 @@ int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params, P
         *res = NULL;
     if (conn->pg == NULL)
         return db__lost(conn);
-    if (db__needs_settings(conn)) {
-        char bufs[2][24];
-        const char *sp[3];
-
-        db__settings_params(conn, bufs, sp);
-        db__step_t steps[2] = {{.stmt = &db__settings, .params = sp},
-                               {.stmt = stmt, .params = params}};
-        rc = db__pipeline(conn, steps, 2, 1, res);
-        db__settings_sent(conn, rc);
-        return rc;
-    }
+    if (db__needs_settings(conn))
+        return db__exec_with_settings(conn, &(db__step_t){.stmt = stmt, .params = params}, res);
     if (!db__is_prepared(conn, stmt)) {
         rc =
             db__finish(conn, PQprepare(conn->pg, stmt->name, stmt->sql, stmt->nparams, NULL), NULL);
@@ -783,17 +788,9 @@ int db_exec_custom(db_conn_t *conn, const db_stmt_t *stmt, const char *const *pa
         *res = NULL;
     if (conn->pg == NULL)
         return db__lost(conn);
-    if (db__needs_settings(conn)) {
-        char bufs[2][24];
-        const char *sp[3];
-
-        db__settings_params(conn, bufs, sp);
-        db__step_t steps[2] = {{.stmt = &db__settings, .params = sp},
-                               {.sql = stmt->sql, .nparams = stmt->nparams, .params = params}};
-        int rc = db__pipeline(conn, steps, 2, 1, res);
-        db__settings_sent(conn, rc);
-        return rc;
-    }
+    if (db__needs_settings(conn))
+        return db__exec_with_settings(
+            conn, &(db__step_t){.sql = stmt->sql, .nparams = stmt->nparams, .params = params}, res);
     return db__finish(
         conn, PQexecParams(conn->pg, stmt->sql, stmt->nparams, NULL, params, NULL, NULL, 0), res);
 }
