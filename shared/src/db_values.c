@@ -1,0 +1,147 @@
+/* PostgreSQL values in and out (see onceiot/db.h): SQLSTATEs as the
+ * runtime's error codes, columns of a result read by name, and array
+ * literals written for $n::text[] / $n::bigint[] parameters. Nothing here
+ * touches a connection; the pool and statements are db.c. */
+#include "onceiot/db.h"
+
+#include "onceiot/err.h"
+#include "onceiot/log.h"
+#include "onceiot/mem.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int db_map_sqlstate(const char *s)
+{
+    if (s == NULL || strlen(s) != 5)
+        return ERR_INTERNAL;
+    if (strcmp(s, "23505") == 0)
+        return ERR_ALREADY_EXISTS;
+    if (strcmp(s, "23503") == 0)
+        return ERR_FAILED_PRECONDITION;
+    if (strcmp(s, "23514") == 0 || strcmp(s, "23502") == 0 || strncmp(s, "22", 2) == 0)
+        return ERR_INVALID_ARGUMENT;
+    if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0)
+        return ERR_ABORTED;
+    if (strcmp(s, "57014") == 0)
+        return ERR_DEADLINE_EXCEEDED;
+    if (strncmp(s, "08", 2) == 0 || strcmp(s, "57P01") == 0 || strcmp(s, "57P02") == 0 ||
+        strcmp(s, "57P03") == 0)
+        return ERR_UNAVAILABLE;
+    return ERR_INTERNAL;
+}
+
+/* The column number of a named column; a missing column is a bug in the
+ * caller's SQL or spelling, found on the first run, so it aborts. */
+static int db__column(const PGresult *res, int row, const char *column)
+{
+    int col = PQfnumber(res, column);
+
+    if (col < 0) {
+        fprintf(stderr, "onceiot: db_get: no column \"%s\" in the result\n", column);
+        abort();
+    }
+    if (row < 0 || row >= PQntuples(res)) {
+        fprintf(stderr, "onceiot: db_get: row %d out of range (%d rows) reading \"%s\"\n", row,
+                PQntuples(res), column);
+        abort();
+    }
+    return col;
+}
+
+const char *db_get(const PGresult *res, int row, const char *column)
+{
+    int col = db__column(res, row, column);
+
+    if (PQgetisnull(res, row, col))
+        return NULL;
+    return PQgetvalue(res, row, col);
+}
+
+int64_t db_get_int(const PGresult *res, int row, const char *column, int64_t if_null)
+{
+    const char *v = db_get(res, row, column);
+    char *end;
+    long long n;
+
+    if (v == NULL)
+        return if_null;
+    errno = 0;
+    n = strtoll(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0') {
+        fprintf(stderr, "onceiot: db_get_int: column \"%s\" is not an integer: \"%s\"\n", column,
+                v);
+        abort();
+    }
+    return n;
+}
+
+bool db_get_bool(const PGresult *res, int row, const char *column)
+{
+    const char *v = db_get(res, row, column);
+
+    return v != NULL && v[0] == 't';
+}
+
+const char *db_text_array(arena_t *a, const char *const *v, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++)
+        cap += (v[i] ? 2 * strlen(v[i]) + 3 : 4) + 1;
+    char *out = arena_alloc(a, cap), *p = out;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        if (!v[i]) {
+            memcpy(p, "NULL", 4);
+            p += 4;
+            continue;
+        }
+        *p++ = '"';
+        for (const char *s = v[i]; *s; s++) {
+            if (*s == '"' || *s == '\\')
+                *p++ = '\\';
+            *p++ = *s;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = 0;
+    return out;
+}
+
+/* Writes v in decimal at p; returns the end. */
+static char *db__i64(char *p, int64_t v)
+{
+    char digits[20];
+    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + m % 10);
+        m /= 10;
+    } while (m);
+    if (v < 0)
+        *p++ = '-';
+    while (n)
+        *p++ = digits[--n];
+    return p;
+}
+
+const char *db_int_array(arena_t *a, const int64_t *v, size_t n)
+{
+    /* At most 20 characters a number ("-9223372036854775808") and a comma. */
+    char *out = arena_alloc(a, 3 + 21 * n), *p = out;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        p = db__i64(p, v[i]);
+    }
+    *p++ = '}';
+    *p = 0;
+    return out;
+}
