@@ -197,36 +197,53 @@ out:
 
 static const db_stmt_t watch_sync = {"sims_watch_sync", "SELECT pg_notify('sims_events', $1)", 1};
 
-/* Makes the subscription take effect (see watch.c): on a pool connection
- * (not held for the stream), checks the watched SIM is the caller's, then
- * notifies the sync point in a transaction of its own and waits until the
- * listener has read it. Then tells the client with the response headers. */
+/* Sends a sync point with pg_notify, in a transaction of its own on a pool
+ * connection (not held for the stream). */
+static int sims__notify_sync(rpc_call_t *call, const char *payload)
+{
+    db_pool_t *pool = svc_db(rpc_call_ctx(call));
+    db_conn_t *conn = NULL;
+    PGresult *res = NULL;
+    int rc = db_pool_acquire(pool, 5000, &conn);
+    if (rc < 0)
+        return rpc_fail(call, rc, "no database connection for the watch");
+    svc_db_scope(call, conn);
+    const char *params[] = {payload};
+    rc = db_exec(conn, &watch_sync, params, &res);
+    PQclear(res);
+    db_pool_release(pool, conn);
+    return rc < 0 ? rpc_fail(call, rc, "cannot subscribe to the events") : 0;
+}
+
+/* Makes the subscription take effect (see watch.c): checks the watched SIM
+ * is the caller's, then sends the sync point once the listener listens (and
+ * again if it reconnected before reading it) and waits until the listener
+ * has read it. Then tells the client with the response headers. */
 static int sims__subscribe_or_status(sims_ctx_t *cx, const char *iccid, sims_watch_t *w,
                                      sims_sub_t *sub)
 {
     rpc_call_t *call = cx->call;
-    db_pool_t *pool = svc_db(rpc_call_ctx(call));
-    db_conn_t *conn = NULL;
-    PGresult *res = NULL;
     arena_t *a = arena_new();
-    int rc = db_pool_acquire(pool, 5000, &conn);
-    if (rc < 0) {
-        rc = rpc_fail(call, rc, "no database connection for the watch");
-        goto out;
-    }
-    svc_db_scope(call, conn);
-    if (*iccid && (rc = sims_visible_or_status(cx, conn, iccid)) < 0) {
+    int rc = 0;
+    if (*iccid) {
+        db_pool_t *pool = svc_db(rpc_call_ctx(call));
+        db_conn_t *conn = NULL;
+        if ((rc = db_pool_acquire(pool, 5000, &conn)) < 0) {
+            rc = rpc_fail(call, rc, "no database connection for the watch");
+            goto out;
+        }
+        svc_db_scope(call, conn);
+        rc = sims_visible_or_status(cx, conn, iccid);
         db_pool_release(pool, conn);
-        goto out;
+        if (rc < 0)
+            goto out;
     }
-    const char *params[] = {sims_watch_sync_payload(w, sub, a)};
-    rc = db_exec(conn, &watch_sync, params, &res);
-    db_pool_release(pool, conn);
-    if (rc < 0) {
-        rc = rpc_fail(call, rc, "cannot subscribe to the events");
-        goto out;
-    }
-    for (int waited = 0; !sims_watch_active(w, sub, WATCH_POLL_MS); waited += WATCH_POLL_MS) {
+    for (int waited = 0;; waited += WATCH_POLL_MS) {
+        const char *payload = sims_watch_sync_due(w, sub, a);
+        if (payload && (rc = sims__notify_sync(call, payload)) < 0)
+            goto out;
+        if (sims_watch_active(w, sub, WATCH_POLL_MS))
+            break;
         if (rpc_call_cancelled(call)) {
             rc = ERR_CANCELLED;
             goto out;
@@ -238,7 +255,6 @@ static int sims__subscribe_or_status(sims_ctx_t *cx, const char *iccid, sims_wat
     }
     rc = rpc_send_headers(call);
 out:
-    PQclear(res);
     arena_free(a);
     return rc;
 }
@@ -268,6 +284,10 @@ int sims_watch_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMe
             rc = rpc_fail(call, got,
                           "the watcher fell behind and missed events; list them "
                           "with ListEvents and watch again");
+        else if (got == ERR_UNAVAILABLE)
+            rc = rpc_fail(call, got,
+                          "the event listener lost its database connection; list the "
+                          "events since the last one seen with ListEvents and watch again");
         else if (got == 1)
             rc = sims__send_event(&cx, r, id, us);
         if (got == 1) {

@@ -28,6 +28,39 @@ static const rpc_service_impl_t sims_service = {
 
 static sims_state_t state;
 
+static const db_stmt_t maintain_events = {"sims_maintain_events",
+                                          "SELECT partman.run_maintenance($1 || '.sim_events')", 1};
+
+/* The runtime's periodic upkeep (at start and hourly, on a pool connection
+ * scoped to every organization): pg_partman's maintenance of the event log
+ * (partitions made ahead, those past retention dropped; partman takes its
+ * own advisory lock, so replicas do not run it at once), and the ApplyUsage
+ * and connectivity batch ids older than 30 days (usage retries a batch
+ * within hours, never weeks). Each step is logged and the next tried when
+ * one fails. */
+static int sims_upkeep(svc_t *svc, db_conn_t *conn)
+{
+    static const char *const prunes[] = {
+        "DELETE FROM processed_usage_batches WHERE processed_at < now() - interval '30 days'",
+        "DELETE FROM processed_connectivity_batches "
+        "WHERE processed_at < now() - interval '30 days'",
+    };
+    const char *params[] = {svc_def(svc)->name};
+    PGresult *res = NULL;
+    int failed = 0;
+    if (db_exec(conn, &maintain_events, params, &res) < 0) {
+        log_msg(LOG_WARN, "partman_maintenance", "%s", db_errmsg(conn));
+        failed = ERR_INTERNAL;
+    }
+    PQclear(res);
+    for (size_t i = 0; i < sizeof(prunes) / sizeof(prunes[0]); i++)
+        if (db_exec_simple(conn, prunes[i]) < 0) {
+            log_msg(LOG_WARN, "prune_batches", "%s", db_errmsg(conn));
+            failed = ERR_INTERNAL;
+        }
+    return failed;
+}
+
 /* Starts the event listener on its own connection (the runtime already
  * validated the URL; it is read again here because the listener must not
  * take a pool connection for the life of the process). */
@@ -67,6 +100,7 @@ int main(int argc, char **argv)
         .n_services = 1,
         .init = sims_init,
         .fini = sims_fini,
+        .upkeep = sims_upkeep,
     };
     return svc_main(argc, argv, &def);
 }

@@ -179,24 +179,29 @@ int sims_page_exec(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *par
 typedef struct sims_watch sims_watch_t;
 typedef struct sims_sub sims_sub_t;
 
-/* Starts the listener thread on its own connection to url; it also runs
- * pg_partman maintenance of the event table at start and hourly. */
+/* Starts the listener thread on its own connection to url. */
 int sims_watch_start(const char *url, const char *schema, sims_watch_t **out) ONCEIOT_MUSTCHECK;
 void sims_watch_stop(sims_watch_t *w);
 /* Subscribes to the events of org (NULL: all). The subscription takes
- * effect once the payload of sims_watch_sync_payload, sent with pg_notify on
- * the "sims_events" channel, reaches the listener: from then on the
- * subscriber gets every event committed after that notification, none
- * committed before. */
+ * effect once a sync payload, sent with pg_notify on the "sims_events"
+ * channel, reaches the listener: from then on the subscriber gets every
+ * event committed after that notification, none committed before. */
 sims_sub_t *sims_watch_subscribe(sims_watch_t *w, const char *org);
-const char *sims_watch_sync_payload(sims_watch_t *w, sims_sub_t *s, arena_t *a);
+/* The sync payload to send now (copied into a), or NULL when there is none
+ * to send: the subscription is active, no connection is listening yet, or
+ * the payload already went to the connection listening now. Call it until
+ * the subscription is active: a sync sent to a connection that was then lost
+ * is due again once the listener has reconnected. */
+const char *sims_watch_sync_due(sims_watch_t *w, sims_sub_t *s, arena_t *a);
 /* Waits up to timeout_ms for the subscription to take effect; false if it
  * has not (the listener is not connected). */
 bool sims_watch_active(sims_watch_t *w, sims_sub_t *s, int timeout_ms);
 void sims_watch_unsubscribe(sims_watch_t *w, sims_sub_t *s);
 /* Waits up to timeout_ms for the next event notice: returns 1 with *id and
  * *occurred_us (text, copied into a), 0 on timeout, ERR_RESOURCE_EXHAUSTED
- * when the subscriber fell too far behind and lost notices. */
+ * when the subscriber fell too far behind and lost notices, ERR_UNAVAILABLE
+ * once the notices queued before the listener lost its connection are out
+ * (those sent while it reconnected are lost). */
 int sims_watch_next(sims_watch_t *w, sims_sub_t *s, int timeout_ms, arena_t *a, const char **id,
                     const char **occurred_us);
 

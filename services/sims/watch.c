@@ -14,9 +14,16 @@
  * queue: one that falls too far behind is told so and its stream ends, rather
  * than the listener buffering without limit.
  *
- * The same thread runs pg_partman's maintenance of the event table at start
- * and every hour, so partitions exist ahead of time and expire after a year
- * without a separate scheduler, and prunes old ApplyUsage batch ids. */
+ * A sync point can only be read by a connection that was listening when it
+ * was sent, so a stream sends its sync once the listener is listening, and
+ * again if the listener reconnected before reading it. Notifications sent
+ * while the listener is reconnecting are lost, so a reconnection ends every
+ * active stream with UNAVAILABLE (the client lists what it missed with
+ * ListEvents and watches again) rather than let it miss events silently.
+ *
+ * The thread does nothing but listen: the event table's maintenance runs in
+ * the runtime's upkeep (sims_upkeep), so a long maintenance never delays a
+ * subscription or an event. */
 #include "onceiot/log.h"
 #include "sims.h"
 
@@ -30,8 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SUB_QUEUE        1024
-#define MAINTENANCE_SECS 3600
+#define SUB_QUEUE 1024
 
 typedef struct sims_notice {
     int64_t id;
@@ -40,10 +46,12 @@ typedef struct sims_notice {
 
 struct sims_sub {
     sims_sub_t *next;
-    uint64_t sync; /* the sync point's number */
-    bool active;   /* the sync point was read: events are queued */
-    bool all;      /* a superuser: every organization */
-    int64_t org;   /* otherwise this one */
+    uint64_t sync;      /* the sync point's number; 0: not sent yet */
+    uint64_t sync_conn; /* the listener connection it was sent to */
+    bool active;        /* the sync point was read: events are queued */
+    bool cut;           /* the listener reconnected after it was active */
+    bool all;           /* a superuser: every organization */
+    int64_t org;        /* otherwise this one */
     pthread_cond_t cv;
     sims_notice_t q[SUB_QUEUE];
     unsigned head, tail; /* tail - head notices are queued */
@@ -55,10 +63,11 @@ struct sims_watch {
     pthread_mutex_t mu;
     sims_sub_t *subs;
     uint64_t next_sync; /* guarded by mu */
+    uint64_t conn;      /* guarded by mu: the listening connection's number, 0 while none */
+    uint64_t n_conns;   /* connections that reached LISTEN so far */
     int wake[2];        /* written to stop the thread */
     char *url;
     char *schema; /* the service's schema */
-    char *parent; /* "<schema>.sim_events" for partman */
 };
 
 static void sims__dispatch(sims_watch_t *w, const char *payload)
@@ -93,29 +102,6 @@ static void sims__dispatch(sims_watch_t *w, const char *payload)
     pthread_mutex_unlock(&w->mu);
 }
 
-/* Hourly upkeep on the listener's connection: partitions of the event log
- * (create ahead, drop past retention) and ApplyUsage batch ids older than 30
- * days (the usage service retries a batch within hours, never weeks). */
-static void sims__maintain(PGconn *c, const char *parent)
-{
-    const char *params[] = {parent};
-    PGresult *r =
-        PQexecParams(c, "SELECT partman.run_maintenance($1)", 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        log_msg(LOG_WARN, "partman_maintenance", "%s", PQerrorMessage(c));
-    PQclear(r);
-    r = PQexec(
-        c, "DELETE FROM processed_usage_batches WHERE processed_at < now() - interval '30 days'");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        log_msg(LOG_WARN, "prune_usage_batches", "%s", PQerrorMessage(c));
-    PQclear(r);
-    r = PQexec(c, "DELETE FROM processed_connectivity_batches "
-                  "WHERE processed_at < now() - interval '30 days'");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        log_msg(LOG_WARN, "prune_connectivity_batches", "%s", PQerrorMessage(c));
-    PQclear(r);
-}
-
 /* Connects with the service's schema on the search path and LISTENs. */
 static PGconn *sims__listen(const char *url, const char *schema)
 {
@@ -125,20 +111,10 @@ static PGconn *sims__listen(const char *url, const char *schema)
         PQfinish(c);
         return NULL;
     }
-    const char *params[] = {schema};
-    /* The listener's own connection does internal work only (partman's
-     * maintenance, pruning batch ids): every organization's rows. */
-    PGresult *r = PQexecParams(c,
-                               "SELECT set_config('search_path', $1 || ', public', false),"
-                               " set_config('" DB_SETTING_SUPERUSER "', 'true', false)",
-                               1, NULL, params, NULL, NULL, 0);
-    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    (void)schema; /* the channel is per database; the listener reads no table */
+    PGresult *r = PQexec(c, "LISTEN sims_events");
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
-    if (ok) {
-        r = PQexec(c, "LISTEN sims_events");
-        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        PQclear(r);
-    }
     if (!ok) {
         log_msg(LOG_WARN, "watch_listen", "%s", PQerrorMessage(c));
         PQfinish(c);
@@ -157,24 +133,35 @@ static void sims__drain_notifies(sims_watch_t *w, PGconn *c)
     }
 }
 
+/* Records that a connection is listening (n > 0) or that none is (n == 0).
+ * Losing one cuts every active subscriber: notifications sent while no
+ * connection listened are gone. */
+static void sims__set_conn(sims_watch_t *w, bool listening)
+{
+    pthread_mutex_lock(&w->mu);
+    w->conn = listening ? ++w->n_conns : 0;
+    if (!listening)
+        for (sims_sub_t *s = w->subs; s; s = s->next)
+            if (s->active) {
+                s->cut = true;
+                pthread_cond_signal(&s->cv);
+            }
+    pthread_mutex_unlock(&w->mu);
+}
+
 static void *sims__listener(void *arg)
 {
     sims_watch_t *w = arg;
     PGconn *c = NULL;
-    time_t last_maintenance = 0;
     for (;;) {
-        if (!c && !(c = sims__listen(w->url, w->schema))) {
-            struct pollfd p = {w->wake[0], POLLIN, 0};
-            if (poll(&p, 1, 1000) > 0)
-                break;
-            continue;
-        }
-        if (time(NULL) - last_maintenance >= MAINTENANCE_SECS) {
-            sims__maintain(c, w->parent);
-            last_maintenance = time(NULL);
-            /* Notifications that came in during the maintenance statements
-             * are already in libpq's queue: the socket will not say so. */
-            sims__drain_notifies(w, c);
+        if (!c) {
+            if (!(c = sims__listen(w->url, w->schema))) {
+                struct pollfd p = {w->wake[0], POLLIN, 0};
+                if (poll(&p, 1, 1000) > 0)
+                    break;
+                continue;
+            }
+            sims__set_conn(w, true);
         }
         struct pollfd p[2] = {{PQsocket(c), POLLIN, 0}, {w->wake[0], POLLIN, 0}};
         int n = poll(p, 2, 1000);
@@ -186,6 +173,7 @@ static void *sims__listener(void *arg)
             continue;
         if (!PQconsumeInput(c)) {
             log_msg(LOG_WARN, "watch_lost", "%s", PQerrorMessage(c));
+            sims__set_conn(w, false);
             PQfinish(c);
             c = NULL;
             continue;
@@ -202,13 +190,11 @@ int sims_watch_start(const char *url, const char *schema, sims_watch_t **out)
     pthread_mutex_init(&w->mu, NULL);
     w->url = mem_strdup(url);
     w->schema = mem_strdup(schema);
-    w->parent = mem_printf("%s.sim_events", schema);
     if (pipe(w->wake) != 0 || pthread_create(&w->thread, NULL, sims__listener, w) != 0) {
         log_msg(LOG_ERROR, "watch_start", "cannot start the event listener: %s", strerror(errno));
         pthread_mutex_destroy(&w->mu);
         mem_free(w->url);
         mem_free(w->schema);
-        mem_free(w->parent);
         mem_free(w);
         return ERR_INTERNAL;
     }
@@ -228,7 +214,6 @@ void sims_watch_stop(sims_watch_t *w)
     pthread_mutex_destroy(&w->mu);
     mem_free(w->url);
     mem_free(w->schema);
-    mem_free(w->parent);
     mem_free(w);
 }
 
@@ -239,19 +224,22 @@ sims_sub_t *sims_watch_subscribe(sims_watch_t *w, const char *org)
     s->org = org ? strtoll(org, NULL, 10) : 0;
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_lock(&w->mu);
-    s->sync = ++w->next_sync;
     s->next = w->subs;
     w->subs = s;
     pthread_mutex_unlock(&w->mu);
     return s;
 }
 
-const char *sims_watch_sync_payload(sims_watch_t *w, sims_sub_t *s, arena_t *a)
+const char *sims_watch_sync_due(sims_watch_t *w, sims_sub_t *s, arena_t *a)
 {
+    uint64_t n = 0;
     pthread_mutex_lock(&w->mu);
-    uint64_t n = s->sync;
+    if (!s->active && w->conn && s->sync_conn != w->conn) {
+        n = s->sync = ++w->next_sync;
+        s->sync_conn = w->conn;
+    }
     pthread_mutex_unlock(&w->mu);
-    return arena_printf(a, "sync %" PRIu64, n);
+    return n ? arena_printf(a, "sync %" PRIu64, n) : NULL;
 }
 
 /* The CLOCK_REALTIME time timeout_ms from now, for pthread_cond_timedwait. */
@@ -299,11 +287,13 @@ int sims_watch_next(sims_watch_t *w, sims_sub_t *s, int timeout_ms, arena_t *a, 
     struct timespec until = sims__deadline(timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&w->mu);
-    while (s->head == s->tail && !s->lost)
+    while (s->head == s->tail && !s->lost && !s->cut)
         if (pthread_cond_timedwait(&s->cv, &w->mu, &until) == ETIMEDOUT)
             break;
     if (s->lost) {
         rc = ERR_RESOURCE_EXHAUSTED;
+    } else if (s->cut && s->head == s->tail) {
+        rc = ERR_UNAVAILABLE;
     } else if (s->head != s->tail) {
         sims_notice_t n = s->q[s->head++ % SUB_QUEUE];
         *id = arena_printf(a, "%" PRId64, n.id);

@@ -9,7 +9,8 @@
 # skips) when buildah, podman or runc cannot work here.
 #
 # usage: run.sh BUILD_DIR SOURCE_DIR   (needs ONCEIOT_TEST_PG_URL)
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "FAIL: line $LINENO: \"$BASH_COMMAND\" failed with status $?"' ERR
 
 build=${1:?usage: run.sh BUILD_DIR SOURCE_DIR}
 src=${2:?usage: run.sh BUILD_DIR SOURCE_DIR}

@@ -125,9 +125,6 @@ Test(sims_events, events_land_in_daily_partitions_managed_by_pg_partman)
     PQclear(r);
 }
 
-/* Events of the watcher's organization written by another caller after the
- * subscription took effect (the response headers say when) reach it, in
- * order; another organization's and those from before do not. */
 /* The next event of a watch (the i-th, for the message); fails the test
  * when the stream ends instead. */
 static Onceiot__Sims__V1__SimEvent *next_event(rpc_stream_t *s, int i)
@@ -141,6 +138,27 @@ static Onceiot__Sims__V1__SimEvent *next_event(rpc_stream_t *s, int i)
     return (Onceiot__Sims__V1__SimEvent *)m;
 }
 
+/* Opens a watch of u's organization (category "": every event) on ch and
+ * waits for it to take effect. */
+static rpc_stream_t *watch(rpc_channel_t *ch, principal_t *u, const char *category)
+{
+    Onceiot__Sims__V1__WatchEventsRequest req = ONCEIOT__SIMS__V1__WATCH_EVENTS_REQUEST__INIT;
+    req.event_category = (char *)category;
+    const char *path = "/onceiot.sims.v1.SimService/WatchEvents";
+    rpc_md_t *md = arena_alloc(sims_h.arena, 2 * sizeof(*md));
+    principal_sign(&sims_h.key, u, path, sims_h.arena, md);
+    rpc_call_opts_t opts = {.timeout_ms = 20000, .metadata = md, .n_metadata = 2};
+    rpc_stream_t *s;
+    cr_assert_eq(rpc_stream_open(ch, path, sims_h.arena, &opts, &s), 0);
+    cr_assert_eq(rpc_stream_send(s, &req.base), 0);
+    cr_assert_eq(rpc_stream_close_send(s), 0);
+    cr_assert_eq(rpc_stream_headers(s), 0, "the subscription took effect");
+    return s;
+}
+
+/* Events of the watcher's organization written by another caller after the
+ * subscription took effect (the response headers say when) reach it, in
+ * order; another organization's and those from before do not. */
 Test(sims_events, a_watcher_sees_events_written_by_another_caller_in_its_organization)
 {
     principal_t u1 = sims_h_user(1), u2 = sims_h_user(2), svc = sims_h_root();
@@ -151,17 +169,7 @@ Test(sims_events, a_watcher_sees_events_written_by_another_caller_in_its_organiz
     rpc_status_t st;
     cr_assert_eq(record(&svc, NULL, mine, "detach", "connectivity", NULL, &st), 0, "%s",
                  st.message);
-    Onceiot__Sims__V1__WatchEventsRequest req = ONCEIOT__SIMS__V1__WATCH_EVENTS_REQUEST__INIT;
-    req.event_category = "connectivity";
-    const char *path = "/onceiot.sims.v1.SimService/WatchEvents";
-    rpc_md_t md[2];
-    principal_sign(&sims_h.key, &u1, path, sims_h.arena, md);
-    rpc_call_opts_t opts = {.timeout_ms = 20000, .metadata = md, .n_metadata = 2};
-    rpc_stream_t *s;
-    cr_assert_eq(rpc_stream_open(sims_h.ch, path, sims_h.arena, &opts, &s), 0);
-    cr_assert_eq(rpc_stream_send(s, &req.base), 0);
-    cr_assert_eq(rpc_stream_close_send(s), 0);
-    cr_assert_eq(rpc_stream_headers(s), 0, "the subscription took effect");
+    rpc_stream_t *s = watch(sims_h.ch, &u1, "connectivity");
     static const char *const types[] = {"attach", "pdp_context_created", "pdp_context_deleted"};
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(record(&svc, NULL, theirs, "attach", "connectivity", NULL, &st), 0);
@@ -275,16 +283,7 @@ Test(sims_events, a_watcher_on_one_replica_sees_events_written_through_another)
     rpc_channel_t *ch;
     cr_assert_eq(rpc_channel_new(other.addr, 1 << 22, &ch), 0);
 
-    Onceiot__Sims__V1__WatchEventsRequest req = ONCEIOT__SIMS__V1__WATCH_EVENTS_REQUEST__INIT;
-    const char *path = "/onceiot.sims.v1.SimService/WatchEvents";
-    rpc_md_t md[2];
-    principal_sign(&sims_h.key, &u1, path, sims_h.arena, md);
-    rpc_call_opts_t opts = {.timeout_ms = 20000, .metadata = md, .n_metadata = 2};
-    rpc_stream_t *s;
-    cr_assert_eq(rpc_stream_open(ch, path, sims_h.arena, &opts, &s), 0);
-    cr_assert_eq(rpc_stream_send(s, &req.base), 0);
-    cr_assert_eq(rpc_stream_close_send(s), 0);
-    cr_assert_eq(rpc_stream_headers(s), 0, "the subscription took effect");
+    rpc_stream_t *s = watch(ch, &u1, "");
     static const char *const types[] = {"attach", "pdp_context_created", "detach"};
     rpc_status_t st;
     for (int i = 0; i < 3; i++)
@@ -306,4 +305,38 @@ Test(sims_events, a_watcher_on_one_replica_sees_events_written_through_another)
     mem_free(schema);
     mem_free(key);
     mem_free(db);
+}
+
+/* Notifications sent while the listener reconnects are lost: a watch that
+ * was active ends with UNAVAILABLE instead of missing events silently, and
+ * a watch opened after the loss takes effect on the new connection (its sync
+ * point is sent again once the listener listens) and sees new events. */
+Test(sims_events, a_lost_listener_connection_ends_active_watches_and_new_ones_work)
+{
+    principal_t u1 = sims_h_user(1), svc = sims_h_root();
+    svc.credential = "service:usage";
+    const char *iccid = sims_h_iccid(30);
+    sims_h_create(&u1, iccid);
+    rpc_stream_t *s = watch(sims_h.ch, &u1, "");
+    PGresult *r = pgh_sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                          "WHERE query = 'LISTEN sims_events'");
+    cr_assert_str_eq(PQgetvalue(r, 0, 0), "1", "the listener's one backend was terminated");
+    PQclear(r);
+    ProtobufCMessage *m = NULL;
+    cr_assert_eq(rpc_stream_recv(s, &onceiot__sims__v1__sim_event__descriptor, &m), 0,
+                 "the stream ends");
+    rpc_status_t st;
+    rpc_stream_finish(s, &st);
+    cr_assert_eq(st.code, GRPC_STATUS_UNAVAILABLE, "%s: %s", err_grpc_name(st.code), st.message);
+    cr_assert(strstr(st.message, "ListEvents"), "%s", st.message);
+
+    rpc_stream_t *again = watch(sims_h.ch, &u1, "");
+    cr_assert_eq(record(&svc, NULL, iccid, "attach", "connectivity", NULL, &st), 0, "%s",
+                 st.message);
+    Onceiot__Sims__V1__SimEvent *e = next_event(again, 0);
+    cr_assert_str_eq(e->iccid, iccid);
+    cr_assert_str_eq(e->event_type, "attach");
+    rpc_stream_cancel(again);
+    rpc_stream_finish(again, &st);
+    cr_assert_eq(st.code, GRPC_STATUS_CANCELLED);
 }

@@ -197,7 +197,9 @@ scraper() {
         for hostport in "$MSVC_METRICS" "$MGW_METRICS"; do
             exec 3<>"/dev/tcp/${hostport%:*}/${hostport#*:}"
             printf 'GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n' >&3
-            head -n 1 <&3 | grep -q ' 200 ' || echo "scrape of $hostport failed" >&2
+            local status=""
+            read -r status <&3 || true
+            [[ "$status" == *' 200 '* ]] || echo "scrape of $hostport failed" >&2
             cat <&3 >/dev/null
             exec 3<&-
         done

@@ -362,7 +362,7 @@ if [[ "${BENCH_PEER:-1}" == 1 ]]; then
     PEER_PID=$!
     wait_port "$PEER_PORT"
     peer_url="http://127.0.0.1:$PEER_PORT/sims/$ICCID?org=$ORG"
-    curl -sf "$peer_url" | grep -q "\"iccid\":\"$ICCID\"" || die "the FastAPI peer does not answer the SIM"
+    [[ "$(curl -sf "$peer_url")" == *"\"iccid\":\"$ICCID\""* ]] || die "the FastAPI peer does not answer the SIM"
     h2load --h1 -n 2000 -c 8 "$peer_url" >/dev/null # warm-up (both workers' pools)
     h2load --h1 -n "$CALLS" -c "$((CLIENTS * STREAMS))" -t 1 "$peer_url" >"$WORK/peer.out"
     peer_ok=$(awk '/^status codes:/ {gsub(",", ""); print $3}' "$WORK/peer.out")

@@ -9,7 +9,8 @@
 proc_is_ours() {
     local pid="$1" bin="$2" argv0
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    argv0="$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | head -n 1)" || return 1
+    # sed reads to the end (head could kill tr with SIGPIPE under pipefail)
+    argv0="$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | sed -n 1p)" || return 1
     [[ "$argv0" == "$bin" ]]
 }
 
