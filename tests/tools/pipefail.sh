@@ -15,7 +15,8 @@ mapfile -t scripts < <(git ls-files tools tests .ci | while read -r f; do
 done)
 ((${#scripts[@]} > 10)) || { echo "found only ${#scripts[@]} scripts with pipefail" >&2; exit 1; }
 early='[|][[:space:]]*(head([[:space:]]|$)|grep[[:space:]]+-[A-Za-z]*[qm]|awk[[:space:]].*[^a-z_]exit([^a-z_]|$)|sed[[:space:]].*[;{][[:space:]]*q)'
-if grep -nE "$early" "${scripts[@]}" | grep -v 'pipefail-ok'; then
+# (comment lines aside; a line marked pipefail-ok was checked by hand)
+if grep -nE "$early" "${scripts[@]}" | grep -vE '^[^:]+:[0-9]+:[[:space:]]*#|pipefail-ok'; then
     echo "these pipelines can fail at random under pipefail (see $0)" >&2
     exit 1
 fi
