@@ -1,9 +1,14 @@
-/* JSON-lines logging to stderr, one write(2) per line. */
+/* JSON-lines logging to stderr: one write(2) per line, or through the
+ * writer thread's ring (log.h). */
 #include "onceiot/log.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,6 +151,7 @@ static void log__field(log_rec_t *r, const char *key, const char *value, size_t 
 void log_begin(log_rec_t *r, log_level_t level, const char *event)
 {
     r->len = 0;
+    r->level = level;
     r->on = log_enabled(level);
     if (!r->on)
         return;
@@ -213,6 +219,154 @@ void log_bool(log_rec_t *r, const char *key, bool value)
     log__field(r, key, value ? "true" : "false", value ? 4 : 5);
 }
 
+/* Writes n bytes whole (or until stderr refuses them). */
+static void log__write(const char *p, size_t n)
+{
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(STDERR_FILENO, p + off, n - off);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+}
+
+/* The writer thread and its ring. Callers append whole lines at head under
+ * the lock; the thread writes [tail, head) outside it and then advances
+ * tail. head and tail count bytes since the start and never wrap; their
+ * remainder by cap is the position in ring. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t has_lines; /* the thread waits for lines or stop */
+    pthread_cond_t written;   /* callers wait for room, flush for tail */
+    char *ring;
+    size_t cap;
+    uint64_t head, tail;
+    bool stop;
+    pthread_t thread;
+} log__w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+            .has_lines = PTHREAD_COND_INITIALIZER,
+            .written = PTHREAD_COND_INITIALIZER};
+/* Whether lines go to the ring: read without the lock on every line, set
+ * and cleared under it. */
+static atomic_bool log__ring_on;
+
+static void *log__writer(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&log__w.mu);
+    for (;;) {
+        while (log__w.head == log__w.tail && !log__w.stop)
+            pthread_cond_wait(&log__w.has_lines, &log__w.mu);
+        if (log__w.head == log__w.tail)
+            break; /* stopping, and nothing is left */
+        /* One write up to the end of the ring; the rest on the next turn. */
+        size_t at = (size_t)(log__w.tail % log__w.cap);
+        size_t n = (size_t)(log__w.head - log__w.tail);
+        if (n > log__w.cap - at)
+            n = log__w.cap - at;
+        pthread_mutex_unlock(&log__w.mu);
+        log__write(log__w.ring + at, n);
+        pthread_mutex_lock(&log__w.mu);
+        log__w.tail += n;
+        pthread_cond_broadcast(&log__w.written);
+    }
+    /* Under the lock that saw the ring empty: a caller after this writes
+     * its own line. */
+    atomic_store(&log__ring_on, false);
+    pthread_cond_broadcast(&log__w.written);
+    pthread_mutex_unlock(&log__w.mu);
+    return NULL;
+}
+
+int log_writer_start(size_t ring_bytes)
+{
+    size_t min = 2 * sizeof(((log_rec_t *)0)->buf);
+    if (ring_bytes < min)
+        ring_bytes = min;
+    pthread_mutex_lock(&log__w.mu);
+    if (atomic_load(&log__ring_on)) {
+        pthread_mutex_unlock(&log__w.mu);
+        return 0;
+    }
+    int rc = -1;
+    log__w.ring = malloc(ring_bytes);
+    if (log__w.ring) {
+        log__w.cap = ring_bytes;
+        log__w.head = log__w.tail = 0;
+        log__w.stop = false;
+        if (pthread_create(&log__w.thread, NULL, log__writer, NULL) == 0) {
+            atomic_store(&log__ring_on, true);
+            rc = 0;
+        } else {
+            free(log__w.ring);
+            log__w.ring = NULL;
+        }
+    }
+    pthread_mutex_unlock(&log__w.mu);
+    return rc;
+}
+
+void log_flush(void)
+{
+    pthread_mutex_lock(&log__w.mu);
+    uint64_t target = log__w.head;
+    while (atomic_load(&log__ring_on) && log__w.tail < target)
+        pthread_cond_wait(&log__w.written, &log__w.mu);
+    pthread_mutex_unlock(&log__w.mu);
+}
+
+void log_writer_stop(void)
+{
+    pthread_mutex_lock(&log__w.mu);
+    if (!atomic_load(&log__ring_on) || log__w.stop) {
+        pthread_mutex_unlock(&log__w.mu);
+        return;
+    }
+    log__w.stop = true;
+    pthread_cond_signal(&log__w.has_lines);
+    pthread_mutex_unlock(&log__w.mu);
+    pthread_join(log__w.thread, NULL);
+    pthread_mutex_lock(&log__w.mu);
+    free(log__w.ring);
+    log__w.ring = NULL;
+    log__w.stop = false;
+    pthread_mutex_unlock(&log__w.mu);
+}
+
+/* Hands the line to the ring; false when no writer runs (the caller writes
+ * it). An error line waits for the lines before it and is written here, at
+ * once, under the lock so nothing overtakes it. */
+static bool log__to_ring(const log_rec_t *r)
+{
+    if (!atomic_load_explicit(&log__ring_on, memory_order_relaxed))
+        return false;
+    pthread_mutex_lock(&log__w.mu);
+    if (r->level >= LOG_ERROR) {
+        while (atomic_load(&log__ring_on) && log__w.tail < log__w.head)
+            pthread_cond_wait(&log__w.written, &log__w.mu);
+        log__write(r->buf, r->len);
+        pthread_mutex_unlock(&log__w.mu);
+        return true;
+    }
+    while (atomic_load(&log__ring_on) && log__w.cap - (size_t)(log__w.head - log__w.tail) < r->len)
+        pthread_cond_wait(&log__w.written, &log__w.mu);
+    if (!atomic_load(&log__ring_on)) {
+        pthread_mutex_unlock(&log__w.mu);
+        return false;
+    }
+    bool was_empty = log__w.head == log__w.tail;
+    size_t at = (size_t)(log__w.head % log__w.cap);
+    size_t first = r->len < log__w.cap - at ? r->len : log__w.cap - at;
+    memcpy(log__w.ring + at, r->buf, first);
+    memcpy(log__w.ring, r->buf + first, r->len - first);
+    log__w.head += r->len;
+    if (was_empty)
+        pthread_cond_signal(&log__w.has_lines);
+    pthread_mutex_unlock(&log__w.mu);
+    return true;
+}
+
 void log_end(log_rec_t *r)
 {
     if (!r->on)
@@ -220,13 +374,8 @@ void log_end(log_rec_t *r)
     /* Appending always leaves room for these two bytes. */
     r->buf[r->len++] = '}';
     r->buf[r->len++] = '\n';
-    ssize_t off = 0;
-    while (off < (ssize_t)r->len) {
-        ssize_t w = write(STDERR_FILENO, r->buf + off, r->len - (size_t)off);
-        if (w <= 0)
-            break;
-        off += w;
-    }
+    if (!log__to_ring(r))
+        log__write(r->buf, r->len);
 }
 
 void log_msg(log_level_t level, const char *event, const char *fmt, ...)

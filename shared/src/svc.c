@@ -22,6 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The log writer's ring: at about 300 bytes a line, some 3,500 lines, tens of
+ * milliseconds of a busy server's calls, before a caller waits. */
+#define SVC_LOG_RING_BYTES (1u << 20)
+
 typedef struct svc_rule {
     const char *path; /* the descriptor set's string */
     auth_rule_t rule;
@@ -32,6 +36,7 @@ typedef struct svc_config {
     const char *database_url;
     const char *schema_dir;
     const char *log_level;
+    bool log_writer;
     const char *principal_key_hex;
     const char *signing_keys;
     const char *metrics_listen; /* NULL: no metrics */
@@ -141,6 +146,8 @@ static int svc__config(svc_t *svc, char *err, size_t errlen)
         {"ONCEIOT_UPKEEP_INTERVAL_S", CFG_INT, "3600", false, 1, 86400, &c->upkeep_interval_s,
          "seconds between prunes of expired request ids and the service's own upkeep"},
         {"ONCEIOT_LOG_LEVEL", CFG_STRING, "info", false, 0, 0, &c->log_level, NULL},
+        {"ONCEIOT_LOG_WRITER", CFG_BOOL, "true", false, 0, 0, &c->log_writer,
+         "a server hands its log lines to a writer thread (false: each caller writes its own)"},
         {"ONCEIOT_PRINCIPAL_KEY", CFG_STRING, NULL, d->authenticated, 0, 0, &c->principal_key_hex,
          "64 hex digits: this service's own secret, from which its callers' keys derive"},
         {"ONCEIOT_PRINCIPAL_SIGNING_KEYS", CFG_STRING, "", false, 0, 0, &c->signing_keys,
@@ -525,6 +532,9 @@ int svc_main(int argc, char **argv, const svc_def_t *def)
         return status < 0 ? 1 : status;
     }
     if (rc == 0 && strcmp(cmd, "serve") == 0) {
+        /* A server logs a line per call: off the call path (log.h). */
+        if (svc.cfg.log_writer && log_writer_start(SVC_LOG_RING_BYTES) < 0)
+            log_msg(LOG_WARN, "log_writer", "no writer thread: lines are written by their callers");
         if (def->uses_db)
             rc = svc__open_db(&svc);
         if (rc == 0)
@@ -537,6 +547,7 @@ int svc_main(int argc, char **argv, const svc_def_t *def)
     pthread_cond_destroy(&svc.cv);
     if (rc == 0)
         log_msg(LOG_INFO, "exit", "stopped cleanly");
+    log_writer_stop();
     return rc == 0 ? 0 : 1;
 }
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char path[] = "/tmp/onceiot-test-log-XXXXXX";
@@ -410,4 +411,82 @@ Test(log, the_trace_id_of_the_thread_is_on_its_lines_until_put_back)
     cr_assert(other && strstr(other, "\"untraced\""), "%s", out);
     cr_assert_null(strstr(other, "trace_id"), "%s", out);
     mem_free(out);
+}
+
+/* ---- the writer thread ---- */
+
+static void *log_numbered(void *arg)
+{
+    char value[1500];
+    memset(value, 'a' + (int)(long)arg, sizeof(value) - 1);
+    value[sizeof(value) - 1] = '\0';
+    for (int i = 0; i < LINES; i++) {
+        log_rec_t r;
+        log_begin(&r, LOG_INFO, "numbered");
+        log_int(&r, "seq", (long)arg * LINES + i);
+        log_str(&r, "msg", value);
+        log_end(&r);
+    }
+    return NULL;
+}
+
+/* The smallest ring (two of the longest lines) so that callers keep waiting
+ * for room: every line still arrives whole, none twice, each thread's in its
+ * order, once the writer is stopped. */
+Test(log, through_the_writer_every_line_arrives_whole_and_in_each_threads_order)
+{
+    cr_assert_eq(log_writer_start(1), 0);
+    pthread_t t[THREADS];
+    for (long i = 0; i < THREADS; i++)
+        pthread_create(&t[i], NULL, log_numbered, (void *)i);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    log_writer_stop();
+    char *v = json_values("seq");
+    cr_assert_eq(count_lines(v), THREADS * LINES);
+    long next[THREADS] = {0};
+    for (char *line = strtok(v, "\n"); line; line = strtok(NULL, "\n")) {
+        long seq = strtol(line, NULL, 10), thread = seq / LINES;
+        cr_assert(thread >= 0 && thread < THREADS, "%s", line);
+        cr_assert_eq(seq % LINES, next[thread], "thread %ld: line %ld after %ld", thread,
+                     seq % LINES, next[thread] - 1);
+        next[thread]++;
+    }
+    mem_free(v);
+}
+
+/* An error goes out before log_msg returns, after every line before it,
+ * while the writer runs: the line that explains a crash is never left in
+ * the ring. log_flush waits for the rest. */
+Test(log, an_error_line_is_written_at_once_after_the_lines_before_it)
+{
+    cr_assert_eq(log_writer_start(1 << 20), 0);
+    for (int i = 0; i < 100; i++)
+        log_msg(LOG_INFO, "before", "line %d", i);
+    log_msg(LOG_ERROR, "fatal", "the last word");
+    char *out = captured(NULL); /* stderr is put back: later writes go there */
+    cr_assert_eq(count_lines(out), 101, "every line up to the error is in the file");
+    char *last = strrchr(out, '{');
+    cr_assert(strstr(last, "\"event\":\"fatal\""), "%s", last);
+    mem_free(out);
+    log_writer_stop();
+}
+
+/* log_flush returns once what was handed over is written; lines after
+ * log_writer_stop are written by their callers. */
+Test(log, flush_waits_for_the_writer_and_stop_goes_back_to_direct_writes)
+{
+    cr_assert_eq(log_writer_start(1 << 16), 0);
+    for (int i = 0; i < 500; i++)
+        log_msg(LOG_INFO, "buffered", "line %d", i);
+    log_flush();
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    size_t len;
+    char *out = captured(&len);
+    cr_assert_eq(count_lines(out), 500);
+    cr_assert_eq((size_t)st.st_size, len);
+    mem_free(out);
+    log_writer_stop();
+    log_writer_stop(); /* twice is harmless */
 }

@@ -1,7 +1,11 @@
 /* Structured logging: one JSON object per line on stderr.
  *
- * A record is built on the stack and written with a single write(2), so lines
- * from concurrent threads never interleave. Every line has "ts", "level",
+ * A record is built on the stack and goes out whole, so lines from concurrent
+ * threads never interleave: written with a single write(2) by the caller, or,
+ * once log_writer_start has run, copied into a ring that a writer thread
+ * empties in large writes, off the call path. A full ring makes the caller
+ * wait (no line is lost); an error line is written by its caller at once,
+ * after every line before it. Every line has "ts", "level",
  * "service" and "event", and "trace_id" while the thread works on a call
  * (log_set_trace_id); callers add typed fields. */
 #ifndef ONCEIOT_LOG_H
@@ -27,6 +31,7 @@ typedef struct log_rec {
     char buf[4096]; /* the line being built; long values are truncated */
     size_t len;     /* bytes used in buf */
     bool on;        /* false when the level is filtered out */
+    log_level_t level;
 } log_rec_t;
 
 void log_begin(log_rec_t *r, log_level_t level, const char *event);
@@ -36,6 +41,16 @@ void log_double(log_rec_t *r, const char *key, double value);
 void log_bool(log_rec_t *r, const char *key, bool value);
 /* Terminates the line and writes it. */
 void log_end(log_rec_t *r);
+
+/* Starts the writer thread with a ring of ring_bytes (at least two of the
+ * longest lines). Returns 0, or -1 when no thread could start (lines are
+ * then written by their callers, as before). */
+int log_writer_start(size_t ring_bytes);
+/* Returns once every line handed over so far is written. */
+void log_flush(void);
+/* Writes what is left and stops the thread; lines after it are written by
+ * their callers. Safe to call when no writer runs. */
+void log_writer_stop(void);
 
 /* A one-field convenience: {"event": event, "msg": <formatted>}. */
 void log_msg(log_level_t level, const char *event, const char *fmt, ...)
