@@ -242,6 +242,7 @@ static struct {
     char *ring;
     size_t cap;
     uint64_t head, tail;
+    int waiters; /* callers and flushes waiting on written */
     bool stop;
     pthread_t thread;
 } log__w = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -250,6 +251,18 @@ static struct {
 /* Whether lines go to the ring: read without the lock on every line, set
  * and cleared under it. */
 static atomic_bool log__ring_on;
+/* How long the writer lets lines gather before it writes them. */
+#define LOG_GATHER_NS 1000000
+
+/* Waits, under the lock, for the writer to write more; the writer does not
+ * let lines gather while someone waits. */
+static void log__wait_written(void)
+{
+    log__w.waiters++;
+    pthread_cond_signal(&log__w.has_lines);
+    pthread_cond_wait(&log__w.written, &log__w.mu);
+    log__w.waiters--;
+}
 
 static void *log__writer(void *arg)
 {
@@ -260,6 +273,16 @@ static void *log__writer(void *arg)
             pthread_cond_wait(&log__w.has_lines, &log__w.mu);
         if (log__w.head == log__w.tail)
             break; /* stopping, and nothing is left */
+        /* Woken by the first line after a quiet spell: let the lines of the
+         * next millisecond join it, so a busy server's lines go out in a few
+         * large writes and its callers rarely wake this thread (only a line
+         * into an empty ring does). Not when the ring is filling or
+         * someone waits for it. */
+        if (!log__w.stop && !log__w.waiters && log__w.head - log__w.tail < log__w.cap / 2) {
+            pthread_mutex_unlock(&log__w.mu);
+            nanosleep(&(struct timespec){.tv_nsec = LOG_GATHER_NS}, NULL);
+            pthread_mutex_lock(&log__w.mu);
+        }
         /* One write up to the end of the ring; the rest on the next turn. */
         size_t at = (size_t)(log__w.tail % log__w.cap);
         size_t n = (size_t)(log__w.head - log__w.tail);
@@ -312,7 +335,7 @@ void log_flush(void)
     pthread_mutex_lock(&log__w.mu);
     uint64_t target = log__w.head;
     while (atomic_load(&log__ring_on) && log__w.tail < target)
-        pthread_cond_wait(&log__w.written, &log__w.mu);
+        log__wait_written();
     pthread_mutex_unlock(&log__w.mu);
 }
 
@@ -344,13 +367,13 @@ static bool log__to_ring(const log_rec_t *r)
     pthread_mutex_lock(&log__w.mu);
     if (r->level >= LOG_ERROR) {
         while (atomic_load(&log__ring_on) && log__w.tail < log__w.head)
-            pthread_cond_wait(&log__w.written, &log__w.mu);
+            log__wait_written();
         log__write(r->buf, r->len);
         pthread_mutex_unlock(&log__w.mu);
         return true;
     }
     while (atomic_load(&log__ring_on) && log__w.cap - (size_t)(log__w.head - log__w.tail) < r->len)
-        pthread_cond_wait(&log__w.written, &log__w.mu);
+        log__wait_written();
     if (!atomic_load(&log__ring_on)) {
         pthread_mutex_unlock(&log__w.mu);
         return false;
