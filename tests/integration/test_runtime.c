@@ -8,6 +8,7 @@
 #include <criterion/parameterized.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -354,4 +355,66 @@ Test(runtime, drain_cancels_calls_that_outlive_the_grace)
     cr_assert_eq(ph_stop(&svc, 0, 10000), 0, "a drain that cancels still exits 0");
     cr_assert_lt(now_ms() - t0, 10000);
     cr_assert(ph_log_contains(&svc, "\"clean\":false"));
+}
+
+/* ---- the log writer thread (log.h), on in servers; the harness turns it
+ * off for every other test ---- */
+
+static ph_proc_t wsvc;
+
+/* Lines of wsvc's log that record an Echo call. */
+static int echo_lines(void)
+{
+    FILE *f = fopen(wsvc.log, "r");
+    if (!f)
+        return -1;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, "\"event\":\"call\"") && strstr(line, "TestService/Echo");
+    fclose(f);
+    return n;
+}
+
+/* Every call's line reaches the file while the server runs (a millisecond
+ * or so after the call) and none is lost or written twice at a clean exit. */
+Test(log_writer, every_calls_line_is_written_once_while_running_and_at_exit, .timeout = 120)
+{
+    enum { CALLS = 3000 };
+    ph_start_testsvc(
+        &wsvc, (const char *const[]){"ONCEIOT_LOG_WRITER=true", "ONCEIOT_LOG_LEVEL=info", NULL});
+    rpc_channel_t *c;
+    cr_assert(rpc_channel_new(wsvc.addr, 1 << 20, &c) == 0);
+    arena_t *a = arena_new();
+    Onceiot__Test__V1__EchoRequest req = ONCEIOT__TEST__V1__ECHO_REQUEST__INIT;
+    req.text = "logged";
+    for (int i = 0; i < CALLS; i++) {
+        ProtobufCMessage *resp = NULL;
+        rpc_status_t st;
+        cr_assert_eq(rpc_unary(c, "/onceiot.test.v1.TestService/Echo", &req.base,
+                               &onceiot__test__v1__echo_reply__descriptor, a, NULL, &resp, &st),
+                     0, "%s", st.message);
+        if (i % 100 == 99) {
+            arena_free(a);
+            a = arena_new();
+        }
+    }
+    int seen = -1;
+    for (int i = 0; i < 500 && (seen = echo_lines()) < CALLS; i++)
+        usleep(10 * 1000);
+    cr_assert_eq(seen, CALLS, "lines in the log while the server runs");
+    /* A last burst, then SIGTERM at once: the ring is written at exit. */
+    for (int i = 0; i < 200; i++) {
+        ProtobufCMessage *resp = NULL;
+        rpc_status_t st;
+        cr_assert_eq(rpc_unary(c, "/onceiot.test.v1.TestService/Echo", &req.base,
+                               &onceiot__test__v1__echo_reply__descriptor, a, NULL, &resp, &st),
+                     0, "%s", st.message);
+    }
+    rpc_channel_free(c);
+    arena_free(a);
+    cr_assert_eq(ph_stop(&wsvc, SIGTERM, 20000), 0);
+    cr_assert_eq(echo_lines(), CALLS + 200, "every line once after a clean exit");
+    cr_assert(ph_log_contains(&wsvc, "\"event\":\"exit\""), "the exit line is the ring's last");
+    cr_assert(!ph_log_has_sanitizer_report(&wsvc), "sanitizer report in %s", wsvc.log);
 }

@@ -91,7 +91,7 @@ void ph_spawn_cmd(ph_proc_t *p, int port, const char *binary, const char *arg,
     size_t n_extra = 0;
     while (env && env[n_extra])
         n_extra++;
-    char **envp = mem_calloc(n_env + n_extra + 2, sizeof(char *));
+    char **envp = mem_calloc(n_env + n_extra + 3, sizeof(char *));
     size_t k = 0;
     /* Later entries win in getenv's first-match search only if placed first. */
     for (size_t i = 0; i < n_extra; i++)
@@ -99,6 +99,10 @@ void ph_spawn_cmd(ph_proc_t *p, int port, const char *binary, const char *arg,
     char listen[96];
     snprintf(listen, sizeof(listen), "ONCEIOT_LISTEN=%s", p->addr);
     envp[k++] = listen;
+    /* Each line is in the log file when its call returns, so that a test's
+     * "the secret is not in the log" reads every line written so far. The
+     * writer thread has its own tests (test_runtime.c), which set this. */
+    envp[k++] = "ONCEIOT_LOG_WRITER=false";
     for (size_t i = 0; i < n_env; i++)
         envp[k++] = environ[i];
 
