@@ -91,13 +91,14 @@ static bool retryable(grpc_status_code c)
            c == GRPC_STATUS_UNKNOWN || c == GRPC_STATUS_CANCELLED;
 }
 
-/* Record j of usage batch k: its SIM, volumes and time, derived from k
- * alone, so every attempt of the batch sends the same records. */
+/* The SIM of record j of usage batch k: RECS different fleet SIMs. */
 static int rec_sim(int k, int j)
 {
     return (k + 3 * j) % FLEET;
 }
 
+/* Record j of usage batch k: its SIM, volumes and time, derived from k
+ * alone, so every attempt of the batch sends the same records. */
 static void usage_record(const load_t *l, int k, int j, Onceiot__Usage__V1__UsageRecord *r,
                          Google__Protobuf__Timestamp *ts)
 {
