@@ -7,14 +7,12 @@
 #include "grpc/reflection/v1/reflection.pb-c.h"
 #include "identity/v1/identity.pb-c.h"
 #include "onceiot/client.h"
-#include "pg_harness.h"
 #include "sims/v1/sims.pb-c.h"
 #include "stack_harness.h"
 #include "usage/v1/usage.pb-c.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -26,7 +24,6 @@
 #define DAY_US   (86400LL * 1000000)
 
 static sh_stack_t st;
-static ph_proc_t usage;
 static rpc_channel_t *gw;
 /* Freed after the channel (core may look at metadata values later). */
 static arena_t *arena;
@@ -77,38 +74,10 @@ static const char *key_for(int64_t user_id, const char *s1, const char *s2)
                         ((Onceiot__Identity__V1__CreateApiKeyResponse *)resp)->secret);
 }
 
-static void start_usage(void)
-{
-    PQclear(pgh_sql("SET client_min_messages = warning; DROP SCHEMA IF EXISTS usage CASCADE"));
-    char *key = mem_printf("ONCEIOT_PRINCIPAL_KEY=%s", st.principal_key);
-    char *sims = mem_printf("ONCEIOT_SIMS_ADDR=%s", st.sims.addr);
-    char *db = mem_printf("ONCEIOT_DATABASE_URL=%s", pgh_url());
-    char *schema = ph_source_path("schema");
-    char *dir = mem_printf("ONCEIOT_SCHEMA_DIR=%s/usage", schema);
-    char *signing =
-        ph_signing_keys_env(st.principal_key, "usage", (const char *const[]){"sims", NULL});
-    const char *env[] = {key, signing, sims, db, dir, "ONCEIOT_GRACE_MS=3000", NULL};
-    char *bin = ph_build_path("services/onceiot-usage");
-    ph_start(&usage, bin, env);
-    mem_free(bin);
-    mem_free(dir);
-    mem_free(schema);
-    mem_free(db);
-    mem_free(sims);
-    mem_free(key);
-    mem_free(signing);
-}
-
 static void setup(void)
 {
     sh_start_with_sims(&st, NULL, NULL);
-    start_usage();
-    /* The gateway again, now routing onceiot.usage.v1 to the usage process. */
-    int code = ph_stop(&st.gateway, SIGTERM, 20000);
-    cr_assert_eq(code, 0, "gateway exit %d", code);
-    char addr[96];
-    snprintf(addr, sizeof(addr), "ONCEIOT_USAGE_ADDR=%s", usage.addr);
-    sh_start_gateway(&st, (const char *const[]){addr, NULL});
+    sh_add_usage(&st, NULL);
     cr_assert(rpc_channel_new(st.gateway.addr, 16 << 20, &gw) == 0);
     arena = arena_new();
     writer_arena = arena_new();
@@ -129,11 +98,6 @@ static void teardown(void)
     rpc_channel_free(gw);
     arena_free(arena);
     arena_free(writer_arena);
-    if (usage.pid) {
-        int code = ph_stop(&usage, SIGTERM, 20000);
-        cr_expect_eq(code, 0, "usage exited with %d (log %s)", code, usage.log);
-    }
-    cr_expect(!ph_log_has_sanitizer_report(&usage), "sanitizer report in %s", usage.log);
     sh_stop(&st);
 }
 

@@ -44,54 +44,6 @@ static void teardown(void)
 
 TestSuite(usage_ingest, .init = setup, .fini = teardown, .timeout = 300);
 
-/* Every rollup equals what the raw rows say, in both directions. */
-static void assert_rollups_exact(void)
-{
-    static const char *const checks[] = {
-        /* hourly */
-        "WITH r AS (SELECT sim_id, date_trunc('hour', \"timestamp\" AT TIME ZONE 'UTC') AS b, "
-        "organization_id, iccid, sum(volume_rx) rx, sum(volume_tx) tx, sum(sms_mo) mo, "
-        "sum(sms_mt) mt, sum(session_count) s, count(*) n FROM usage.sim_usage GROUP BY 1, 2, 3, "
-        "4), h AS (SELECT sim_id, hour AT TIME ZONE 'UTC' AS b, organization_id, iccid, "
-        "volume_rx::numeric, volume_tx::numeric, sms_mo, sms_mt, session_count, records "
-        "FROM usage.sim_usage_hourly) "
-        "SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM h) x) + "
-        "(SELECT count(*) FROM (SELECT * FROM h EXCEPT SELECT * FROM r) y)",
-        /* daily */
-        "WITH r AS (SELECT sim_id, (\"timestamp\" AT TIME ZONE 'UTC')::date AS b, "
-        "organization_id, iccid, sum(volume_rx) rx, sum(volume_tx) tx, sum(sms_mo) mo, "
-        "sum(sms_mt) mt, sum(session_count) s, count(*) n FROM usage.sim_usage GROUP BY 1, 2, 3, "
-        "4), d AS (SELECT sim_id, day, organization_id, iccid, volume_rx::numeric, "
-        "volume_tx::numeric, sms_mo, sms_mt, session_count, records FROM usage.sim_usage_daily) "
-        "SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM d) x) + "
-        "(SELECT count(*) FROM (SELECT * FROM d EXCEPT SELECT * FROM r) y)",
-        /* per network */
-        "WITH r AS (SELECT sim_id, (\"timestamp\" AT TIME ZONE 'UTC')::date AS b, "
-        "coalesce(country, '') c, coalesce(mcc, '') mc, coalesce(mnc, '') mn, organization_id, "
-        "sum(volume_rx) rx, sum(volume_tx) tx, sum(sms_mo) mo, sum(sms_mt) mt, "
-        "sum(session_count) s, count(*) n FROM usage.sim_usage GROUP BY 1, 2, 3, 4, 5, 6), "
-        "d AS (SELECT sim_id, day, country, mcc, mnc, organization_id, volume_rx::numeric, "
-        "volume_tx::numeric, sms_mo, sms_mt, session_count, records "
-        "FROM usage.sim_usage_daily_network) "
-        "SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM d) x) + "
-        "(SELECT count(*) FROM (SELECT * FROM d EXCEPT SELECT * FROM r) y)",
-        /* per organization per day, with the distinct active SIMs */
-        "WITH r AS (SELECT organization_id, (\"timestamp\" AT TIME ZONE 'UTC')::date AS b, "
-        "count(DISTINCT sim_id)::numeric a, sum(volume_rx) rx, sum(volume_tx) tx, "
-        "sum(sms_mo)::numeric mo, sum(sms_mt)::numeric mt, sum(session_count)::numeric s, "
-        "count(*)::numeric n FROM usage.sim_usage GROUP BY 1, 2), "
-        "o AS (SELECT organization_id, day, sum(active_sims), sum(volume_rx), sum(volume_tx), "
-        "sum(sms_mo), sum(sms_mt), sum(session_count), sum(records) "
-        "FROM usage.org_usage_daily GROUP BY 1, 2) "
-        "SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM o) x) + "
-        "(SELECT count(*) FROM (SELECT * FROM o EXCEPT SELECT * FROM r) y)",
-    };
-    static const char *const names[] = {"hourly", "daily", "network", "organization daily"};
-    for (size_t i = 0; i < 4; i++)
-        cr_assert_eq(usage_h_sql_int(checks[i]), 0, "the %s rollup differs from the raw rows",
-                     names[i]);
-}
-
 static long long raw_rows(void)
 {
     return usage_h_sql_int("SELECT count(*) FROM usage.sim_usage");
@@ -130,7 +82,7 @@ Test(usage_ingest, a_batch_stores_its_records_and_every_rollup)
     cr_assert_eq(usage_h_sql_int("SELECT count(*) FROM sims.processed_usage_batches WHERE "
                                  "batch_id = 'stores-1'"),
                  1, "delivered once");
-    assert_rollups_exact();
+    usage_h_assert_rollups_exact();
 }
 
 Test(usage_ingest, a_replayed_batch_changes_nothing_and_says_so)
@@ -153,7 +105,7 @@ Test(usage_ingest, a_replayed_batch_changes_nothing_and_says_so)
     cr_assert_eq(raw_rows(), rows);
     cr_assert_eq(usage_h_sql_int("SELECT sum(records) FROM usage.sim_usage_hourly"), hourly);
     cr_assert_eq(usage_h_sql_int("SELECT sum(records) FROM usage.org_usage_daily"), org);
-    assert_rollups_exact();
+    usage_h_assert_rollups_exact();
 }
 
 /* ---- two copies at once ---- */
@@ -207,7 +159,7 @@ Test(usage_ingest, concurrent_copies_of_a_batch_apply_exactly_once)
         cr_assert_eq(applied, 1, "round %d: %d copies applied", round, applied);
     }
     cr_assert_eq(raw_rows(), before + 3 * RECS);
-    assert_rollups_exact();
+    usage_h_assert_rollups_exact();
 }
 
 /* ---- bad batches ---- */
@@ -426,7 +378,7 @@ Test(usage_ingest, late_and_out_of_order_records_land_in_their_buckets)
                  sim, (long long)t[i]);
         cr_assert_eq(usage_h_sql_int(sql), 1);
     }
-    assert_rollups_exact();
+    usage_h_assert_rollups_exact();
 }
 
 /* ---- random concurrent ingest ---- */
@@ -490,7 +442,7 @@ Test(usage_ingest, random_concurrent_ingest_keeps_every_rollup_exact)
     cr_assert_eq(usage_h_sql_int("SELECT count(*) FROM usage.sim_usage WHERE batch_id LIKE "
                                  "'rand-%'"),
                  (long long)THREADS * (BATCHES - BATCHES / 4) * PER_BATCH);
-    assert_rollups_exact();
+    usage_h_assert_rollups_exact();
 }
 
 Test(usage_ingest, the_organizations_rows_fold_into_one_a_day_and_stay_exact)
@@ -522,11 +474,11 @@ Test(usage_ingest, the_organizations_rows_fold_into_one_a_day_and_stay_exact)
     cr_assert_eq(usage_h_sql_int("SELECT count(*) FROM usage.org_usage_daily"),
                  usage_h_sql_int("SELECT count(DISTINCT (organization_id, (\"timestamp\" AT TIME "
                                  "ZONE 'UTC')::date)) FROM usage.sim_usage"));
-    assert_rollups_exact();
+    usage_h_assert_rollups_exact();
     /* A later batch adds a row of its own, folded in turn. */
     usage_rec_t *late[] = {usage_h_rec(arena, sim1, h, 5, 5, 0, 0, NULL, NULL, NULL)};
     Onceiot__Usage__V1__BatchResult *r;
     rpc_status_t st;
     cr_assert_eq(usage_h_ingest(arena, "fold-late", late, 1, &r, &st), 0, "%s", st.message);
-    assert_rollups_exact();
+    usage_h_assert_rollups_exact();
 }

@@ -1,5 +1,6 @@
 /* Starting identity + testsvc + gateway for the gateway tests. */
 #include "stack_harness.h"
+#include "usage_harness.h"
 
 #include "onceiot/mem.h"
 
@@ -73,7 +74,7 @@ static void sh__launch_gateway(sh_stack_t *s, const char *const *gateway_env, bo
     snprintf(down, sizeof(down), "127.0.0.1:%d", ph_free_port());
     char sims[128], usage[128], commerce[128], support[128];
     snprintf(sims, sizeof(sims), "ONCEIOT_SIMS_ADDR=%s", s->sims.pid ? s->sims.addr : down);
-    snprintf(usage, sizeof(usage), "ONCEIOT_USAGE_ADDR=%s", down);
+    snprintf(usage, sizeof(usage), "ONCEIOT_USAGE_ADDR=%s", s->usage.pid ? s->usage.addr : down);
     snprintf(commerce, sizeof(commerce), "ONCEIOT_COMMERCE_ADDR=%s",
              s->commerce.pid ? s->commerce.addr : down);
     snprintf(support, sizeof(support), "ONCEIOT_SUPPORT_ADDR=%s", down);
@@ -126,36 +127,63 @@ static void sh__start_sims(sh_stack_t *s, int port, const char *const *sims_env)
     mem_free(key);
 }
 
-/* The environment of onceiot-commerce (kept for restarts). */
-static char *commerce_env[8];
+/* The environments of onceiot-commerce and onceiot-usage (kept for
+ * restarts). */
+static char *commerce_env[10];
+static char *usage_env[10];
 
-static void sh__start_commerce(sh_stack_t *s, int port)
+/* The kept environment of p (commerce or usage). */
+static char **sh__callee_env(sh_stack_t *s, const ph_proc_t *p)
 {
-    char *bin = ph_build_path("services/onceiot-commerce");
-    ph_start_at(&s->commerce, port ? port : ph_free_port(), bin, (const char *const *)commerce_env);
+    return p == &s->commerce ? commerce_env : usage_env;
+}
+
+/* Starts onceiot-<name> (commerce or usage, p its process) with its kept
+ * environment on port (0: a free one) and waits until it is SERVING. */
+static void sh__start_callee(sh_stack_t *s, ph_proc_t *p, int port)
+{
+    char *bin =
+        ph_build_path(p == &s->commerce ? "services/onceiot-commerce" : "services/onceiot-usage");
+    ph_start_at(p, port ? port : ph_free_port(), bin, (const char *const *)sh__callee_env(s, p));
     mem_free(bin);
+}
+
+/* A service that calls sims and runs an outbox (commerce, usage) on a
+ * freshly dropped schema of its name, outbox lease 2 s; then the gateway
+ * again (with gateway_env), now routing the service to it. */
+static void sh__add_callee(sh_stack_t *s, const char *name, ph_proc_t *p,
+                           const char *const *gateway_env)
+{
+    cr_assert(s->sims.pid, "%s needs sims: sh_start_with_sims first", name);
+    char *drop =
+        mem_printf("SET client_min_messages = warning; DROP SCHEMA IF EXISTS %s CASCADE", name);
+    sh__sql(drop);
+    mem_free(drop);
+    char *schema = ph_source_path("schema");
+    char **env = sh__callee_env(s, p);
+    env[0] = mem_printf("ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
+    env[1] = ph_signing_keys_env(s->principal_key, name, (const char *const[]){"sims", NULL});
+    env[2] = mem_printf("ONCEIOT_SIMS_ADDR=%s", s->sims.addr);
+    env[3] = mem_printf("ONCEIOT_DATABASE_URL=%s", getenv("ONCEIOT_TEST_PG_URL"));
+    env[4] = mem_printf("ONCEIOT_SCHEMA_DIR=%s/%s", schema, name);
+    env[5] = mem_strdup("ONCEIOT_GRACE_MS=3000");
+    env[6] = mem_strdup("ONCEIOT_OUTBOX_LEASE_MS=2000");
+    env[7] = NULL;
+    mem_free(schema);
+    sh__start_callee(s, p, 0);
+    int code = ph_stop(&s->gateway, SIGTERM, 20000);
+    cr_assert_eq(code, 0, "gateway exit %d (log %s)", code, s->gateway.log);
+    sh_start_gateway(s, gateway_env);
 }
 
 void sh_add_commerce(sh_stack_t *s, const char *const *gateway_env)
 {
-    cr_assert(s->sims.pid, "commerce needs sims: sh_start_with_sims first");
-    sh__sql("SET client_min_messages = warning; DROP SCHEMA IF EXISTS commerce CASCADE");
-    char *schema = ph_source_path("schema");
-    commerce_env[0] = mem_printf("ONCEIOT_PRINCIPAL_KEY=%s", s->principal_key);
-    commerce_env[1] =
-        ph_signing_keys_env(s->principal_key, "commerce", (const char *const[]){"sims", NULL});
-    commerce_env[2] = mem_printf("ONCEIOT_SIMS_ADDR=%s", s->sims.addr);
-    commerce_env[3] = mem_printf("ONCEIOT_DATABASE_URL=%s", getenv("ONCEIOT_TEST_PG_URL"));
-    commerce_env[4] = mem_printf("ONCEIOT_SCHEMA_DIR=%s/commerce", schema);
-    commerce_env[5] = mem_strdup("ONCEIOT_GRACE_MS=3000");
-    commerce_env[6] = mem_strdup("ONCEIOT_OUTBOX_LEASE_MS=2000");
-    commerce_env[7] = NULL;
-    mem_free(schema);
-    sh__start_commerce(s, 0);
-    /* The gateway again, now routing onceiot.commerce.v1 to commerce. */
-    int code = ph_stop(&s->gateway, SIGTERM, 20000);
-    cr_assert_eq(code, 0, "gateway exit %d (log %s)", code, s->gateway.log);
-    sh_start_gateway(s, gateway_env);
+    sh__add_callee(s, "commerce", &s->commerce, gateway_env);
+}
+
+void sh_add_usage(sh_stack_t *s, const char *const *gateway_env)
+{
+    sh__add_callee(s, "usage", &s->usage, gateway_env);
 }
 
 void sh_restart_commerce(sh_stack_t *s, int sig)
@@ -164,7 +192,21 @@ void sh_restart_commerce(sh_stack_t *s, int sig)
     ph_stop(&s->commerce, sig, 20000);
     cr_assert(!ph_log_has_sanitizer_report(&s->commerce), "sanitizer report in %s",
               s->commerce.log);
-    sh__start_commerce(s, port);
+    sh__start_callee(s, &s->commerce, port);
+}
+
+bool sh_kill_usage_mid_delivery(sh_stack_t *s, void (*commit)(void *), void *arg, int timeout_ms)
+{
+    cr_assert(s->usage.pid && s->sims.pid, "sh_kill_usage_mid_delivery: usage and sims first");
+    int port = s->usage.port;
+    kill(s->sims.pid, SIGSTOP);
+    if (commit)
+        commit(arg);
+    bool leased = usage_h_wait_leased(timeout_ms);
+    ph_stop(&s->usage, SIGKILL, 5000);
+    kill(s->sims.pid, SIGCONT);
+    sh__start_callee(s, &s->usage, port);
+    return leased;
 }
 
 void sh_kill_sims(sh_stack_t *s)
@@ -274,8 +316,10 @@ void sh_kill_restart(sh_stack_t *s, ph_proc_t *p)
         sh__start_sims(s, port, NULL);
     else if (p == &s->gateway)
         sh__launch_gateway(s, NULL, true, port);
+    else if (p == &s->commerce || p == &s->usage)
+        sh__start_callee(s, p, port);
     else
-        cr_assert_fail("sh_kill_restart: identity, sims or the gateway");
+        cr_assert_fail("sh_kill_restart: identity, sims, commerce, usage or the gateway");
 }
 
 void sh_start(sh_stack_t *s, const char *const *identity_env, const char *const *gateway_env)
@@ -307,11 +351,15 @@ static void sh__stop_one(ph_proc_t *p)
 void sh_stop(sh_stack_t *s)
 {
     sh__stop_one(&s->gateway);
-    if (s->commerce.pid || s->commerce.log[0])
-        sh__stop_one(&s->commerce);
-    for (size_t i = 0; commerce_env[i]; i++) {
-        mem_free(commerce_env[i]);
-        commerce_env[i] = NULL;
+    ph_proc_t *callees[] = {&s->commerce, &s->usage};
+    for (size_t c = 0; c < 2; c++) {
+        if (callees[c]->pid || callees[c]->log[0])
+            sh__stop_one(callees[c]);
+        char **env = sh__callee_env(s, callees[c]);
+        for (size_t i = 0; env[i]; i++) {
+            mem_free(env[i]);
+            env[i] = NULL;
+        }
     }
     if (s->sims.pid)
         sh__stop_one(&s->sims);

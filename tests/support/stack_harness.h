@@ -1,11 +1,14 @@
 /* A small onceiot stack for gateway tests: identity (with a bootstrap admin
  * and its API key), the test service and onceiot-gateway-test, all real
  * processes on free ports, against the test PostgreSQL; optionally
- * onceiot-sims behind the gateway too (sh_start_with_sims). */
+ * onceiot-sims behind the gateway too (sh_start_with_sims), and then
+ * onceiot-commerce and onceiot-usage (sh_add_commerce, sh_add_usage). */
 #ifndef ONCEIOT_TEST_STACK_HARNESS_H
 #define ONCEIOT_TEST_STACK_HARNESS_H
 
 #include "proc_harness.h"
+
+#include <stdbool.h>
 
 /* The password of the bootstrap admin ("admin"); tests give their users the same. */
 #define SH_PASSWORD "a-long-enough-password"
@@ -16,6 +19,7 @@ typedef struct sh_stack {
     ph_proc_t gateway;
     ph_proc_t sims;         /* pid 0 unless started by sh_start_with_sims */
     ph_proc_t commerce;     /* pid 0 unless started by sh_add_commerce */
+    ph_proc_t usage;        /* pid 0 unless started by sh_add_usage */
     char principal_key[65]; /* hex, shared by the three */
     char admin_key[128];    /* the bootstrap admin's API key (superuser, scope "admin") */
     char key_file[256];
@@ -41,6 +45,17 @@ void sh_start_with_sims_env(sh_stack_t *s, const char *const *identity_env,
  * schema (calling that sims, outbox lease 2 s), then the gateway again
  * (with gateway_env) routing onceiot.commerce.v1 to it. */
 void sh_add_commerce(sh_stack_t *s, const char *const *gateway_env);
+/* The same for onceiot-usage on a freshly dropped "usage" schema, the
+ * gateway then routing onceiot.usage.v1 to it. */
+void sh_add_usage(sh_stack_t *s, const char *const *gateway_env);
+/* Kills usage with SIGKILL while its dispatcher delivers a batch's quota
+ * usage: freezes sims (SIGSTOP), calls commit(arg) (may be NULL; it
+ * ingests a batch, which needs no sims once usage has cached its ICCIDs),
+ * waits up to timeout_ms until an outbox row is leased (its ApplyUsage then
+ * hangs in the frozen sims), kills usage, thaws sims and starts usage again
+ * on its port with its data. Returns whether a leased row was seen (false:
+ * killed at the timeout anyway). */
+bool sh_kill_usage_mid_delivery(sh_stack_t *s, void (*commit)(void *), void *arg, int timeout_ms);
 /* Sends sig to commerce, waits for its end, starts it again on its port
  * with its data and waits until it is SERVING. */
 void sh_restart_commerce(sh_stack_t *s, int sig);
@@ -58,10 +73,10 @@ void sh_start_identity(sh_stack_t *s, const char *const *identity_env);
 /* kill -9 of the test service, then the same service started again on the
  * same port with its data (waits until it is SERVING). */
 void sh_restart_testsvc(sh_stack_t *s);
-/* kill -9 of identity, sims or the gateway (p is &s->identity, ...), then
- * the same process started again on its port with its data and the stack's
- * own environment (a test's extra env is not repeated); waits until it is
- * SERVING. */
+/* kill -9 of identity, sims, commerce, usage or the gateway (p is
+ * &s->identity, ...), then the same process started again on its port with
+ * its data and the stack's own environment (a test's extra env is not
+ * repeated); waits until it is SERVING. */
 void sh_kill_restart(sh_stack_t *s, ph_proc_t *p);
 /* SIGTERM to every process still running; expects clean exits and no
  * sanitizer reports. */

@@ -326,17 +326,69 @@ void usage_h_freeze_sims(void)
     kill(sims_h.proc.pid, SIGSTOP);
 }
 
+bool usage_h_wait_leased(int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        if (usage_h_sql_int("SELECT count(*) FROM usage.outbox WHERE leased_by IS NOT NULL"))
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
 void usage_h_kill_usage_while_leased(void)
 {
-    bool leased = false;
-    for (int i = 0; i < 200 && !leased; i++) {
-        leased = usage_h_sql_int("SELECT count(*) FROM usage.outbox WHERE leased_by IS NOT NULL");
-        if (!leased)
-            usleep(20000);
-    }
-    cr_assert(leased, "the dispatcher never took a row");
+    cr_assert(usage_h_wait_leased(4000), "the dispatcher never took a row");
     usage_h_restart_usage(SIGKILL);
     kill(sims_h.proc.pid, SIGCONT);
+}
+
+/* Every rollup equals what the raw rows say, in both directions. */
+void usage_h_assert_rollups_exact(void)
+{
+    static const char *const checks[] = {
+        /* hourly */
+        "WITH r AS (SELECT sim_id, date_trunc('hour', \"timestamp\" AT TIME ZONE 'UTC') AS b, "
+        "organization_id, iccid, sum(volume_rx) rx, sum(volume_tx) tx, sum(sms_mo) mo, "
+        "sum(sms_mt) mt, sum(session_count) s, count(*) n FROM usage.sim_usage GROUP BY 1, 2, 3, "
+        "4), h AS (SELECT sim_id, hour AT TIME ZONE 'UTC' AS b, organization_id, iccid, "
+        "volume_rx::numeric, volume_tx::numeric, sms_mo, sms_mt, session_count, records "
+        "FROM usage.sim_usage_hourly) "
+        "SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM h) x) + "
+        "(SELECT count(*) FROM (SELECT * FROM h EXCEPT SELECT * FROM r) y)",
+        /* daily */
+        "WITH r AS (SELECT sim_id, (\"timestamp\" AT TIME ZONE 'UTC')::date AS b, "
+        "organization_id, iccid, sum(volume_rx) rx, sum(volume_tx) tx, sum(sms_mo) mo, "
+        "sum(sms_mt) mt, sum(session_count) s, count(*) n FROM usage.sim_usage GROUP BY 1, 2, 3, "
+        "4), d AS (SELECT sim_id, day, organization_id, iccid, volume_rx::numeric, "
+        "volume_tx::numeric, sms_mo, sms_mt, session_count, records FROM usage.sim_usage_daily) "
+        "SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM d) x) + "
+        "(SELECT count(*) FROM (SELECT * FROM d EXCEPT SELECT * FROM r) y)",
+        /* per network */
+        "WITH r AS (SELECT sim_id, (\"timestamp\" AT TIME ZONE 'UTC')::date AS b, "
+        "coalesce(country, '') c, coalesce(mcc, '') mc, coalesce(mnc, '') mn, organization_id, "
+        "sum(volume_rx) rx, sum(volume_tx) tx, sum(sms_mo) mo, sum(sms_mt) mt, "
+        "sum(session_count) s, count(*) n FROM usage.sim_usage GROUP BY 1, 2, 3, 4, 5, 6), "
+        "d AS (SELECT sim_id, day, country, mcc, mnc, organization_id, volume_rx::numeric, "
+        "volume_tx::numeric, sms_mo, sms_mt, session_count, records "
+        "FROM usage.sim_usage_daily_network) "
+        "SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM d) x) + "
+        "(SELECT count(*) FROM (SELECT * FROM d EXCEPT SELECT * FROM r) y)",
+        /* per organization per day, with the distinct active SIMs */
+        "WITH r AS (SELECT organization_id, (\"timestamp\" AT TIME ZONE 'UTC')::date AS b, "
+        "count(DISTINCT sim_id)::numeric a, sum(volume_rx) rx, sum(volume_tx) tx, "
+        "sum(sms_mo)::numeric mo, sum(sms_mt)::numeric mt, sum(session_count)::numeric s, "
+        "count(*)::numeric n FROM usage.sim_usage GROUP BY 1, 2), "
+        "o AS (SELECT organization_id, day, sum(active_sims), sum(volume_rx), sum(volume_tx), "
+        "sum(sms_mo), sum(sms_mt), sum(session_count), sum(records) "
+        "FROM usage.org_usage_daily GROUP BY 1, 2) "
+        "SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM o) x) + "
+        "(SELECT count(*) FROM (SELECT * FROM o EXCEPT SELECT * FROM r) y)",
+    };
+    static const char *const names[] = {"hourly", "daily", "network", "organization daily"};
+    for (size_t i = 0; i < 4; i++)
+        cr_assert_eq(usage_h_sql_int(checks[i]), 0, "the %s rollup differs from the raw rows",
+                     names[i]);
 }
 
 bool usage_h_wait_outbox_empty(int timeout_ms)

@@ -38,6 +38,9 @@ void usage_h_restart_usage(int sig);
 void usage_h_spawn_command(ph_proc_t *p, const char *cmd, const char *const *env);
 /* Freezes sims (SIGSTOP), so the next deliveries hang inside their call. */
 void usage_h_freeze_sims(void);
+/* Waits up to timeout_ms until the dispatcher holds an outbox row (a
+ * delivery under way); false if none. */
+bool usage_h_wait_leased(int timeout_ms);
 /* Waits until the dispatcher holds an outbox row (inside a call to the
  * frozen sims), kills usage with SIGKILL there and starts it again, then
  * thaws sims, which runs whatever reached it. */
@@ -83,6 +86,10 @@ int64_t usage_h_hour_us(void);
 
 /* One integer from SQL run as the test cluster's superuser. */
 long long usage_h_sql_int(const char *sql);
+/* Asserts that every rollup (hourly, daily, per network, per organization
+ * per day with its active SIMs) equals a recomputation from the raw rows,
+ * in both directions. */
+void usage_h_assert_rollups_exact(void);
 /* Waits until the usage outbox is empty (every batch reached the quotas);
  * false after timeout_ms. */
 bool usage_h_wait_outbox_empty(int timeout_ms);
