@@ -22,7 +22,12 @@
 /* An upstream that is not SERVING is checked this often (one that comes
  * back is routed to again within about this long). */
 #define GW_RECOVERY_POLL_MS 100
-#define GW_MAX_BACKOFF_MS   1000
+/* How long a check of an upstream that is not SERVING may take: one that
+ * accepts connections but does not answer (a hung pod) would otherwise hold
+ * the checks of every other upstream, and the gateway's readiness, for a
+ * whole interval. */
+#define GW_DOWN_CHECK_MS  300
+#define GW_MAX_BACKOFF_MS 1000
 
 typedef struct gw_upstream {
     char *name;           /* "sims" */
@@ -216,7 +221,9 @@ static int upstreams__check_one(gw_upstreams_t *u, size_t i)
      * reset, the check would fail fast until the backoff ends. */
     if (last != RPC_HEALTH_SERVING)
         grpc_channel_reset_connect_backoff(rpc_channel_grpc(up->ch));
-    int st = upstreams__check(up, u->interval_ms);
+    int st = upstreams__check(up, last == RPC_HEALTH_SERVING || u->interval_ms < GW_DOWN_CHECK_MS
+                                      ? u->interval_ms
+                                      : GW_DOWN_CHECK_MS);
     if (st != last) {
         log_rec_t r;
         log_begin(&r, st == RPC_HEALTH_SERVING ? LOG_INFO : LOG_WARN, "upstream_health");
@@ -272,6 +279,10 @@ static void *upstreams__watch_main(void *arg)
             if (next[i] <= upstreams__now_ns()) {
                 int st = upstreams__check_one(u, i);
                 next[i] = upstreams__now_ns() + (st == RPC_HEALTH_SERVING ? interval : poll);
+                /* Ready as soon as identity and its keys are, not after the
+                 * checks of the other upstreams. */
+                if (!u->ready)
+                    upstreams__readiness(u);
             }
             if (next[i] < wake)
                 wake = next[i];

@@ -12,11 +12,14 @@
 #include "stack_harness.h"
 #include "test/v1/test.pb-c.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -364,6 +367,57 @@ Test(gateway, started_before_identity_it_is_serving_only_once_it_can_authenticat
     cr_assert_eq(echo_as(bearer, "first", NULL, &s), 0, "%s: %s", err_grpc_name(s.code), s.message);
     cr_assert_eq(echo_as(login("admin"), "token", NULL, &s), 0, "%s: %s", err_grpc_name(s.code),
                  s.message);
+}
+
+/* Milliseconds of the day of the first line of p's log holding needle, or
+ * -1. */
+static long log_ms(const ph_proc_t *p, const char *needle)
+{
+    FILE *f = fopen(p->log, "r");
+    if (!f)
+        return -1;
+    char line[4096];
+    long ms = -1;
+    int h, m, sec, milli;
+    while (ms < 0 && fgets(line, sizeof(line), f)) {
+        const char *t = strstr(line, "\"ts\":\"");
+        if (strstr(line, needle) && t && (t = strchr(t + 6, 'T')) &&
+            sscanf(t, "T%d:%d:%d.%dZ", &h, &m, &sec, &milli) == 4)
+            ms = ((h * 60L + m) * 60 + sec) * 1000 + milli;
+    }
+    fclose(f);
+    return ms;
+}
+
+/* Four upstreams that accept connections and never answer (hung pods), and
+ * a long health interval: the gateway is SERVING as soon as identity and its
+ * keys are, and the one live upstream after them is seen within a short
+ * check of each hung one, not after an interval per hung upstream (20 s). */
+Test(gateway, hung_upstreams_hold_back_neither_readiness_nor_the_other_checks, .timeout = 90)
+{
+    teardown();
+    int hole = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    cr_assert(bind(hole, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(hole, 64) == 0 &&
+              getsockname(hole, (struct sockaddr *)&sa, &len) == 0);
+    char env[4][96];
+    const char *names[] = {"SIMS", "USAGE", "COMMERCE", "SUPPORT"};
+    for (int i = 0; i < 4; i++)
+        snprintf(env[i], sizeof(env[i]), "ONCEIOT_%s_ADDR=127.0.0.1:%d", names[i],
+                 ntohs(sa.sin_port));
+    start_with(NULL, (const char *const[]){env[0], env[1], env[2], env[3],
+                                           "ONCEIOT_HEALTH_INTERVAL_MS=5000", NULL});
+    cr_assert(ph_wait_health(st.gateway.addr, "onceiot.test.v1.TestService", 1, 10000));
+    long started = log_ms(&st.gateway, "\"event\":\"server_started\"");
+    long serving = log_ms(&st.gateway, "SERVING: callers can be authenticated");
+    long test_up = log_ms(&st.gateway, "\"upstream\":\"test\"");
+    cr_assert(started >= 0 && serving >= 0 && test_up >= 0, "log %s", st.gateway.log);
+    cr_assert_lt(serving - started, 4000, "SERVING %ld ms after start", serving - started);
+    cr_assert_lt(test_up - started, 4000, "test seen %ld ms after start", test_up - started);
+    rpc_status_t s;
+    cr_assert_eq(echo_as(bearer, "through", NULL, &s), 0, "%s", s.message);
+    close(hole);
 }
 
 /* The upstream was restarted between two health checks (a long interval
