@@ -15,9 +15,11 @@ static int identity__no_key(rpc_call_t *call, int64_t id)
 /* Resolves the user whose keys a call is about (0: the caller) and the role
  * that bounds their keys' scopes. Others' keys are for admins of their
  * organization (or superusers) only, and a superuser's keys for superusers
- * only: anyone else gets NOT_FOUND, as for any user they may not see. */
+ * only: anyone else gets NOT_FOUND, as for any user they may not see.
+ * making: the call makes a key (refused for an erased user). */
 static int identity__key_owner_or_status(rpc_call_t *call, const principal_t *p, int64_t user_id,
-                                         int64_t *owner, identity_role_t *role, bool *superuser)
+                                         bool making, int64_t *owner, identity_role_t *role,
+                                         bool *superuser)
 {
     *owner = user_id ? user_id : p->user_id;
     *role = p->role;
@@ -34,6 +36,9 @@ static int identity__key_owner_or_status(rpc_call_t *call, const principal_t *p,
         return rpc_fail(call, ERR_NOT_FOUND, "no user %lld", (long long)*owner);
     *role = u->role;
     *superuser = u->is_superuser;
+    /* Keys are read for an erased user (all revoked), never made. */
+    if (u->erased_at && making)
+        return rpc_fail(call, ERR_FAILED_PRECONDITION, "user %lld is erased", (long long)u->id);
     return 0;
 }
 
@@ -106,8 +111,8 @@ int identity_create_api_key(rpc_call_t *call, const ProtobufCMessage *req, Proto
     int64_t owner;
     identity_role_t owner_role;
     bool owner_su;
-    if ((rc = identity__key_owner_or_status(call, p, r->user_id, &owner, &owner_role, &owner_su)) <
-        0)
+    if ((rc = identity__key_owner_or_status(call, p, r->user_id, true, &owner, &owner_role,
+                                            &owner_su)) < 0)
         return rc;
     identity__check_grant(call, p, owner_role, owner_su, r->scopes, r->n_scopes);
     if ((rc = rpc_check_violations(call)) < 0)
@@ -160,8 +165,8 @@ int identity_list_api_keys(rpc_call_t *call, const ProtobufCMessage *req, Protob
     int64_t owner;
     identity_role_t owner_role;
     bool owner_su;
-    if ((rc = identity__key_owner_or_status(call, p, r->user_id, &owner, &owner_role, &owner_su)) <
-        0)
+    if ((rc = identity__key_owner_or_status(call, p, r->user_id, false, &owner, &owner_role,
+                                            &owner_su)) < 0)
         return rc;
     identity_apikey_t **keys;
     size_t n;

@@ -1,4 +1,4 @@
-/* Users: create, read, list, update, deactivate, change password.
+/* Users: create, read, list, update, deactivate, erase, change password.
  *
  * Tenant rules: superusers manage everyone; a non-superuser admin manages
  * its own organization's users (and not superusers); user and readonly
@@ -43,8 +43,10 @@ static int identity__not_found(rpc_call_t *call, int64_t id)
 }
 
 /* Loads a user the caller may manage (write): visible, and a superuser
- * only to superusers. Sets the status otherwise. */
-static int identity__managed_user_or_status(rpc_call_t *call, const principal_t *p, int64_t id,
+ * only to superusers. Sets the status otherwise. An erased user is still
+ * loaded (EraseUser answers it again); the other writes refuse it with
+ * identity__not_erased_or_status. */
+static int identity__visible_user_or_status(rpc_call_t *call, const principal_t *p, int64_t id,
                                             identity_user_t **out)
 {
     if (!p->is_superuser && p->role != ROLE_ADMIN && id != p->user_id)
@@ -57,6 +59,22 @@ static int identity__managed_user_or_status(rpc_call_t *call, const principal_t 
     if ((*out)->is_superuser && !p->is_superuser)
         return rpc_fail(call, ERR_PERMISSION_DENIED, "only superusers manage superusers");
     return 0;
+}
+
+static int identity__not_erased_or_status(rpc_call_t *call, const identity_user_t *u)
+{
+    if (u->erased_at)
+        return rpc_fail(call, ERR_FAILED_PRECONDITION, "user %lld is erased and cannot change",
+                        (long long)u->id);
+    return 0;
+}
+
+/* A user the caller may change: manageable and not erased. */
+static int identity__managed_user_or_status(rpc_call_t *call, const principal_t *p, int64_t id,
+                                            identity_user_t **out)
+{
+    int rc = identity__visible_user_or_status(call, p, id, out);
+    return rc < 0 ? rc : identity__not_erased_or_status(call, *out);
 }
 
 /* Finds the caller (*p) and checks that it holds the admin role (or is a
@@ -267,16 +285,24 @@ int identity_update_user(rpc_call_t *call, const ProtobufCMessage *req, Protobuf
     return identity__save_user_or_status(call, in->id, bits, in, resp);
 }
 
+/* An admin's call about user id (the request's "id"): the caller, or the
+ * status. */
+static int identity__admin_on_or_status(rpc_call_t *call, int64_t id, const principal_t **p)
+{
+    int rc = identity__admin_or_status(call, p);
+    if (rc < 0)
+        return rc;
+    if (id <= 0)
+        rpc_violation(call, "id", "must be positive");
+    return rpc_check_violations(call);
+}
+
 int identity_deactivate_user(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Onceiot__Identity__V1__DeactivateUserRequest *r = (const void *)req;
     const principal_t *p;
-    int rc = identity__admin_or_status(call, &p);
+    int rc = identity__admin_on_or_status(call, r->id, &p);
     if (rc < 0)
-        return rc;
-    if (r->id <= 0)
-        rpc_violation(call, "id", "must be positive");
-    if ((rc = rpc_check_violations(call)) < 0)
         return rc;
     identity_user_t *u;
     if ((rc = identity__managed_user_or_status(call, p, r->id, &u)) < 0)
@@ -288,6 +314,33 @@ int identity_deactivate_user(rpc_call_t *call, const ProtobufCMessage *req, Prot
     identity_user_t inactive = ONCEIOT__IDENTITY__V1__USER__INIT;
     inactive.is_active = false;
     return identity__save_user_or_status(call, r->id, MASK_ACTIVE, &inactive, resp);
+}
+
+int identity_erase_user(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Onceiot__Identity__V1__EraseUserRequest *r = (const void *)req;
+    const principal_t *p;
+    int rc = identity__admin_on_or_status(call, r->id, &p);
+    if (rc < 0)
+        return rc;
+    if (r->id == p->user_id)
+        return rpc_fail(call, ERR_FAILED_PRECONDITION, "you cannot erase yourself");
+    identity_user_t *u;
+    if ((rc = identity__visible_user_or_status(call, p, r->id, &u)) < 0)
+        return rc;
+    if (u->erased_at) {
+        *resp = &u->base;
+        return 0;
+    }
+    if ((rc = identity_store_user_erase_or_status(call, r->id, &u)) < 0)
+        return rc;
+    /* No row: a concurrent EraseUser of the same user won it; the answer is
+     * its tombstone. */
+    if (!u && (rc = identity_store_user_get_or_status(call, r->id, &u)) < 0)
+        return rc;
+    identity_cache_forget(&identity_of(call)->cache, 0, r->id);
+    *resp = &u->base;
+    return 0;
 }
 
 int identity_change_password(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)

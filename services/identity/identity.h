@@ -167,6 +167,10 @@ int identity_store_user_insert_or_status(rpc_call_t *call, const char *username,
 /* NOT_FOUND ("no user <id>") when absent. */
 int identity_store_user_get_or_status(rpc_call_t *call, int64_t id,
                                       identity_user_t **out) ONCEIOT_MUSTCHECK;
+/* EraseUser's one statement (store.c); *out NULL when there is no such user
+ * or it is erased already. */
+int identity_store_user_erase_or_status(rpc_call_t *call, int64_t id,
+                                        identity_user_t **out) ONCEIOT_MUSTCHECK;
 /* org 0: any; role UNSPECIFIED: any; active -1: any. */
 int identity_store_user_list_or_status(rpc_call_t *call, int64_t after_id, int64_t org,
                                        identity_role_t role, int active, int32_t limit,
@@ -262,6 +266,7 @@ int identity_list_users(rpc_call_t *call, const ProtobufCMessage *req, ProtobufC
 int identity_update_user(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp);
 int identity_deactivate_user(rpc_call_t *call, const ProtobufCMessage *req,
                              ProtobufCMessage **resp);
+int identity_erase_user(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp);
 int identity_change_password(rpc_call_t *call, const ProtobufCMessage *req,
                              ProtobufCMessage **resp);
 int identity_login(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp);

@@ -128,6 +128,7 @@ static const rpc_method_impl_t identity__methods[] = {
     {"ListUsers", identity_list_users},
     {"UpdateUser", identity_update_user},
     {"DeactivateUser", identity_deactivate_user},
+    {"EraseUser", identity_erase_user},
     {"ChangePassword", identity_change_password},
     {"Login", identity_login},
     {"CreateApiKey", identity_create_api_key},

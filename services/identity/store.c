@@ -14,9 +14,10 @@
 #include <unistd.h>
 
 #define US(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
-#define USER_COLS                                                                                  \
-    "id, username, email, full_name, role, is_active, is_superuser, organization_id, " US(         \
-        "created_at") " AS created_us, " US("updated_at") " AS updated_us, " US("last_login_at") " AS last_login_us"
+#define USER_COLS                                                                                                        \
+    "id, username, email, full_name, role, is_active, is_superuser, organization_id, " US("create"                       \
+                                                                                          "d_at") " AS created_us, " US( \
+        "updated_at") " AS updated_us, " US("last_login_at") " AS last_login_us, " US("erased_at") " AS erased_us"
 #define KEY_COLS                                                                                   \
     "k.id, k.user_id, k.name, k.description, array_to_string(k.scopes, ',') AS scopes_csv, "       \
     "k.key_prefix, k.usage_count, "                                                                \
@@ -58,6 +59,33 @@ static const db_stmt_t identity__user_update = {
     "ELSE token_not_before END "
     "WHERE id = $1 RETURNING " USER_COLS,
     9};
+/* EraseUser in one statement: the tombstone, the user's keys revoked with
+ * their names cleared, its login failures (by username) and the stored
+ * answers of idempotent requests that hold its data (made by it, or a
+ * CreateUser/UpdateUser answer holding its username or email, or a
+ * CreateApiKey answer holding one of its keys' names) deleted. The
+ * tombstone's password hash matches no password; token_not_before stops
+ * its tokens. No row: not there, or erased already. */
+static const db_stmt_t identity__user_erase = {
+    "identity_user_erase",
+    "WITH old AS (SELECT id AS old_id, username AS old_username, email AS old_email FROM users "
+    "WHERE id = $1 AND erased_at IS NULL FOR UPDATE), "
+    "answers AS (DELETE FROM request_ids r USING old WHERE r.caller = 'user:' || old_id "
+    "OR ((r.method LIKE '%/CreateUser' OR r.method LIKE '%/UpdateUser') "
+    "AND (position(convert_to(old_username, 'UTF8') IN r.response) > 0 "
+    "OR position(convert_to(old_email, 'UTF8') IN r.response) > 0)) "
+    "OR (r.method LIKE '%/CreateApiKey' AND EXISTS (SELECT 1 FROM api_keys k "
+    "WHERE k.user_id = old_id AND position(convert_to(k.name, 'UTF8') IN r.response) > 0)) "
+    "RETURNING 1), "
+    "keys AS (UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()), "
+    "name = 'erased', description = '' FROM old WHERE k.user_id = old_id RETURNING 1), "
+    "failures AS (DELETE FROM login_failures f USING old WHERE f.username = old_username "
+    "RETURNING 1) "
+    "UPDATE users SET username = 'erased-' || id, email = 'erased-' || id || '@erased.invalid', "
+    "full_name = '', password_hash = '!erased', is_active = false, "
+    "token_not_before = clock_timestamp(), erased_at = now() "
+    "FROM old WHERE id = old_id RETURNING " USER_COLS,
+    1};
 static const db_stmt_t identity__user_set_password = {
     "identity_user_set_password",
     "UPDATE users SET password_hash = $2, token_not_before = clock_timestamp() "
@@ -209,6 +237,7 @@ static identity_user_t *identity__user_row(arena_t *a, const PGresult *res, int 
     identity_timestamp(a, db_get_int(res, r, "created_us", 0), &u->created_at);
     identity_timestamp(a, db_get_int(res, r, "updated_us", 0), &u->updated_at);
     identity_timestamp(a, db_get_int(res, r, "last_login_us", 0), &u->last_login_at);
+    identity_timestamp(a, db_get_int(res, r, "erased_us", 0), &u->erased_at);
     return u;
 }
 
@@ -304,6 +333,19 @@ int identity_store_user_get_or_status(rpc_call_t *call, int64_t id, identity_use
     if (rc < 0)
         return rc;
     *out = identity__user_row(a, res, 0);
+    PQclear(res);
+    return 0;
+}
+
+int identity_store_user_erase_or_status(rpc_call_t *call, int64_t id, identity_user_t **out)
+{
+    arena_t *a = rpc_call_arena(call);
+    const char *p[] = {identity__i64(a, id)};
+    PGresult *res;
+    int rc = svc_exec_or_status(call, &identity__user_erase, p, &res);
+    if (rc < 0)
+        return rc;
+    *out = PQntuples(res) ? identity__user_row(a, res, 0) : NULL;
     PQclear(res);
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* The seed's email CHECK, as PostgreSQL's ~* (case-insensitive) reads it. */
 #define IDENTITY_EMAIL_RE "^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Z|a-z]{2,}$"
@@ -35,13 +36,19 @@ void identity_validate_username(rpc_call_t *call, const char *field, const char 
             return;
         }
     }
+    /* EraseUser's tombstones are "erased-<id>". */
+    if (strncasecmp(username, "erased-", 7) == 0)
+        rpc_violation(call, field, "may not begin with \"erased-\" (kept for erased users)");
 }
 
 void identity_validate_email(rpc_call_t *call, const char *field, const char *email)
 {
     pthread_once(&identity__email_once, identity__compile_email);
-    if (strlen(email) > 254 || regexec(&identity__email_re, email, 0, NULL, 0) != 0)
+    size_t len = strlen(email);
+    if (len > 254 || regexec(&identity__email_re, email, 0, NULL, 0) != 0)
         rpc_violation(call, field, "must be a valid email address");
+    else if (len >= 15 && strcasecmp(email + len - 15, "@erased.invalid") == 0)
+        rpc_violation(call, field, "may not be at erased.invalid (kept for erased users)");
 }
 
 void identity_validate_password(rpc_call_t *call, const char *field, const char *password)
