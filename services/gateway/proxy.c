@@ -61,6 +61,8 @@ struct gw_call {
     int64_t start_ns;
     int64_t up_start_ns; /* when the upstream call started; 0: it did not */
     int64_t user_id;
+    int64_t organization_id;
+    const char *credential;     /* "api_key:<id>", "token", "anonymous" (in the arena) */
     char *peer;                 /* grpc_call_get_peer of the client's call (gpr_free) */
     const char *client_address; /* the IP of peer (in the arena) */
     int64_t token_issued_ms;    /* the login token's iat, for the stream guard */
@@ -109,9 +111,12 @@ static void gw__log(gw_call_t *c)
 {
     bool bad = c->code == GRPC_STATUS_INTERNAL || c->code == GRPC_STATUS_UNKNOWN ||
                c->code == GRPC_STATUS_DATA_LOSS;
+    /* A refused attempt (here or upstream) is a warning with who tried. */
+    bool refused =
+        c->code == GRPC_STATUS_UNAUTHENTICATED || c->code == GRPC_STATUS_PERMISSION_DENIED;
     log_rec_t r;
     const char *prev = log_set_trace_id(c->trace.trace_id);
-    log_begin(&r, bad ? LOG_ERROR : LOG_INFO, "call");
+    log_begin(&r, bad ? LOG_ERROR : refused ? LOG_WARN : LOG_INFO, "call");
     log_set_trace_id(prev);
     if (!r.on)
         return;
@@ -126,6 +131,12 @@ static void gw__log(gw_call_t *c)
         log_str(&r, "parent_span_id", c->trace.parent_span_id);
     if (c->user_id)
         log_int(&r, "user_id", c->user_id);
+    if (refused) {
+        log_bool(&r, "refused", true);
+        log_str(&r, "credential", c->credential ? c->credential : "none");
+        if (c->organization_id)
+            log_int(&r, "organization_id", c->organization_id);
+    }
     log_str(&r, "upstream", c->upstream);
     if (c->code != GRPC_STATUS_OK && c->message)
         log_str(&r, "message", c->message);
@@ -685,6 +696,8 @@ static void gw__proceed(gw_call_t *c, principal_t *p)
         return;
     }
     c->user_id = p->user_id;
+    c->organization_id = p->organization_id;
+    c->credential = p->credential;
     p->client_address = (char *)c->client_address;
     const char *why = NULL;
     if (gw_authorize(&c->route->rule, p, &why) < 0) {

@@ -125,9 +125,11 @@ static void call__log(rpc_call_t *c)
     bool quiet = c->m && c->m->quiet && c->code == GRPC_STATUS_OK;
     bool bad = c->code == GRPC_STATUS_INTERNAL || c->code == GRPC_STATUS_UNKNOWN ||
                c->code == GRPC_STATUS_DATA_LOSS;
+    bool refused =
+        c->code == GRPC_STATUS_UNAUTHENTICATED || c->code == GRPC_STATUS_PERMISSION_DENIED;
     log_rec_t r;
     const char *prev = log_set_trace_id(c->trace.trace_id);
-    log_begin(&r, quiet ? LOG_DEBUG : bad ? LOG_ERROR : LOG_INFO, "call");
+    log_begin(&r, quiet ? LOG_DEBUG : bad ? LOG_ERROR : refused ? LOG_WARN : LOG_INFO, "call");
     log_set_trace_id(prev);
     if (!r.on)
         return;
@@ -140,6 +142,8 @@ static void call__log(rpc_call_t *c)
     log_str(&r, "span_id", c->trace.span_id);
     if (c->trace.parent_span_id[0])
         log_str(&r, "parent_span_id", c->trace.parent_span_id);
+    if (refused)
+        log_bool(&r, "refused", true);
     if (c->code != GRPC_STATUS_OK && c->message)
         log_str(&r, "message", c->message);
     if (atomic_load(&c->cancelled))

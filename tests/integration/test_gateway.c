@@ -531,6 +531,9 @@ Test(gateway, public_methods_need_no_credentials_and_others_do)
         echo_as("Bearer sk_live_notakeyatall000000000000000000000000000000", "x", NULL, &s),
         ERR_UNAUTHENTICATED);
     cr_assert_eq(echo_as("Bearer v4.public.garbage", "x", NULL, &s), ERR_UNAUTHENTICATED);
+    cr_assert(ph_log_contains(&st.gateway, "\"status\":\"UNAUTHENTICATED\""));
+    cr_assert(ph_log_contains(&st.gateway, "\"refused\":true,\"credential\":\"none\""),
+              "a refused attempt without credentials is logged as one");
     cr_assert_eq(health_of(""), 1, "health needs no credentials");
     const char *token = login("admin");
     Onceiot__Test__V1__EchoReply *r;
@@ -557,6 +560,15 @@ Test(gateway, roles_and_scopes_are_enforced)
     const char *users_only[] = {"users:read"};
     const char *no_test = create_key(us, users_only, 1, NULL);
     cr_assert_eq(echo_as(no_test, "x", NULL, &s), ERR_PERMISSION_DENIED);
+    /* Each refusal is a warning that says who tried, with what. */
+    cr_assert(ph_log_contains(&st.gateway,
+                              "\"level\":\"warn\",\"service\":\"gateway\",\"event\":\"call\""),
+              "refusals are warnings");
+    cr_assert(ph_log_contains(&st.gateway, "\"status\":\"PERMISSION_DENIED\""));
+    cr_assert(ph_log_contains(&st.gateway, arena_printf(arena, "\"user_id\":%lld", (long long)us)));
+    cr_assert(ph_log_contains(&st.gateway, "\"refused\":true,\"credential\":\"api_key:"),
+              "with the credential");
+    cr_assert(ph_log_contains(&st.gateway, "\"refused\":true,\"credential\":\"token\""));
 }
 
 Test(gateway, admin_of_another_organization_gets_not_found)
