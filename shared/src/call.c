@@ -337,6 +337,11 @@ grpc_status_code rpc_call_detached_code(const rpc_call_t *c)
     return c->code;
 }
 
+const char *rpc_call_detached_message(const rpc_call_t *c)
+{
+    return c->message ? c->message : "";
+}
+
 void rpc_call_detached_free(rpc_call_t *c)
 {
     if (!c)
