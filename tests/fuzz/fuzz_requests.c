@@ -1,6 +1,7 @@
 /* Every public method's request as the services receive it: the first two
  * bytes pick a method of the product's descriptor set, the rest is decoded
- * as its request type (protobuf-c into an arena, as the server does), then
+ * as its request type (its nesting checked on the bytes first, then
+ * protobuf-c into an arena, as the server does), then
  * the field validators the handlers run are applied to every field by name,
  * in nested messages too, on a detached call: no database, no server. A
  * decoded request must pack to its computed size. (It need not decode
@@ -11,6 +12,7 @@
 #include "commerce.h"
 #include "identity.h"
 #include "onceiot/descset.h"
+#include "onceiot/pbnest.h"
 #include "sims.h"
 #include "support/v1/support.pb-c.h"
 #include "usage.h"
@@ -98,7 +100,7 @@ static void fuzz__string(rpc_call_t *call, arena_t *a, const char *name, const c
 
 static void fuzz__message(rpc_call_t *call, arena_t *a, const ProtobufCMessage *msg, int depth)
 {
-    /* At any depth the conversion must hold. */
+    /* Any depth: pbnest bounds it, and the conversion must hold there. */
     if (msg && msg->descriptor == &google__protobuf__struct__descriptor) {
         const char *json;
         if (pbstruct_to_json(call, "struct", (const Google__Protobuf__Struct *)msg, 65536, &json) &&
@@ -163,7 +165,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const ProtobufCMessageDescriptor *d = inputs[((size_t)data[0] << 8 | data[1]) % n_inputs];
     rpc_call_t *call = rpc_call_detached_new();
     arena_t *a = rpc_call_arena(call);
-    ProtobufCMessage *m = protobuf_c_message_unpack(d, arena_allocator(a), size - 2, data + 2);
+    ProtobufCMessage *m = pbnest_within(d, data + 2, size - 2, PBNEST_MAX_DEPTH)
+                              ? protobuf_c_message_unpack(d, arena_allocator(a), size - 2, data + 2)
+                              : NULL;
     if (m) {
         fuzz__message(call, a, m, 0);
         (void)rpc_check_violations(call);

@@ -1,5 +1,6 @@
 /* The SIM registry against a real onceiot-sims and PostgreSQL: Get, List,
  * Create, Import, Update, BulkUpdate; validation; pagination; tenancy. */
+#include "google/protobuf/wrappers.pb-c.h"
 #include "pg_harness.h"
 #include "sims_harness.h"
 
@@ -378,6 +379,87 @@ ParameterizedTest(bad_metadata_t *b, sims_registry, bad_metadata_is_refused_nami
     cr_assert_str_eq(s->label, "first", "nothing changed");
 }
 
+/* The bytes of a CreateSimRequest whose SIM's metadata nests levels
+ * objects, {"a": {"a": ...}}, built from the inside out (protobuf-c would
+ * recurse as deep to pack it). Returns the request in a BytesValue, whose
+ * field 1 has the wire form of CreateSimRequest.sim. */
+static Google__Protobuf__BytesValue *deep_create_request(const char *iccid, size_t levels,
+                                                         size_t *size)
+{
+    size_t cap = levels * 16 + 64;
+    uint8_t *buf = arena_alloc(sims_h.arena, cap), *end = buf + cap, *p = end;
+#define PUT(b) (*--p = (uint8_t)(b))
+    /* A length before the bytes that follow it, as a varint. */
+#define PUT_LEN(n)                                                                                 \
+    do {                                                                                           \
+        uint8_t v[10];                                                                             \
+        size_t k = 0, x = (n);                                                                     \
+        do {                                                                                       \
+            v[k++] = (uint8_t)((x & 0x7f) | (x > 0x7f ? 0x80 : 0));                                \
+            x >>= 7;                                                                               \
+        } while (x);                                                                               \
+        while (k)                                                                                  \
+            PUT(v[--k]);                                                                           \
+    } while (0)
+    for (size_t i = 0; i < levels; i++) {
+        size_t n = (size_t)(end - p); /* the Struct inside */
+        PUT_LEN(n);
+        PUT(0x2a); /* Value.struct_value = 5 */
+        n = (size_t)(end - p);
+        PUT_LEN(n);
+        PUT(0x12); /* FieldsEntry.value = 2 */
+        PUT('a');
+        PUT(1);
+        PUT(0x0a); /* FieldsEntry.key = 1 */
+        n = (size_t)(end - p);
+        PUT_LEN(n);
+        PUT(0x0a); /* Struct.fields = 1 */
+        cr_assert_gt(p - buf, 32, "buffer");
+    }
+    size_t n = (size_t)(end - p);
+    PUT_LEN(n);
+    PUT(0x72); /* SimInput.metadata = 14 */
+    for (size_t i = strlen(iccid); i > 0; i--)
+        PUT(iccid[i - 1]);
+    PUT(strlen(iccid));
+    PUT(0x0a); /* SimInput.iccid = 1 */
+#undef PUT_LEN
+#undef PUT
+    Google__Protobuf__BytesValue *bv = arena_alloc(sims_h.arena, sizeof(*bv));
+    google__protobuf__bytes_value__init(bv);
+    bv->value.data = p;
+    bv->value.len = (size_t)(end - p);
+    *size = bv->value.len;
+    return bv;
+}
+
+/* protobuf-c recurses once per nested message: a Struct nested 100000 deep
+ * would run the server's thread off its stack. It is refused on its bytes,
+ * before decoding, and the server goes on serving. A Struct just within the
+ * limit of the bytes is refused by the Struct check instead. */
+Test(sims_registry, a_struct_nested_past_the_limit_is_refused_before_decoding)
+{
+    principal_t staff = sims_h_root(), admin = sims_h_admin(1);
+    const size_t levels[] = {100000, 50, 35};
+    for (size_t i = 0; i < 3; i++) {
+        const char *iccid = sims_h_iccid(10 + (long long)i);
+        size_t size;
+        Google__Protobuf__BytesValue *req = deep_create_request(iccid, levels[i], &size);
+        ProtobufCMessage *resp;
+        rpc_status_t st;
+        cr_assert_eq(sims_h_call("CreateSim", &req->base, SIM_D, &staff, NULL, &resp, &st),
+                     ERR_INVALID_ARGUMENT, "%zu levels (%zu bytes): %s", levels[i], size,
+                     st.message);
+        /* Request, SIM input, the innermost Struct and 3 messages a level. */
+        if (levels[i] * 3 + 3 > 128)
+            cr_assert(strstr(st.message, "nests messages more than 128 deep"), "%s", st.message);
+        else
+            cr_assert(sims_h_violation(&st, "sim.metadata"), "%s", st.message);
+        Onceiot__Sims__V1__Sim *s;
+        cr_assert_eq(get_sim(&admin, iccid, &s, &st), ERR_NOT_FOUND, "%s", st.message);
+    }
+    cr_assert_not_null(sims_h_create(&admin, sims_h_iccid(20)), "still serving");
+}
 
 /* Imports n SIMs numbered from first into who's organization (as the
  * operator's staff: a superuser); returns the call's result. */
