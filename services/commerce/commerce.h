@@ -8,6 +8,7 @@
 #include "onceiot/client.h"
 #include "onceiot/outbox.h"
 #include "onceiot/pagetoken.h"
+#include "onceiot/pbstruct.h"
 #include "onceiot/svc.h"
 #include "sims/v1/sims.pb-c.h"
 
@@ -76,17 +77,14 @@ Onceiot__Commerce__V1__OrderType commerce_type_enum(const char *name);
  * "sms_count"), or NULL for other categories. */
 const char *commerce_topup_key(const char *category);
 
-/* ---- spec.c: specifications, google.protobuf.Struct <-> JSON ---- */
+/* ---- validate.c: specifications (google.protobuf.Struct, onceiot/pbstruct.h) ---- */
 
-/* The JSON object text of s (NULL: "{}") in a. */
-const char *commerce_struct_json(arena_t *a, const Google__Protobuf__Struct *s);
-/* The Struct of a JSON object text, in a; NULL if it is not one. */
-Google__Protobuf__Struct *commerce_json_struct(arena_t *a, const char *json);
-/* Checks the specifications of a product of category (stored name): an
- * object, at most 16 KiB of JSON, and a top-up's volume key a positive
- * integer (at most 10^18). Records violations on field. */
+/* Checks the specifications of a product of category (stored name): at
+ * most 16 KiB of JSON (pbstruct_to_json's rules), and a top-up's volume key
+ * a whole number from 1 to 2^53. *json gets their JSON text for the jsonb
+ * parameter. Records violations on field. */
 bool commerce_valid_specs(rpc_call_t *call, const char *field, const char *category,
-                          const Google__Protobuf__Struct *s);
+                          const Google__Protobuf__Struct *s, const char **json);
 
 /* ---- store.c: rows ---- */
 

@@ -68,7 +68,8 @@ int commerce_create_product(rpc_call_t *call, const ProtobufCMessage *req, Proto
     catalog__check_sku(call, p->sku);
     commerce_valid_money(call, "product.price", p->price);
     catalog__check_stock(call, p->stock);
-    commerce_valid_specs(call, "product.specifications", category, p->specifications);
+    const char *specs = NULL;
+    commerce_valid_specs(call, "product.specifications", category, p->specifications, &specs);
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
     const char *params[] = {p->name,
@@ -78,7 +79,7 @@ int commerce_create_product(rpc_call_t *call, const ProtobufCMessage *req, Proto
                             commerce_i64(cx.a, p->price->amount_minor),
                             p->price->currency_code,
                             catalog__stock_param(cx.a, p->stock),
-                            commerce_struct_json(cx.a, p->specifications)};
+                            specs};
     PGresult *res = NULL;
     if ((rc = commerce_exec(&cx, &insert_product, params, &res)) < 0)
         return rc;
@@ -240,8 +241,9 @@ int commerce_update_product(rpc_call_t *call, const ProtobufCMessage *req, Proto
     if (rc == 0)
         return catalog__reply(&cx, p->id, res, 0, resp);
     const char *category = db_get(res, 0, "category");
+    const char *specs = NULL;
     if (set[UP_SPECS])
-        commerce_valid_specs(call, "product.specifications", category, p->specifications);
+        commerce_valid_specs(call, "product.specifications", category, p->specifications, &specs);
     PQclear(res);
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
@@ -259,7 +261,7 @@ int commerce_update_product(rpc_call_t *call, const ProtobufCMessage *req, Proto
                             set[UP_STOCK] ? t : f,
                             catalog__stock_param(cx.a, p->stock),
                             set[UP_SPECS] ? t : f,
-                            commerce_struct_json(cx.a, p->specifications),
+                            specs,
                             set[UP_ACTIVE] ? t : f,
                             p->active ? t : f};
     if ((rc = commerce_exec(&cx, &update_product, params, &res)) < 0)

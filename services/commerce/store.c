@@ -31,7 +31,7 @@ commerce_product_t *commerce_product_from_row(arena_t *a, const PGresult *res, i
         google__protobuf__int64_value__init(p->stock);
         p->stock->value = db_get_int(res, row, "stock", 0);
     }
-    p->specifications = commerce_json_struct(a, db_get(res, row, "specs"));
+    p->specifications = pbstruct_from_json(a, db_get(res, row, "specs"));
     p->created_at = commerce_ts(a, db_get(res, row, "created_us"));
     p->updated_at = commerce_ts(a, db_get(res, row, "updated_us"));
     return p;

@@ -2,6 +2,7 @@
 #include "commerce.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <string.h>
 
 bool commerce_valid_uuid(rpc_call_t *call, const char *field, const char *id)
@@ -128,4 +129,29 @@ const char *commerce_topup_key(const char *category)
     if (strcmp(category, "sms_topup") == 0)
         return "sms_count";
     return NULL;
+}
+
+#define SPEC_MAX_JSON  16384
+#define SPEC_MAX_EXACT 9007199254740992.0 /* 2^53 */
+
+bool commerce_valid_specs(rpc_call_t *call, const char *field, const char *category,
+                          const Google__Protobuf__Struct *s, const char **json)
+{
+    if (!pbstruct_to_json(call, field, s, SPEC_MAX_JSON, json))
+        return false;
+    const char *key = category ? commerce_topup_key(category) : NULL;
+    if (!key)
+        return true;
+    const Google__Protobuf__Value *v = NULL;
+    for (size_t i = 0; s && i < s->n_fields; i++)
+        if (s->fields[i]->key && strcmp(s->fields[i]->key, key) == 0)
+            v = s->fields[i]->value;
+    double d =
+        v && v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE ? v->number_value : 0;
+    if (!(d >= 1 && d <= SPEC_MAX_EXACT && d == floor(d))) {
+        rpc_violation(call, arena_printf(rpc_call_arena(call), "%s.%s", field, key),
+                      "a %s product needs %s, a whole number from 1 to 2^53", category, key);
+        return false;
+    }
+    return true;
 }

@@ -102,6 +102,7 @@ int sims_record_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCM
         return rc;
     if (r->n_events == 0 || r->n_events > RECORD_MAX)
         rpc_violation(call, "events", "must hold 1 to %d events", RECORD_MAX);
+    const char **data = arena_calloc(cx.a, r->n_events ? r->n_events : 1, sizeof(*data));
     for (size_t i = 0; i < r->n_events && i < RECORD_MAX; i++) {
         const Onceiot__Sims__V1__EventInput *e = r->events[i];
         const char *f = arena_printf(cx.a, "events[%zu].", i);
@@ -121,7 +122,7 @@ int sims_record_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCM
                           "must be info, warning, error or critical");
             ok = false;
         }
-        ok &= sims_valid_metadata(call, arena_printf(cx.a, "%sdata_json", f), e->data_json);
+        ok &= sims_valid_object(call, f, &e->base, "data", e->data, 6, &data[i]);
         if (!ok)
             break;
     }
@@ -139,7 +140,7 @@ int sims_record_events(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCM
                               .category = e->event_category,
                               .severity = sims_nz(e->severity),
                               .description = e->description,
-                              .data_json = sims_nz(e->data_json),
+                              .data_json = data[i],
                               .occurred_us = sims_ts_param(&cx, e->occurred_at)};
         if ((rc = sims_record_event(&cx, &ev)) < 0)
             return rc;

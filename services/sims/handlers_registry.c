@@ -103,9 +103,10 @@ out:
 }
 
 /* Checks one SIM to register; field names are prefixed (e.g. "sims[3].").
- * Returns false after recording violations. */
+ * *metadata gets the JSON text of its metadata. Returns false after
+ * recording violations. */
 static bool sims__valid_input(sims_ctx_t *cx, const char *prefix,
-                              const Onceiot__Sims__V1__SimInput *in)
+                              const Onceiot__Sims__V1__SimInput *in, const char **metadata)
 {
     rpc_call_t *c = cx->call;
     arena_t *a = cx->a;
@@ -116,7 +117,7 @@ static bool sims__valid_input(sims_ctx_t *cx, const char *prefix,
     ok &= sims_valid_label(c, arena_printf(a, "%slabel", prefix), in->label);
     ok &= sims_valid_ip(c, arena_printf(a, "%sip_address", prefix), in->ip_address);
     ok &= sims_valid_tags(c, arena_printf(a, "%stags", prefix), in->tags, in->n_tags);
-    ok &= sims_valid_metadata(c, arena_printf(a, "%smetadata_json", prefix), in->metadata_json);
+    ok &= sims_valid_object(c, prefix, &in->base, "metadata", in->metadata, 10, metadata);
     if (in->data_volume < 0 || in->sms_volume < 0 || in->customer_org_id < 0) {
         rpc_violation(c, arena_printf(a, "%sdata_volume", prefix),
                       "volumes and ids must not be negative");
@@ -144,11 +145,12 @@ static const char *sims__owner(sims_ctx_t *cx, const Onceiot__Sims__V1__SimInput
     return sims_i64(cx, in->organization_id ? in->organization_id : cx->who->organization_id);
 }
 
-/* The values a SimInput gives the columns of a new SIM, in the order of the
- * parameters $1 to $13 of create_sim (and of the arrays of import_sims). */
+/* The values a SimInput (with the JSON text of its metadata) gives the
+ * columns of a new SIM, in the order of the parameters $1 to $13 of
+ * create_sim (and of the arrays of import_sims). */
 #define SIM_INPUT_VALUES 13
 static void sims__input_values(sims_ctx_t *cx, const Onceiot__Sims__V1__SimInput *in,
-                               const char **v)
+                               const char *metadata, const char **v)
 {
     v[0] = sims__owner(cx, in);
     v[1] = in->iccid;
@@ -160,7 +162,7 @@ static void sims__input_values(sims_ctx_t *cx, const Onceiot__Sims__V1__SimInput
     v[7] = sims_nz(in->ip_address);
     v[8] = in->customer_org_id ? sims_i64(cx, in->customer_org_id) : NULL;
     v[9] = sims_tags_csv(cx->a, in->tags, in->n_tags);
-    v[10] = sims_nz(in->metadata_json);
+    v[10] = metadata;
     v[11] = sims_i64(cx, in->data_volume);
     v[12] = sims_i64(cx, in->sms_volume);
 }
@@ -186,15 +188,16 @@ int sims_create_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMess
     int rc = sims_ctx_or_status(call, &cx);
     if (rc < 0 || (rc = sims__operator_or_status(&cx)) < 0)
         return rc;
+    const char *metadata = NULL;
     if (!r->sim)
         rpc_violation(call, "sim", "is required");
     else
-        sims__valid_input(&cx, "sim.", r->sim);
+        sims__valid_input(&cx, "sim.", r->sim, &metadata);
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
     const Onceiot__Sims__V1__SimInput *in = r->sim;
     const char *params[SIM_INPUT_VALUES];
-    sims__input_values(&cx, in, params);
+    sims__input_values(&cx, in, metadata, params);
     if ((rc = sims_begin_request_or_status(&cx, r->request_id, req, resp)) != 0)
         return rc < 0 ? rc : 0; /* or the first answer, replayed */
     if ((rc = sims_exec_quiet(&cx, &create_sim, params, &res)) < 0) {
@@ -265,8 +268,9 @@ int sims_import_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     size_t n = r->n_sims;
     if (n == 0 || n > IMPORT_MAX)
         rpc_violation(call, "sims", "must hold 1 to %d SIMs", IMPORT_MAX);
+    const char **metadata = arena_calloc(cx.a, n ? n : 1, sizeof(*metadata));
     for (size_t i = 0; i < n && i < IMPORT_MAX; i++)
-        if (!sims__valid_input(&cx, arena_printf(cx.a, "sims[%zu].", i), r->sims[i]))
+        if (!sims__valid_input(&cx, arena_printf(cx.a, "sims[%zu].", i), r->sims[i], &metadata[i]))
             break; /* one bad item is enough to refuse the batch; keep the reply short */
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
@@ -285,7 +289,7 @@ int sims_import_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
         col[c] = arena_alloc(cx.a, n * sizeof(char *));
     for (size_t i = 0; i < n; i++) {
         const char *v[SIM_INPUT_VALUES];
-        sims__input_values(&cx, r->sims[i], v);
+        sims__input_values(&cx, r->sims[i], metadata[i], v);
         for (int c = 0; c < SIM_INPUT_VALUES; c++)
             col[c][i] = v[c];
     }
@@ -335,12 +339,20 @@ static bool sims__mask(rpc_call_t *call, const Google__Protobuf__FieldMask *m, s
                   : strcmp(p, "imei") == 0            ? &out->imei
                   : strcmp(p, "imei_lock") == 0       ? &out->imei_lock
                   : strcmp(p, "tags") == 0            ? &out->tags
-                  : strcmp(p, "metadata_json") == 0   ? &out->metadata
+                  : strcmp(p, "metadata") == 0        ? &out->metadata
                   : strcmp(p, "customer_org_id") == 0 ? &out->customer
                                                       : NULL;
+        if (strcmp(p, "metadata_json") == 0) {
+            /* Not an alias of metadata: a client still sending the string
+             * field would clear the metadata it meant to set. */
+            rpc_violation(call, "update_mask",
+                          "metadata_json was replaced by metadata, a JSON object "
+                          "(google.protobuf.Struct)");
+            return false;
+        }
         if (!f) {
             rpc_violation(call, "update_mask",
-                          "unknown field \"%s\" (label, imei, imei_lock, tags, metadata_json, "
+                          "unknown field \"%s\" (label, imei, imei_lock, tags, metadata, "
                           "customer_org_id)",
                           m->paths[i]);
             return false;
@@ -350,8 +362,10 @@ static bool sims__mask(rpc_call_t *call, const Google__Protobuf__FieldMask *m, s
     return true;
 }
 
+/* Checks the masked fields of c; *metadata gets the JSON text of its
+ * metadata when the mask names it. */
 static bool sims__valid_changes(rpc_call_t *call, const Onceiot__Sims__V1__SimChanges *c,
-                                const sims_mask_t *m)
+                                const sims_mask_t *m, const char **metadata)
 {
     bool ok = true;
     if (m->label)
@@ -361,7 +375,7 @@ static bool sims__valid_changes(rpc_call_t *call, const Onceiot__Sims__V1__SimCh
     if (m->tags)
         ok &= sims_valid_tags(call, "changes.tags", c->tags, c->n_tags);
     if (m->metadata)
-        ok &= sims_valid_metadata(call, "changes.metadata_json", c->metadata_json);
+        ok &= sims_valid_object(call, "changes.", &c->base, "metadata", c->metadata, 5, metadata);
     if (m->customer && c->customer_org_id < 0) {
         rpc_violation(call, "changes.customer_org_id", "must not be negative");
         ok = false;
@@ -387,7 +401,7 @@ static const db_stmt_t update_sim = {
  * left unset (a bulk update reports it per item); other errors set it. */
 static int sims__update_one(sims_ctx_t *cx, const char *iccid,
                             const Onceiot__Sims__V1__SimChanges *c, const sims_mask_t *m,
-                            const char *fields)
+                            const char *metadata, const char *fields)
 {
     PGresult *res = NULL;
     const char *params[] = {
@@ -402,7 +416,7 @@ static int sims__update_one(sims_ctx_t *cx, const char *iccid,
         m->tags ? "t" : "f",
         sims_tags_csv(cx->a, c->tags, c->n_tags),
         m->metadata ? "t" : "f",
-        sims_nz(c->metadata_json),
+        metadata,
         m->customer ? "t" : "f",
         c->customer_org_id ? sims_i64(cx, c->customer_org_id) : NULL,
     };
@@ -448,11 +462,12 @@ int sims_update_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMess
     static const Onceiot__Sims__V1__SimChanges none = ONCEIOT__SIMS__V1__SIM_CHANGES__INIT;
     const Onceiot__Sims__V1__SimChanges *c = r->changes ? r->changes : &none;
     sims_mask_t m;
+    const char *metadata = NULL;
     if (sims__mask(call, r->update_mask, &m))
-        sims__valid_changes(call, c, &m);
+        sims__valid_changes(call, c, &m, &metadata);
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
-    rc = sims__update_one(&cx, r->iccid, c, &m, sims__fields(cx.a, r->update_mask));
+    rc = sims__update_one(&cx, r->iccid, c, &m, metadata, sims__fields(cx.a, r->update_mask));
     if (rc == ERR_NOT_FOUND)
         return rpc_fail(call, rc, "no SIM %s", r->iccid);
     if (rc < 0)
@@ -476,8 +491,9 @@ int sims_bulk_update_sims(rpc_call_t *call, const ProtobufCMessage *req, Protobu
     sims_mask_t m;
     if (r->n_iccids == 0 || r->n_iccids > BULK_MAX)
         rpc_violation(call, "iccids", "must hold 1 to %d ICCIDs", BULK_MAX);
+    const char *metadata = NULL;
     if (sims__mask(call, r->update_mask, &m))
-        sims__valid_changes(call, c, &m);
+        sims__valid_changes(call, c, &m, &metadata);
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
     const char *fields = sims__fields(cx.a, r->update_mask);
@@ -493,7 +509,7 @@ int sims_bulk_update_sims(rpc_call_t *call, const ProtobufCMessage *req, Protobu
         if (!valid) {
             item->code = GRPC_STATUS_INVALID_ARGUMENT;
             item->message = "iccid must be 19 or 20 digits";
-        } else if ((rc = sims__update_one(&cx, id, c, &m, fields)) == ERR_NOT_FOUND) {
+        } else if ((rc = sims__update_one(&cx, id, c, &m, metadata, fields)) == ERR_NOT_FOUND) {
             item->code = GRPC_STATUS_NOT_FOUND;
             item->message = arena_printf(cx.a, "no SIM %s", id);
         } else if (rc < 0) {

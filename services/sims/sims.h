@@ -4,6 +4,7 @@
 #define ONCEIOT_SIMS_H
 
 #include "onceiot/pagetoken.h"
+#include "onceiot/pbstruct.h"
 #include "onceiot/requestid.h"
 #include "onceiot/svc.h"
 #include "sims/v1/sims.pb-c.h"
@@ -141,7 +142,14 @@ bool sims_valid_msisdn(rpc_call_t *call, const char *field, const char *msisdn);
 bool sims_valid_imsi(rpc_call_t *call, const char *field, const char *imsi);
 bool sims_valid_label(rpc_call_t *call, const char *field, const char *label);
 bool sims_valid_tags(rpc_call_t *call, const char *field, char **tags, size_t n);
-bool sims_valid_metadata(rpc_call_t *call, const char *field, const char *json);
+/* A JSON object field of m (SIM metadata, event data): the field named
+ * prefix + name holds s, whose JSON text (pbstruct_to_json, at most 64 KiB)
+ * goes to *json. The JSON string field it replaced, number old_tag, named
+ * name + "_json", is refused when a client still sends it: the server no
+ * longer reads it, and taking it silently would lose the client's data. */
+bool sims_valid_object(rpc_call_t *call, const char *prefix, const ProtobufCMessage *m,
+                       const char *name, const Google__Protobuf__Struct *s, uint32_t old_tag,
+                       const char **json);
 bool sims_valid_ip(rpc_call_t *call, const char *field, const char *ip);
 
 typedef struct sims_sms_shape {

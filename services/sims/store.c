@@ -179,7 +179,7 @@ sims_sim_t *sims_sim_from_row(arena_t *a, const PGresult *res, int row)
             }
         }
     }
-    s->metadata_json = sims__str(a, res, row, "metadata_json");
+    s->metadata = pbstruct_from_json(a, db_get(res, row, "metadata_json"));
     s->activation_date = sims_ts(a, db_get(res, row, "activation_us"));
     s->suspension_date = sims_ts(a, db_get(res, row, "suspension_us"));
     s->termination_date = sims_ts(a, db_get(res, row, "termination_us"));
@@ -330,7 +330,7 @@ sims_event_t *sims_event_from_row(arena_t *a, const PGresult *res, int row)
     e->event_category = sims__str(a, res, row, "event_category");
     e->severity = sims__str(a, res, row, "severity");
     e->description = sims__str(a, res, row, "description");
-    e->data_json = sims__str(a, res, row, "data_json");
+    e->data = pbstruct_from_json(a, db_get(res, row, "data_json"));
     e->triggered_by = sims__str(a, res, row, "triggered_by");
     e->organization_id = db_get_int(res, row, "organization_id", 0);
     e->occurred_at = sims_ts(a, db_get(res, row, "occurred_us"));

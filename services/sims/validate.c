@@ -101,21 +101,22 @@ bool sims_valid_tags(rpc_call_t *call, const char *field, char **tags, size_t n)
     return true;
 }
 
-/* A shallow check: a JSON object is enclosed in braces. PostgreSQL's jsonb
- * parser does the full check when the value is stored (22P02 becomes
- * INVALID_ARGUMENT). */
-bool sims_valid_metadata(rpc_call_t *call, const char *field, const char *json)
+#define SIMS_OBJECT_MAX 65536
+
+bool sims_valid_object(rpc_call_t *call, const char *prefix, const ProtobufCMessage *m,
+                       const char *name, const Google__Protobuf__Struct *s, uint32_t old_tag,
+                       const char **json)
 {
-    if (!json || !*json)
-        return true;
-    const char *b = json + strspn(json, " \t\r\n");
-    size_t n = strlen(b);
-    while (n && strchr(" \t\r\n", b[n - 1]))
-        n--;
-    if (n >= 2 && b[0] == '{' && b[n - 1] == '}' && strlen(json) <= 65536)
-        return true;
-    rpc_violation(call, field, "must be a JSON object of at most 64 KiB");
-    return false;
+    arena_t *a = rpc_call_arena(call);
+    *json = NULL;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == old_tag) {
+            rpc_violation(call, arena_printf(a, "%s%s_json", prefix, name),
+                          "is no longer read: send %s%s, a JSON object (google.protobuf.Struct)",
+                          prefix, name);
+            return false;
+        }
+    return pbstruct_to_json(call, arena_printf(a, "%s%s", prefix, name), s, SIMS_OBJECT_MAX, json);
 }
 
 bool sims_valid_ip(rpc_call_t *call, const char *field, const char *ip)

@@ -5,6 +5,7 @@
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 #include "onceiot/log.h"
+#include "onceiot/pbnest.h"
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/support/alloc.h>
@@ -203,12 +204,25 @@ static ProtobufCBinaryData call__read(arena_t *a, grpc_byte_buffer *bb)
     return out;
 }
 
-static ProtobufCMessage *call__unpack(rpc_call_t *c, arena_t *a, grpc_byte_buffer *bb)
+/* Decodes a received request (what: "request", "streamed request") into
+ * arena a: 0 with *msg set, or ERR_INVALID_ARGUMENT with the status set when
+ * it is not a valid message of the method's input type or nests messages
+ * deeper than PBNEST_MAX_DEPTH (checked on the bytes first: protobuf-c's
+ * recursion would otherwise run off the thread's stack). */
+static int call__unpack_or_status(rpc_call_t *c, arena_t *a, grpc_byte_buffer *bb, const char *what,
+                                  ProtobufCMessage **msg)
 {
+    *msg = NULL;
     ProtobufCBinaryData b = call__read(a, bb);
-    if (!b.data)
-        return NULL;
-    return protobuf_c_message_unpack(c->m->input, arena_allocator(a), b.len, b.data);
+    if (b.data && !pbnest_within(c->m->input, b.data, b.len, PBNEST_MAX_DEPTH))
+        return rpc_fail(c, ERR_INVALID_ARGUMENT, "the %s nests messages more than %d deep", what,
+                        PBNEST_MAX_DEPTH);
+    if (b.data)
+        *msg = protobuf_c_message_unpack(c->m->input, arena_allocator(a), b.len, b.data);
+    if (!*msg)
+        return rpc_fail(c, ERR_INVALID_ARGUMENT, "the %s is not a valid %s message", what,
+                        c->m->input->name);
+    return 0;
 }
 
 /* Packs a message into a byte buffer core can send; NULL if it is larger
@@ -318,11 +332,8 @@ int rpc_recv_in(rpc_call_t *c, arena_t *a, ProtobufCMessage **msg)
     int rc = call__recv_bb(c);
     if (rc <= 0)
         return rc;
-    *msg = call__unpack(c, a, c->recv_buf);
-    if (!*msg)
-        return rpc_fail(c, ERR_INVALID_ARGUMENT, "a streamed request is not a valid %s message",
-                        c->m->input->name);
-    return 1;
+    rc = call__unpack_or_status(c, a, c->recv_buf, "streamed request", msg);
+    return rc < 0 ? rc : 1;
 }
 
 /* ---- status ---- */
@@ -339,6 +350,11 @@ rpc_call_t *rpc_call_detached_new(void)
 grpc_status_code rpc_call_detached_code(const rpc_call_t *c)
 {
     return c->code;
+}
+
+const char *rpc_call_detached_message(const rpc_call_t *c)
+{
+    return c->message ? c->message : "";
 }
 
 void rpc_call_detached_free(rpc_call_t *c)
@@ -488,9 +504,8 @@ void srv__call_run(rpc_call_t *c)
     } else if (!m->client_streaming) {
         if (!c->payload)
             rc = rpc_fail(c, ERR_INVALID_ARGUMENT, "the request message is missing");
-        else if (!(req = call__unpack(c, c->arena, c->payload)))
-            rc = rpc_fail(c, ERR_INVALID_ARGUMENT, "the request is not a valid %s message",
-                          m->input->name);
+        else
+            rc = call__unpack_or_status(c, c->arena, c->payload, "request", &req);
     }
     /* Every line the handler logs carries the call's trace id. */
     const char *prev = log_set_trace_id(rpc_call_trace_id(c));

@@ -1,6 +1,7 @@
 /* Every public method's request as the services receive it: the first two
  * bytes pick a method of the product's descriptor set, the rest is decoded
- * as its request type (protobuf-c into an arena, as the server does), then
+ * as its request type (its nesting checked on the bytes first, then
+ * protobuf-c into an arena, as the server does), then
  * the field validators the handlers run are applied to every field by name,
  * in nested messages too, on a detached call: no database, no server. A
  * decoded request must pack to its computed size. (It need not decode
@@ -11,6 +12,7 @@
 #include "commerce.h"
 #include "identity.h"
 #include "onceiot/descset.h"
+#include "onceiot/pbnest.h"
 #include "sims.h"
 #include "support/v1/support.pb-c.h"
 #include "usage.h"
@@ -72,8 +74,6 @@ static void fuzz__string(rpc_call_t *call, arena_t *a, const char *name, const c
         sims_valid_imsi(call, name, v);
     } else if (strcmp(name, "label") == 0) {
         sims_valid_label(call, name, v);
-    } else if (strcmp(name, "metadata_json") == 0) {
-        sims_valid_metadata(call, name, v);
     } else if (strcmp(name, "ip_address") == 0) {
         sims_valid_ip(call, name, v);
     } else if (strcmp(name, "text") == 0) {
@@ -100,6 +100,14 @@ static void fuzz__string(rpc_call_t *call, arena_t *a, const char *name, const c
 
 static void fuzz__message(rpc_call_t *call, arena_t *a, const ProtobufCMessage *msg, int depth)
 {
+    /* Any depth: pbnest bounds it, and the conversion must hold there. */
+    if (msg && msg->descriptor == &google__protobuf__struct__descriptor) {
+        const char *json;
+        if (pbstruct_to_json(call, "struct", (const Google__Protobuf__Struct *)msg, 65536, &json) &&
+            !pbstruct_from_json(a, json))
+            __builtin_trap(); /* the text it wrote must read back */
+        return;
+    }
     if (!msg || depth > 8)
         return;
     const ProtobufCMessageDescriptor *d = msg->descriptor;
@@ -139,9 +147,9 @@ static void fuzz__message(rpc_call_t *call, arena_t *a, const ProtobufCMessage *
         commerce_valid_money(call, "price", (const Onceiot__Commerce__V1__Money *)msg);
     if (d == &onceiot__commerce__v1__product__descriptor) {
         const Onceiot__Commerce__V1__Product *p = (const void *)msg;
+        const char *json;
         commerce_valid_specs(call, "specifications", commerce_category_name(p->category),
-                             p->specifications);
-        (void)commerce_struct_json(a, p->specifications);
+                             p->specifications, &json);
     }
     if (d == &onceiot__usage__v1__ingest_usage_batch_request__descriptor)
         usage_valid_batch(call, (const Onceiot__Usage__V1__IngestUsageBatchRequest *)msg,
@@ -157,7 +165,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const ProtobufCMessageDescriptor *d = inputs[((size_t)data[0] << 8 | data[1]) % n_inputs];
     rpc_call_t *call = rpc_call_detached_new();
     arena_t *a = rpc_call_arena(call);
-    ProtobufCMessage *m = protobuf_c_message_unpack(d, arena_allocator(a), size - 2, data + 2);
+    ProtobufCMessage *m = pbnest_within(d, data + 2, size - 2, PBNEST_MAX_DEPTH)
+                              ? protobuf_c_message_unpack(d, arena_allocator(a), size - 2, data + 2)
+                              : NULL;
     if (m) {
         fuzz__message(call, a, m, 0);
         (void)rpc_check_violations(call);

@@ -24,8 +24,8 @@ static int record(const principal_t *who, arena_t *a, const char *iccid, const c
     e.event_type = (char *)type;
     e.event_category = (char *)category;
     e.severity = "info";
-    if (data)
-        e.data_json = (char *)data;
+    if (data) /* an object, else the call is refused client-side: unset data */
+        e.data = pbstruct_from_json(a ? a : sims_h.arena, data);
     Onceiot__Sims__V1__EventInput *items[] = {&e};
     Onceiot__Sims__V1__RecordEventsRequest req = ONCEIOT__SIMS__V1__RECORD_EVENTS_REQUEST__INIT;
     req.events = items;
@@ -75,7 +75,7 @@ Test(sims_events, recorded_events_are_listed_newest_first_with_filters_and_pages
         sims_h_call("ListEvents", &req.base, EVENTS_D, &u, NULL, (ProtobufCMessage **)&page, &st),
         0);
     cr_assert_eq(page->n_events, 5);
-    cr_assert_str_eq(page->events[0]->data_json, "{\"cell\": 42}");
+    cr_assert_str_eq(sims_h_json(page->events[0]->data), "{\"cell\":42}");
     Google__Protobuf__Timestamp future = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     future.seconds = time(NULL) + 3600;
     req.since = &future;
@@ -95,8 +95,12 @@ Test(sims_events, bad_events_are_refused_all_or_nothing)
     cr_assert_eq(record(&svc, NULL, iccid, "Bad Type", "connectivity", NULL, &st),
                  ERR_INVALID_ARGUMENT);
     cr_assert_eq(record(&svc, NULL, iccid, "attach", "weather", NULL, &st), ERR_INVALID_ARGUMENT);
-    cr_assert_eq(record(&svc, NULL, iccid, "attach", "connectivity", "[]", &st),
+    char deep[128]; /* an object around 40 arrays: deeper than 32 */
+    snprintf(deep, sizeof(deep), "{\"a\": %.40s%.40s}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+             "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+    cr_assert_eq(record(&svc, NULL, iccid, "attach", "connectivity", deep, &st),
                  ERR_INVALID_ARGUMENT);
+    cr_assert(sims_h_violation(&st, "events[0].data"), "%s", st.message);
     cr_assert_eq(record(&svc, NULL, sims_h_iccid(3), "attach", "connectivity", NULL, &st),
                  ERR_NOT_FOUND);
     principal_t other = sims_h_user(2);
@@ -109,6 +113,43 @@ Test(sims_events, bad_events_are_refused_all_or_nothing)
         sims_h_call("ListEvents", &req.base, EVENTS_D, &u, NULL, (ProtobufCMessage **)&page, &st),
         0);
     cr_assert_eq(page->n_events, 0);
+}
+
+/* Event data is a google.protobuf.Struct both ways: what RecordEvents was
+ * given, and what the service writes itself (a status change's from/to). */
+Test(sims_events, event_data_round_trips_as_a_struct)
+{
+    principal_t svc = sims_h_root();
+    svc.credential = "service:usage";
+    principal_t u = sims_h_user(1);
+    const char *iccid = sims_h_iccid(4);
+    sims_h_create(&u, iccid);
+    static const char data[] = "{\"cell\": {\"id\": 42, \"lac\": \"0x1f\"}, \"rssi\": -71.5, "
+                               "\"roaming\": false, \"apn\": null, \"hops\": [1, [2, 3], {}], "
+                               "\"note\": \"\\\"quoted\\\" \\u00e9\"}";
+    rpc_status_t st;
+    cr_assert_eq(record(&svc, NULL, iccid, "attach", "connectivity", data, &st), 0, "%s",
+                 st.message);
+    sims_h_act(&u, "ActivateSim", iccid);
+    Onceiot__Sims__V1__ListEventsRequest req = ONCEIOT__SIMS__V1__LIST_EVENTS_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    Onceiot__Sims__V1__ListEventsResponse *page;
+    cr_assert_eq(
+        sims_h_call("ListEvents", &req.base, EVENTS_D, &u, NULL, (ProtobufCMessage **)&page, &st),
+        0, "%s", st.message);
+    bool attach = false, activated = false;
+    for (size_t i = 0; i < page->n_events; i++) {
+        const Onceiot__Sims__V1__SimEvent *e = page->events[i];
+        cr_assert_not_null(e->data, "%s has data", e->event_type);
+        if (strcmp(e->event_type, "attach") == 0) {
+            cr_assert_str_eq(sims_h_json(e->data), sims_h_json(sims_h_struct(data)));
+            attach = true;
+        } else if (strcmp(e->event_type, "sim_activated") == 0) {
+            cr_assert_str_eq(sims_h_json(e->data), "{\"from\":\"Disabled\",\"to\":\"Enabled\"}");
+            activated = true;
+        }
+    }
+    cr_assert(attach && activated, "both events listed");
 }
 
 Test(sims_events, events_land_in_daily_partitions_managed_by_pg_partman)

@@ -1,5 +1,7 @@
 /* The SIM registry against a real onceiot-sims and PostgreSQL: Get, List,
  * Create, Import, Update, BulkUpdate; validation; pagination; tenancy. */
+#include "google/protobuf/wrappers.pb-c.h"
+#include "pg_harness.h"
 #include "sims_harness.h"
 
 #include <criterion/criterion.h>
@@ -141,7 +143,7 @@ ParameterizedTest(iccid_t *iccid, sims_registry, malformed_iccid_is_a_field_viol
 
 typedef struct bad_input {
     char field[24];
-    char imei[24], msisdn[24], metadata[16], ip[16], tag[16];
+    char imei[24], msisdn[24], ip[16], tag[16];
     bool label; /* a label of 256 characters */
 } bad_input_t;
 
@@ -152,8 +154,6 @@ ParameterizedTestParameters(sims_registry, bad_sim_fields_are_refused_and_nothin
         {"sim.imei", .imei = "3500000000000001"},
         {"sim.msisdn", .msisdn = "1234567890123456"},
         {"sim.msisdn", .msisdn = "+4912345"},
-        {"sim.metadata_json", .metadata = "[1, 2]"},
-        {"sim.metadata_json", .metadata = "\"text\""},
         {"sim.ip_address", .ip = "10.0.0.300"},
         {"sim.tags", .tag = "has space"},
         {"sim.label", .label = true},
@@ -176,8 +176,6 @@ ParameterizedTest(bad_input_t *b, sims_registry, bad_sim_fields_are_refused_and_
         in.imei = (char *)b->imei;
     if (*b->msisdn)
         in.msisdn = (char *)b->msisdn;
-    if (*b->metadata)
-        in.metadata_json = (char *)b->metadata;
     if (*b->ip)
         in.ip_address = (char *)b->ip;
     char *tags[] = {b->tag};
@@ -197,18 +195,270 @@ ParameterizedTest(bad_input_t *b, sims_registry, bad_sim_fields_are_refused_and_
     cr_assert_eq(get_sim(&admin, in.iccid, &s, &st), ERR_NOT_FOUND);
 }
 
-Test(sims_registry, invalid_json_metadata_is_invalid_argument)
+/* Metadata is a google.protobuf.Struct: nested objects, arrays, numbers,
+ * bools and null come back as they were sent, through CreateSim, GetSim,
+ * ImportSims and UpdateSim. */
+Test(sims_registry, metadata_objects_round_trip_as_structs)
 {
-    principal_t staff = sims_h_root();
+    static const char json[] =
+        "{\"site\": \"berlin\", \"floor\": 3, \"ratio\": 2.5, \"big\": 9007199254740992, "
+        "\"neg\": -7, \"on\": true, \"off\": false, \"none\": null, \"empty\": {}, \"list\": [], "
+        "\"mixed\": [\"a\", 1, [2, {\"deep\": {\"x\": [null, false]}}]], \"utf8\": "
+        "\"Stra\u00dfe\"}";
+    principal_t staff = sims_h_root(), admin = sims_h_admin(1);
     Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
     in.iccid = (char *)sims_h_iccid(4);
-    in.metadata_json = "{not json}";
+    in.organization_id = 1;
+    in.metadata = sims_h_struct(json);
+    const char *want = sims_h_json(in.metadata);
+    Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
+    req.sim = &in;
+    Onceiot__Sims__V1__Sim *s;
+    rpc_status_t st;
+    cr_assert_eq(
+        sims_h_call("CreateSim", &req.base, SIM_D, &staff, NULL, (ProtobufCMessage **)&s, &st), 0,
+        "%s", st.message);
+    cr_assert_str_eq(sims_h_json(s->metadata), want);
+    cr_assert_eq(get_sim(&admin, in.iccid, &s, &st), 0, "%s", st.message);
+    cr_assert_str_eq(sims_h_json(s->metadata), want);
+    /* The kinds themselves, not only the text they make. */
+    size_t kinds = 0;
+    for (size_t i = 0; i < s->metadata->n_fields; i++) {
+        const char *k = s->metadata->fields[i]->key;
+        const Google__Protobuf__Value *v = s->metadata->fields[i]->value;
+        if (strcmp(k, "none") == 0)
+            kinds += v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE;
+        else if (strcmp(k, "on") == 0)
+            kinds += v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE && v->bool_value;
+        else if (strcmp(k, "ratio") == 0)
+            kinds += v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE &&
+                     v->number_value == 2.5;
+        else if (strcmp(k, "mixed") == 0)
+            kinds += v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE &&
+                     v->list_value->n_values == 3;
+        else if (strcmp(k, "empty") == 0)
+            kinds += v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE &&
+                     v->struct_value->n_fields == 0;
+    }
+    cr_assert_eq(kinds, 5, "null, bool, number, list and object keep their kinds");
+    PGresult *r = pgh_sql(arena_printf(sims_h.arena,
+                                       "SELECT metadata->'mixed'->2->1->'deep'->>'x' AS x, "
+                                       "jsonb_typeof(metadata->'floor') AS t FROM sims.sims "
+                                       "WHERE iccid = '%s'",
+                                       in.iccid));
+    cr_assert_str_eq(PQgetvalue(r, 0, 0), "[null, false]", "stored as jsonb, not as text");
+    cr_assert_str_eq(PQgetvalue(r, 0, 1), "number");
+    PQclear(r);
+
+    /* ImportSims carries it the same way; unset is {}. */
+    Onceiot__Sims__V1__SimInput in2 = ONCEIOT__SIMS__V1__SIM_INPUT__INIT, in3 = in2;
+    in2.iccid = (char *)sims_h_iccid(5);
+    in2.organization_id = 1;
+    in2.metadata = sims_h_struct("{\"slot\": [1, 2.25, \"x\"]}");
+    in3.iccid = (char *)sims_h_iccid(6);
+    in3.organization_id = 1;
+    Onceiot__Sims__V1__SimInput *items[] = {&in2, &in3};
+    Onceiot__Sims__V1__ImportSimsRequest imp = ONCEIOT__SIMS__V1__IMPORT_SIMS_REQUEST__INIT;
+    imp.sims = items;
+    imp.n_sims = 2;
+    ProtobufCMessage *resp;
+    cr_assert_eq(sims_h_call("ImportSims", &imp.base,
+                             &onceiot__sims__v1__import_sims_response__descriptor, &staff, NULL,
+                             &resp, &st),
+                 0, "%s", st.message);
+    cr_assert_eq(get_sim(&admin, in2.iccid, &s, &st), 0, "%s", st.message);
+    cr_assert_str_eq(sims_h_json(s->metadata), "{\"slot\":[1,2.25,\"x\"]}");
+    cr_assert_eq(get_sim(&admin, in3.iccid, &s, &st), 0, "%s", st.message);
+    cr_assert(s->metadata && s->metadata->n_fields == 0, "no metadata reads back as {}");
+}
+
+/* Ways a metadata Struct is refused; all but OLD_STRING are Structs a
+ * client can send that have no JSON form within the limits. */
+typedef enum { TOO_DEEP, TOO_LARGE, NOT_FINITE, NO_KIND, OLD_STRING } bad_struct_t;
+
+typedef struct bad_metadata {
+    bad_struct_t kind;
+    char field[32]; /* the violation's field, after the prefix */
+} bad_metadata_t;
+
+/* Sets the bad metadata of kind on m (a SimInput or SimChanges, whose
+ * metadata is *slot and whose retired metadata_json string was old_tag). */
+static void bad_metadata(bad_struct_t kind, ProtobufCMessage *m, Google__Protobuf__Struct **slot,
+                         uint32_t old_tag)
+{
+    arena_t *a = sims_h.arena;
+    if (kind == TOO_DEEP || kind == TOO_LARGE) {
+        char *json;
+        if (kind == TOO_DEEP) { /* 33 levels: the object and 32 arrays */
+            json = arena_printf(a, "{\"a\": %.32s1%.32s}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+                                "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+        } else { /* 64 KiB of JSON and a few bytes more */
+            char *x = arena_alloc(a, 65537);
+            memset(x, 'x', 65536);
+            x[65536] = 0;
+            json = arena_printf(a, "{\"x\": \"%s\"}", x);
+        }
+        *slot = sims_h_struct(json);
+        return;
+    }
+    if (kind == OLD_STRING) {
+        /* protobuf-c packs an unknown field's data as is: the length first. */
+        static const char old[] = "\x0c{\"floor\": 3}";
+        ProtobufCMessageUnknownField *u = arena_calloc(a, 1, sizeof(*u));
+        u->tag = old_tag;
+        u->wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED;
+        u->len = sizeof(old) - 1;
+        u->data = (uint8_t *)old;
+        m->unknown_fields = u;
+        m->n_unknown_fields = 1;
+        return;
+    }
+    Google__Protobuf__Value *v = arena_alloc(a, sizeof(*v));
+    google__protobuf__value__init(v);
+    if (kind == NOT_FINITE) {
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+        v->number_value = 1e308 * 10; /* infinity */
+    }
+    Google__Protobuf__Struct__FieldsEntry *e = arena_alloc(a, sizeof(*e));
+    google__protobuf__struct__fields_entry__init(e);
+    e->key = "n";
+    e->value = v;
+    Google__Protobuf__Struct *s = arena_alloc(a, sizeof(*s));
+    google__protobuf__struct__init(s);
+    s->fields = arena_alloc(a, sizeof(*s->fields));
+    s->fields[0] = e;
+    s->n_fields = 1;
+    *slot = s;
+}
+
+ParameterizedTestParameters(sims_registry, bad_metadata_is_refused_naming_the_field)
+{
+    static bad_metadata_t bad[] = {
+        {TOO_DEEP, "metadata"}, {TOO_LARGE, "metadata"},       {NOT_FINITE, "metadata"},
+        {NO_KIND, "metadata"},  {OLD_STRING, "metadata_json"},
+    };
+    return cr_make_param_array(bad_metadata_t, bad, sizeof(bad) / sizeof(bad[0]));
+}
+
+/* Refused by CreateSim (nothing stored) and by UpdateSim (nothing changed),
+ * INVALID_ARGUMENT naming the field. */
+ParameterizedTest(bad_metadata_t *b, sims_registry, bad_metadata_is_refused_naming_the_field)
+{
+    principal_t staff = sims_h_root(), admin = sims_h_admin(1);
+    Onceiot__Sims__V1__SimInput in = ONCEIOT__SIMS__V1__SIM_INPUT__INIT;
+    in.iccid = (char *)sims_h_iccid(7);
+    in.organization_id = 1;
+    bad_metadata(b->kind, &in.base, &in.metadata, 10);
     Onceiot__Sims__V1__CreateSimRequest req = ONCEIOT__SIMS__V1__CREATE_SIM_REQUEST__INIT;
     req.sim = &in;
     ProtobufCMessage *resp;
     rpc_status_t st;
     cr_assert_eq(sims_h_call("CreateSim", &req.base, SIM_D, &staff, NULL, &resp, &st),
                  ERR_INVALID_ARGUMENT, "%s", st.message);
+    const char *field = arena_printf(sims_h.arena, "sim.%s", b->field);
+    cr_assert(sims_h_violation(&st, field), "expected %s in: %s", field, st.message);
+    Onceiot__Sims__V1__Sim *s;
+    cr_assert_eq(get_sim(&admin, in.iccid, &s, &st), ERR_NOT_FOUND, "nothing was stored");
+
+    const char *iccid = sims_h_iccid(8);
+    sims_h_create(&admin, iccid);
+    Onceiot__Sims__V1__SimChanges ch = ONCEIOT__SIMS__V1__SIM_CHANGES__INIT;
+    ch.metadata = sims_h_struct("{\"kept\": true}");
+    char *paths[] = {"metadata", "label"};
+    ch.label = "first";
+    cr_assert_eq(update(&admin, iccid, &ch, paths, 2, &s, &st), 0, "%s", st.message);
+    Onceiot__Sims__V1__SimChanges bad = ONCEIOT__SIMS__V1__SIM_CHANGES__INIT;
+    bad.label = "second";
+    bad_metadata(b->kind, &bad.base, &bad.metadata, 5);
+    cr_assert_eq(update(&admin, iccid, &bad, paths, 2, &s, &st), ERR_INVALID_ARGUMENT, "%s",
+                 st.message);
+    field = arena_printf(sims_h.arena, "changes.%s", b->field);
+    cr_assert(sims_h_violation(&st, field), "expected %s in: %s", field, st.message);
+    cr_assert_eq(get_sim(&admin, iccid, &s, &st), 0, "%s", st.message);
+    cr_assert_str_eq(sims_h_json(s->metadata), "{\"kept\":true}", "nothing changed");
+    cr_assert_str_eq(s->label, "first", "nothing changed");
+}
+
+/* The bytes of a CreateSimRequest whose SIM's metadata nests levels
+ * objects, {"a": {"a": ...}}, built from the inside out (protobuf-c would
+ * recurse as deep to pack it). Returns the request in a BytesValue, whose
+ * field 1 has the wire form of CreateSimRequest.sim. */
+static Google__Protobuf__BytesValue *deep_create_request(const char *iccid, size_t levels,
+                                                         size_t *size)
+{
+    size_t cap = levels * 16 + 64;
+    uint8_t *buf = arena_alloc(sims_h.arena, cap), *end = buf + cap, *p = end;
+#define PUT(b) (*--p = (uint8_t)(b))
+    /* A length before the bytes that follow it, as a varint. */
+#define PUT_LEN(n)                                                                                 \
+    do {                                                                                           \
+        uint8_t v[10];                                                                             \
+        size_t k = 0, x = (n);                                                                     \
+        do {                                                                                       \
+            v[k++] = (uint8_t)((x & 0x7f) | (x > 0x7f ? 0x80 : 0));                                \
+            x >>= 7;                                                                               \
+        } while (x);                                                                               \
+        while (k)                                                                                  \
+            PUT(v[--k]);                                                                           \
+    } while (0)
+    for (size_t i = 0; i < levels; i++) {
+        size_t n = (size_t)(end - p); /* the Struct inside */
+        PUT_LEN(n);
+        PUT(0x2a); /* Value.struct_value = 5 */
+        n = (size_t)(end - p);
+        PUT_LEN(n);
+        PUT(0x12); /* FieldsEntry.value = 2 */
+        PUT('a');
+        PUT(1);
+        PUT(0x0a); /* FieldsEntry.key = 1 */
+        n = (size_t)(end - p);
+        PUT_LEN(n);
+        PUT(0x0a); /* Struct.fields = 1 */
+        cr_assert_gt(p - buf, 32, "buffer");
+    }
+    size_t n = (size_t)(end - p);
+    PUT_LEN(n);
+    PUT(0x72); /* SimInput.metadata = 14 */
+    for (size_t i = strlen(iccid); i > 0; i--)
+        PUT(iccid[i - 1]);
+    PUT(strlen(iccid));
+    PUT(0x0a); /* SimInput.iccid = 1 */
+#undef PUT_LEN
+#undef PUT
+    Google__Protobuf__BytesValue *bv = arena_alloc(sims_h.arena, sizeof(*bv));
+    google__protobuf__bytes_value__init(bv);
+    bv->value.data = p;
+    bv->value.len = (size_t)(end - p);
+    *size = bv->value.len;
+    return bv;
+}
+
+/* protobuf-c recurses once per nested message: a Struct nested 100000 deep
+ * would run the server's thread off its stack. It is refused on its bytes,
+ * before decoding, and the server goes on serving. A Struct just within the
+ * limit of the bytes is refused by the Struct check instead. */
+Test(sims_registry, a_struct_nested_past_the_limit_is_refused_before_decoding)
+{
+    principal_t staff = sims_h_root(), admin = sims_h_admin(1);
+    const size_t levels[] = {100000, 50, 35};
+    for (size_t i = 0; i < 3; i++) {
+        const char *iccid = sims_h_iccid(10 + (long long)i);
+        size_t size;
+        Google__Protobuf__BytesValue *req = deep_create_request(iccid, levels[i], &size);
+        ProtobufCMessage *resp;
+        rpc_status_t st;
+        cr_assert_eq(sims_h_call("CreateSim", &req->base, SIM_D, &staff, NULL, &resp, &st),
+                     ERR_INVALID_ARGUMENT, "%zu levels (%zu bytes): %s", levels[i], size,
+                     st.message);
+        /* Request, SIM input, the innermost Struct and 3 messages a level. */
+        if (levels[i] * 3 + 3 > 128)
+            cr_assert(strstr(st.message, "nests messages more than 128 deep"), "%s", st.message);
+        else
+            cr_assert(sims_h_violation(&st, "sim.metadata"), "%s", st.message);
+        Onceiot__Sims__V1__Sim *s;
+        cr_assert_eq(get_sim(&admin, iccid, &s, &st), ERR_NOT_FOUND, "%s", st.message);
+    }
+    cr_assert_not_null(sims_h_create(&admin, sims_h_iccid(20)), "still serving");
 }
 
 /* Imports n SIMs numbered from first into who's organization (as the
@@ -589,9 +839,9 @@ Test(sims_registry, update_changes_only_the_masked_fields)
     char *tags[] = {"pumps", "site:berlin"};
     ch.tags = tags;
     ch.n_tags = 2;
-    ch.metadata_json = "{\"floor\": 3}";
+    ch.metadata = sims_h_struct("{\"floor\": 3, \"rooms\": [\"a\", {\"b\": null}]}");
     ch.customer_org_id = 77;
-    char *paths[] = {"label", "imei", "imei_lock", "tags", "metadata_json"};
+    char *paths[] = {"label", "imei", "imei_lock", "tags", "metadata"};
     Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
     mask.paths = paths;
     mask.n_paths = 5;
@@ -609,7 +859,7 @@ Test(sims_registry, update_changes_only_the_masked_fields)
     cr_assert(s->imei_lock);
     cr_assert_eq(s->n_tags, 2);
     cr_assert_str_eq(s->tags[1], "site:berlin");
-    cr_assert_str_eq(s->metadata_json, "{\"floor\": 3}");
+    cr_assert_str_eq(sims_h_json(s->metadata), "{\"floor\":3,\"rooms\":[\"a\",{\"b\":null}]}");
     cr_assert_eq(s->customer_org_id, 0, "not in the mask");
 
     char *bad[] = {"status"};
@@ -619,6 +869,13 @@ Test(sims_registry, update_changes_only_the_masked_fields)
         sims_h_call("UpdateSim", &req.base, SIM_D, &user, NULL, (ProtobufCMessage **)&s, &st),
         ERR_INVALID_ARGUMENT);
     cr_assert(sims_h_violation(&st, "update_mask"));
+    char *old[] = {"metadata_json"}; /* not an alias: the old field would clear the metadata */
+    mask.paths = old;
+    cr_assert_eq(
+        sims_h_call("UpdateSim", &req.base, SIM_D, &user, NULL, (ProtobufCMessage **)&s, &st),
+        ERR_INVALID_ARGUMENT);
+    cr_assert(sims_h_violation(&st, "update_mask") && strstr(st.message, "replaced by metadata"),
+              "%s", st.message);
     mask.n_paths = 0;
     cr_assert_eq(
         sims_h_call("UpdateSim", &req.base, SIM_D, &user, NULL, (ProtobufCMessage **)&s, &st),

@@ -242,9 +242,11 @@ static void assert_events(const char *iccid, size_t want, const int64_t *at, boo
         cr_assert_str_eq(ev[i]->event_type, lost ? "connectivity_lost" : "connectivity_restored",
                          "event %zu of %s", i, iccid);
         cr_assert_str_eq(ev[i]->triggered_by, "service:usage");
-        char seq[32];
-        snprintf(seq, sizeof(seq), "\"seq\": %zu", i + 1);
-        cr_assert(strstr(ev[i]->data_json, seq), "event %zu of %s: %s", i, iccid, ev[i]->data_json);
+        double seq = 0;
+        for (size_t k = 0; ev[i]->data && k < ev[i]->data->n_fields; k++)
+            if (strcmp(ev[i]->data->fields[k]->key, "seq") == 0)
+                seq = ev[i]->data->fields[k]->value->number_value;
+        cr_assert_eq(seq, (double)(i + 1), "event %zu of %s: seq %g", i, iccid, seq);
         if (at)
             cr_assert_eq(ts_us(ev[i]->occurred_at), at[i], "time of event %zu", i);
     }

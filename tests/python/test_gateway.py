@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import onceiot_client  # noqa: E402
 
 import grpc  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
 
 BUILD_DIR = os.environ.get("ONCEIOT_BUILD_DIR", "")
 SOURCE_DIR = os.environ.get("ONCEIOT_SOURCE_DIR", onceiot_client.SOURCE_DIR)
@@ -37,19 +38,20 @@ api = None  # the generated modules (onceiot_client.Api), once setUpClass made t
 
 
 # ---- JSON objects on the wire ----
-# SIM metadata and event data are JSON objects carried as strings
-# (metadata_json, data_json). Only these three functions know that.
+# SIM metadata and event data are google.protobuf.Struct: the generated
+# classes read and write them as dicts. Struct numbers are doubles, so an
+# integer comes back as a float that compares equal to it.
 
 def set_sim_metadata(sim_input, obj):
-    sim_input.metadata_json = json.dumps(obj)
+    sim_input.metadata.update(obj)
 
 
 def sim_metadata(sim):
-    return json.loads(sim.metadata_json)
+    return json_format.MessageToDict(sim.metadata)
 
 
 def event_data(event):
-    return json.loads(event.data_json) if event.data_json else {}
+    return json_format.MessageToDict(event.data)
 
 
 # ---- the stack ----
@@ -303,7 +305,8 @@ class GatewayScenario(unittest.TestCase):
         inputs = []
         for n, iccid in enumerate((a, b, c)):
             s = sims.SimInput(iccid=iccid, label=f"python-{n}", tags=["python", f"n{n}"])
-            set_sim_metadata(s, {"site": "python-e2e", "slot": n})
+            set_sim_metadata(s, {"site": "python-e2e", "slot": n,
+                                 "rack": {"row": [1, 2.5, None, True], "tags": []}})
             inputs.append(s)
         imported = self.sims.ImportSims(sims.ImportSimsRequest(sims=inputs), metadata=md,
                                         timeout=CALL_TIMEOUT_S)
@@ -315,7 +318,8 @@ class GatewayScenario(unittest.TestCase):
             self.assertEqual(s.status, sims.SIM_STATUS_DISABLED)
             self.assertEqual(s.label, f"python-{n}")
             self.assertEqual(list(s.tags), ["python", f"n{n}"])
-            self.assertEqual(sim_metadata(s), {"site": "python-e2e", "slot": n})
+            self.assertEqual(sim_metadata(s), {"site": "python-e2e", "slot": n,
+                                               "rack": {"row": [1, 2.5, None, True], "tags": []}})
             self.assertEqual(s.organization_id, org)
 
         active = self.sims.ActivateSim(sims.SimActionRequest(iccid=a, reason="python e2e"),

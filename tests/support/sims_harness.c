@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -155,6 +156,24 @@ bool sims_h_violation(const rpc_status_t *st, const char *field)
 const char *sims_h_iccid(long long n)
 {
     return arena_printf(sims_h.arena, "8988%015lld", n);
+}
+
+Google__Protobuf__Struct *sims_h_struct(const char *json)
+{
+    Google__Protobuf__Struct *s = pbstruct_from_json(sims_h.arena, json);
+    cr_assert(s, "not a JSON object: %s", json);
+    return s;
+}
+
+const char *sims_h_json(const Google__Protobuf__Struct *s)
+{
+    rpc_call_t *call = rpc_call_detached_new();
+    const char *json = NULL;
+    bool ok = pbstruct_to_json(call, "struct", s, SIZE_MAX, &json);
+    json = ok ? arena_strdup(sims_h.arena, json) : NULL;
+    rpc_call_detached_free(call);
+    cr_assert(ok, "a Struct without a JSON form");
+    return json;
 }
 
 Onceiot__Sims__V1__Sim *sims_h_create(const principal_t *who, const char *iccid)

@@ -10,6 +10,7 @@
 #define ONCEIOT_TEST_SIMS_HARNESS_H
 
 #include "onceiot/client.h"
+#include "onceiot/pbstruct.h"
 #include "onceiot/principal.h"
 #include "proc_harness.h"
 #include "sims/v1/sims.pb-c.h"
@@ -61,5 +62,12 @@ Onceiot__Sims__V1__Sim *sims_h_act(const principal_t *who, const char *method, c
 bool sims_h_violation(const rpc_status_t *st, const char *field);
 /* An ICCID made of prefix and a number, 19 digits. */
 const char *sims_h_iccid(long long n);
+
+/* JSON objects (SIM metadata, event data) as the tests write them: the
+ * Struct of JSON object text (asserting it is one), and the canonical text
+ * of a Struct (compact, sorted keys, integral numbers as integers; NULL is
+ * "{}"), both in sims_h.arena: the test's own thread only. */
+Google__Protobuf__Struct *sims_h_struct(const char *json);
+const char *sims_h_json(const Google__Protobuf__Struct *s);
 
 #endif

@@ -133,6 +133,8 @@ void rpc_request_id(const grpc_metadata_array *md, char out[65]);
 rpc_call_t *rpc_call_detached_new(void);
 /* The status code recorded on it (OK when none). */
 grpc_status_code rpc_call_detached_code(const rpc_call_t *call);
+/* The status message recorded on it ("" when none). */
+const char *rpc_call_detached_message(const rpc_call_t *call);
 void rpc_call_detached_free(rpc_call_t *call);
 
 /* ---- inside a handler ---- */
