@@ -9,20 +9,24 @@
 #   sims.sims, sims.sim_quotas       BENCH_ROWS_SIMS SIMs (tools/gen_sims)
 #   sims.sim_events                  5 events a SIM (status and quota events
 #                                    with their JSON, today)
-#   usage.sim_usage                  BENCH_ROWS_USAGE_SIMS SIMs x 24 hourly
-#                                    records x 14 days, 21 to 8 days ago
-#                                    (usage_fill_raw, as tools/bench/compact.sh)
+#   usage.sim_usage                  BENCH_ROWS_USAGE_SIMS SIMs x
+#                                    BENCH_ROWS_PER_DAY records a day x 14
+#                                    days, 21 to 8 days ago (usage_fill_raw,
+#                                    as tools/bench/compact.sh)
 #   usage.sim_usage_hourly, _daily, _daily_network, org_usage_daily
 #                                    the rollups of those records, as the
 #                                    ingest writes them (one org row per batch)
-#   usage.sim_connectivity, _state   the same SIMs x 24 samples x 14 days
+#   usage.sim_connectivity, _state   the same SIMs x as many samples a day
 # then `onceiot-usage compact` (every day older than 7 days), VACUUM, and the
 # raw records and samples again: the compacted bytes per record or sample,
-# sim_usage_compact and sim_connectivity_compact included.
+# sim_usage_compact and sim_connectivity_compact included, then each part
+# alone (the raw partitions keep their indexes' pages after compaction).
 #
 # usage: tools/stack bench rowsize.sh, or BENCH_PG_URL=postgresql://postgres@...
 # tools/bench/rowsize.sh (a superuser URL; ONCEIOT_TEST_PG_URL when unset).
-# Tunables: BENCH_ROWS_SIMS (200000), BENCH_ROWS_USAGE_SIMS (2000),
+# Tunables: BENCH_ROWS_SIMS (200000), BENCH_ROWS_USAGE_SIMS (10000),
+# BENCH_ROWS_PER_DAY (24; compaction packs a SIM's day into one row, so
+# its gain depends on it),
 # ONCEIOT_BUILD_DIR (build/ of this checkout). Needs psql, python3.
 # shellcheck source-path=SCRIPTDIR/../..
 set -euo pipefail
@@ -32,7 +36,8 @@ BUILD_DIR="${ONCEIOT_BUILD_DIR:-$ROOT/build}"
 BIN="$BUILD_DIR/services"
 PG_URL="${BENCH_PG_URL:-${ONCEIOT_TEST_PG_URL:?set BENCH_PG_URL to a superuser URL}}"
 N_SIMS="${BENCH_ROWS_SIMS:-200000}"
-U_SIMS="${BENCH_ROWS_USAGE_SIMS:-2000}"
+U_SIMS="${BENCH_ROWS_USAGE_SIMS:-10000}"
+PER_DAY="${BENCH_ROWS_PER_DAY:-24}"
 DB=onceiot_rowsize_bench
 # shellcheck source=tools/lib/proc.sh
 source "$ROOT/tools/lib/proc.sh"
@@ -47,7 +52,7 @@ for b in sims usage; do
     [[ -x "$BIN/onceiot-$b" ]] || die "onceiot-$b is missing: build first"
 done
 
-echo "== setting up $DB: $N_SIMS SIMs; usage and connectivity of $U_SIMS SIMs x 24 x 14 days"
+echo "== setting up $DB: $N_SIMS SIMs; usage and connectivity of $U_SIMS SIMs x $PER_DAY a day x 14 days"
 bench_db_create sims usage
 "$ROOT/tools/gen_sims" "$BENCH_URL" "$N_SIMS" 10
 psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<SQL
@@ -63,7 +68,7 @@ SELECT s.id, s.organization_id, s.iccid,
        '', 'user:' || (1 + k)
   FROM sims.sims s, generate_series(1, 5) k;
 SQL
-usage_fill_raw "$U_SIMS"
+usage_fill_raw "$U_SIMS" "$PER_DAY"
 psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<SQL
 SET search_path = usage;
 INSERT INTO sim_usage_hourly (sim_id, hour, organization_id, iccid, volume_rx, volume_tx,
@@ -89,13 +94,13 @@ SELECT organization_id, ("timestamp" AT TIME ZONE 'UTC')::date, batch_id, count(
 INSERT INTO sim_connectivity (sim_id, "timestamp", organization_id, iccid, connected, cell_id,
                               signal_strength, signal_quality, rat, country_code, operator_name,
                               mcc, mnc, apn, batch_id)
-SELECT s, date_trunc('day', now()) - interval '21 days' + h * interval '1 hour'
+SELECT s, date_trunc('day', now()) - interval '21 days' + h * (interval '1 day' / $PER_DAY)
            + (s % 3600) * interval '1 second',
        1 + s % 10, '89883030' || lpad(s::text, 11, '0'), random() < 0.95,
        'cell-' || (s * 7 + h % 5) % 100000, -(50 + (random() * 60)::int),
        (random() * 100)::int, 'LTE', 'DE', 'Telekom', '262', '01', 'iot.example',
        'conn-' || h || '-' || (s / 1000)
-  FROM generate_series(1, $U_SIMS) s, generate_series(0, 24 * 14 - 1) h;
+  FROM generate_series(1, $U_SIMS) s, generate_series(0, $PER_DAY * 14 - 1) h;
 INSERT INTO sim_connectivity_state (sim_id, organization_id, iccid, connected, since, last_seen,
                                     cell_id, signal_strength, signal_quality, rat, country_code,
                                     operator_name, mcc, mnc, apn, transitions)
@@ -131,8 +136,17 @@ samples="$(psql -tA "$BENCH_URL" -c "SELECT count(*) FROM usage.sim_connectivity
 
 echo "== onceiot-usage compact (days older than 7)"
 usage_compact
-printf '%-50s %10s %14s %10s\n' "compacted (raw left + compact)" records bytes bytes/row
+printf '%-50s %10s %14s %10s\n' "compacted (raw left + compact)" "raw rows" bytes bytes/row
 row "SELECT $records" usage.sim_usage usage.sim_usage_compact
+row "SELECT $records" usage.sim_usage_compact
+row "SELECT $records" usage.sim_usage
 row "SELECT $samples" usage.sim_connectivity usage.sim_connectivity_compact
+row "SELECT $samples" usage.sim_connectivity_compact
+row "SELECT $samples" usage.sim_connectivity
+# What the compacted days' raw partitions still hold: VACUUM gives back their
+# empty heap pages, not their indexes' (a B-tree file does not shrink).
+psql -tA "$BENCH_URL" -c "SELECT 'raw partitions left: heap ' || sum(pg_relation_size(p.relid))
+    || ' B, indexes ' || sum(pg_indexes_size(p.relid)) || ' B'
+    FROM pg_partition_tree('usage.sim_usage') p WHERE p.isleaf"
 awk -v t="$COMPACT_S" -v n="$((records + samples))" \
     'BEGIN { printf "compaction took %.1f s (%.0f records and samples/s)\n", t, n / t }'

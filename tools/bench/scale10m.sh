@@ -19,7 +19,8 @@
 #      (the bootstrap superuser's API key, cached after the first call),
 #      8 connections x 16 streams, and the utime + stime (/proc/PID/stat) the
 #      gateway, sims, identity and the database's backends spent meanwhile,
-#      divided by the calls; then the same direct to sims;
+#      divided by the calls; then the same direct to sims, and ListSims
+#      (organization 1, no filter) direct, a quarter as many calls;
 #   5. sims.sims and sims.sim_quotas on disk (heap, TOAST and indexes) per SIM,
 #      and the generation time;
 # then the large / small ratios. Every load run is judged by the servers'
@@ -104,8 +105,9 @@ measure() {
         -c "EXPLAIN (ANALYZE, TIMING OFF) EXECUTE g('$(printf '8988%015d' $((sim + 1)))', $((1 + (sim + 1) % 10)))" |
         awk '/Execution Time/ { print "pg_getsim_exec_ms", $3 }' >>"$out"
     # 4. CPU per call of each hop.
-    local via pids_pg before after wall
-    for via in gw direct; do
+    local via pids_pg before after wall ncalls
+    for via in gw direct list; do
+        ncalls="$CALLS"
         # warm-up at the same concurrency: every pool connection open
         sims_gen get "$WORK/get.bin" "$(printf '8988%015d' 4321)" 2 >"$WORK/get.meta"
         h2_signed "$SIMS_PORT" "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 8 -m 16 >/dev/null
@@ -120,11 +122,18 @@ measure() {
                 -H 'content-type: application/grpc' -H 'te: trailers' \
                 -H "authorization: Bearer $ADMIN_KEY" -n "$CALLS" -c 8 -m 16 >"$WORK/cpu.out"
             codes_check "cpu-$via-$label" "$GW_METRICS" "$CALLS"
-        else
+        elif [[ "$via" == direct ]]; then
             codes_mark "cpu-$via-$label" "$SIMS_METRICS"
             h2_signed "$SIMS_PORT" "$WORK/get.meta" "$WORK/get.bin" -n "$CALLS" -c 8 -m 16 \
                 >"$WORK/cpu.out"
             codes_check "cpu-$via-$label" "$SIMS_METRICS" "$CALLS"
+        else
+            ncalls=$((CALLS / 4))
+            sims_gen list "$WORK/list.bin" 1 >"$WORK/list.meta"
+            codes_mark "cpu-$via-$label" "$SIMS_METRICS"
+            h2_signed "$SIMS_PORT" "$WORK/list.meta" "$WORK/list.bin" -n "$ncalls" -c 8 -m 16 \
+                >"$WORK/cpu.out"
+            codes_check "cpu-$via-$label" "$SIMS_METRICS" "$ncalls"
         fi
         mapfile -t pids_pg < <(pg_backends "$PG_URL" "$DB") # a backend opened meanwhile counts whole
         after="$(cpu_ticks "${pids_pg[@]}")"
@@ -132,9 +141,9 @@ measure() {
         local names=(gateway sims identity)
         for i in 0 1 2; do
             awk -v n="${via}_cpu_us_${names[i]}" -v d="$(($(cpu_ticks "${procs[i]}") - b[i]))" \
-                -v t="$TCK" -v c="$CALLS" 'BEGIN { printf "%s %.1f\n", n, d / t / c * 1e6 }' >>"$out"
+                -v t="$TCK" -v c="$ncalls" 'BEGIN { printf "%s %.1f\n", n, d / t / c * 1e6 }' >>"$out"
         done
-        awk -v n="${via}_cpu_us_postgres" -v d="$((after - before))" -v t="$TCK" -v c="$CALLS" \
+        awk -v n="${via}_cpu_us_postgres" -v d="$((after - before))" -v t="$TCK" -v c="$ncalls" \
             'BEGIN { printf "%s %.1f\n", n, d / t / c * 1e6 }' >>"$out"
         echo "${via}_calls_per_s $wall" >>"$out"
     done

@@ -212,22 +212,22 @@ pg_bytes() {
         FROM unnest(ARRAY[$list]::regclass[]) t LEFT JOIN LATERAL pg_partition_tree(t) p ON true"
 }
 
-# usage_fill_raw SIMS: SIMS SIMs with 24 hourly records a day (random
-# volumes, a few SMS, one network, a batch id per 1000 SIMs and hour) on the 14
-# days from 21 to 8 days ago, written straight into usage.sim_usage of
-# BENCH_URL (days compaction takes).
+# usage_fill_raw SIMS [PER_DAY]: SIMS SIMs with PER_DAY (24) records a day,
+# evenly spaced (random volumes, a few SMS, one network, a batch id per 1000
+# SIMs and record time) on the 14 days from 21 to 8 days ago, written
+# straight into usage.sim_usage of BENCH_URL (days compaction takes).
 usage_fill_raw() {
     psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<SQL
 SET search_path = usage;
 INSERT INTO sim_usage (sim_id, organization_id, iccid, "timestamp", volume_rx, volume_tx,
                        sms_mo, sms_mt, session_count, mcc, mnc, country, rat, batch_id)
 SELECT s, 1 + s % 10, '89883030' || lpad(s::text, 11, '0'),
-       date_trunc('day', now()) - interval '21 days' + h * interval '1 hour'
+       date_trunc('day', now()) - interval '21 days' + h * (interval '1 day' / ${2:-24})
            + (s % 3600) * interval '1 second',
        (random() * 1000000)::bigint, (random() * 200000)::bigint, (random() < 0.05)::int,
        (random() < 0.02)::int, (random() * 3)::int, '262', '01', 'DE', 'LTE',
        'bench-' || h || '-' || (s / 1000)
-FROM generate_series(1, $1) s, generate_series(0, 24 * 14 - 1) h;
+FROM generate_series(1, $1) s, generate_series(0, ${2:-24} * 14 - 1) h;
 SQL
 }
 
