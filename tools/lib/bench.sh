@@ -96,8 +96,9 @@ cleanup() {
 
 # sims_gen KIND OUT ARGS...: a framed onceiot.sims.v1 request written to OUT,
 # and on stdout its path and the two headers of a principal signed as the
-# gateway with the script's KEY (valid 60 s, organization-scoped user with
-# sims:read and sims:write) for h2load (h2_signed). Messages and principals
+# gateway with the script's KEY (valid 60 s, a user of organization ORG,
+# not a superuser, with scope sims:read; the importer a superuser with
+# sims:write too) for h2load (h2_signed). Messages and principals
 # are encoded by hand (protobuf wire format; crypto_auth is
 # HMAC-SHA-512-256). KIND and ARGS:
 #   get ICCID ORG         GetSim of one SIM in organization ORG
@@ -131,7 +132,7 @@ elif kind == "import":
 # ImportSims is for the operator's staff: the bench's importer is a superuser.
 p = (field(1, 1) + field(2, "bench") + field(3, org) + field(4, 3)
      + (field(5, 1) if kind == "import" else b"") + field(6, "sims:read")
-     + field(6, "sims:write") + field(8, "token") + field(9, svc + method)
+     + (field(6, "sims:write") if kind == "import" else b"") + field(8, "token") + field(9, svc + method)
      + field(10, int(time.time() * 1000)) + field(12, "gateway"))
 sig = hmac.new(key, p, hashlib.sha512).digest()[:32] + b"gateway"
 open(out, "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
