@@ -41,28 +41,13 @@ done
 
 echo "== setting up $DB: $N_SIMS SIMs x 24 records x 14 days"
 bench_db_create usage
-psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<SQL
-SET search_path = usage;
-INSERT INTO sim_usage (sim_id, organization_id, iccid, "timestamp", volume_rx, volume_tx,
-                       sms_mo, sms_mt, session_count, mcc, mnc, country, rat, batch_id)
-SELECT s, 1 + s % 10, '89883030' || lpad(s::text, 11, '0'),
-       date_trunc('day', now()) - interval '21 days' + h * interval '1 hour'
-           + (s % 3600) * interval '1 second',
-       (random() * 1000000)::bigint, (random() * 200000)::bigint, (random() < 0.05)::int,
-       (random() < 0.02)::int, (random() * 3)::int, '262', '01', 'DE', 'LTE',
-       'bench-' || h || '-' || (s / 1000)
-FROM generate_series(1, $N_SIMS) s, generate_series(0, 24 * 14 - 1) h;
-VACUUM ANALYZE;
-SQL
+usage_fill_raw "$N_SIMS"
+psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" -c "VACUUM ANALYZE"
 "$CLIENT" "$BENCH_URL" raw "$N_SIMS" 21 "$REPS" | tee "$WORK/raw.txt"
 echo "== onceiot-usage compact"
-start_s=$(date +%s.%N)
-ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_PRINCIPAL_KEY="$KEY" ONCEIOT_LOG_LEVEL=warn \
-    "$BIN/onceiot-usage" compact
-end_s=$(date +%s.%N)
-psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" -c "VACUUM ANALYZE"
+usage_compact
 "$CLIENT" "$BENCH_URL" compacted "$N_SIMS" 21 "$REPS" | tee "$WORK/compacted.txt"
-awk -v t="$(echo "$end_s - $start_s" | bc)" '
+awk -v t="$COMPACT_S" '
     FNR == 1 { for (i = 2; i < NF; i += 2) v[FILENAME, $i] = $(i + 1) }
     END {
         r = ARGV[1]; c = ARGV[2]

@@ -118,30 +118,7 @@ ORG=$((1 + N % 10))
 # A signed GetSim of organization $ORG (a user, not a superuser): the framed
 # request in $WORK/get.bin, the path and principal headers in $WORK/get.meta.
 gen() {
-    python3 - "$KEY" "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta" <<'PY'
-import base64, hashlib, hmac, struct, sys, time
-key = hashlib.blake2b(b"onceiot-principal:gateway", key=bytes.fromhex(sys.argv[1]), digest_size=32).digest()
-out, iccid, org = sys.argv[2], sys.argv[3], int(sys.argv[4])
-def varint(n):
-    b = bytearray()
-    while True:
-        x = n & 0x7F; n >>= 7
-        b.append(x | (0x80 if n else 0))
-        if not n: return bytes(b)
-def field(num, v):
-    if isinstance(v, int): return varint(num << 3) + varint(v)
-    if isinstance(v, str): v = v.encode()
-    return varint(num << 3 | 2) + varint(len(v)) + v
-path = "/onceiot.sims.v1.SimService/GetSim"
-msg = field(1, iccid)
-p = (field(1, 1) + field(2, "bench") + field(3, org) + field(4, 3) + field(6, "sims:read")
-     + field(8, "token") + field(9, path) + field(10, int(time.time() * 1000)) + field(12, "gateway"))
-sig = hmac.new(key, p, hashlib.sha512).digest()[:32] + b"gateway"
-open(out, "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
-print(path)
-print("x-onceiot-principal-bin: " + base64.b64encode(p).decode())
-print("x-onceiot-principal-sig-bin: " + base64.b64encode(sig).decode())
-PY
+    sims_gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
 }
 check() {
     local port="$1" status
@@ -163,10 +140,8 @@ run() {
     shift
     gen
     check "$port"
-    h2load "http://127.0.0.1:$port$(sed -n 1p "$WORK/get.meta")" -d "$WORK/get.bin" \
-        -H 'content-type: application/grpc' -H 'te: trailers' -H "$(sed -n 2p "$WORK/get.meta")" \
-        -H "$(sed -n 3p "$WORK/get.meta")" -D "$SECONDS_RUN" -c "$CLIENTS" -m "$STREAMS" "$@" \
-        >"$WORK/h2.out"
+    h2_signed "$port" "$WORK/get.meta" "$WORK/get.bin" -D "$SECONDS_RUN" -c "$CLIENTS" \
+        -m "$STREAMS" "$@" >"$WORK/h2.out"
     check "$port"
     awk '/^finished in/ {gsub(",", ""); print $4}' "$WORK/h2.out"
 }

@@ -129,47 +129,6 @@ wait_port "$GW_PORT"
 ADMIN_KEY="$(head -n 1 "$WORK/admin.key")"
 [[ -n "$ADMIN_KEY" ]] || die "identity wrote no bootstrap API key"
 
-# Messages and signed principals, encoded by hand (protobuf wire format;
-# crypto_auth is HMAC-SHA-512-256): writes a framed request to a file and
-# prints "-H key: value" lines for h2load.
-gen() {
-    python3 - "$KEY" "$@" <<'PY'
-import base64, hashlib, hmac, struct, sys, time
-key = hashlib.blake2b(b"onceiot-principal:gateway", key=bytes.fromhex(sys.argv[1]), digest_size=32).digest()
-kind, out = sys.argv[2], sys.argv[3]; args = sys.argv[4:]
-def varint(n):
-    b = bytearray()
-    while True:
-        x = n & 0x7F; n >>= 7
-        b.append(x | (0x80 if n else 0))
-        if not n: return bytes(b)
-def field(num, v):
-    if isinstance(v, int): return varint(num << 3) + varint(v)
-    if isinstance(v, str): v = v.encode()
-    return varint(num << 3 | 2) + varint(len(v)) + v
-svc = "/onceiot.sims.v1.SimService/"
-if kind == "get":
-    method, org, msg = "GetSim", int(args[1]), field(1, args[0])
-elif kind == "list":
-    method, org = "ListSims", int(args[0])
-    msg = field(1, 100) + field(5, "rare")
-elif kind == "import":
-    method, org, first, n = "ImportSims", 1, int(args[0]), int(args[1])
-    msg = b"".join(field(1, field(1, "8988%015d" % i) + field(6, "device %d" % i)
-                          + field(4, "35%013d" % i)) for i in range(first, first + n))
-# ImportSims is for the operator's staff: the bench's importer is a superuser.
-p = (field(1, 1) + field(2, "bench") + field(3, org) + field(4, 3)
-     + (field(5, 1) if kind == "import" else b"") + field(6, "sims:read")
-     + field(6, "sims:write") + field(8, "token") + field(9, svc + method)
-     + field(10, int(time.time() * 1000)) + field(12, "gateway"))
-sig = hmac.new(key, p, hashlib.sha512).digest()[:32] + b"gateway"
-open(out, "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
-print(svc + method)
-print("x-onceiot-principal-bin: " + base64.b64encode(p).decode())
-print("x-onceiot-principal-sig-bin: " + base64.b64encode(sig).decode())
-PY
-}
-
 # A user in organization $1 (role user) and an API key of theirs with
 # sims:read, made through the gateway with the bootstrap admin's key; prints
 # the key's secret.
@@ -220,8 +179,8 @@ print(key[2].decode())
 PY
 }
 
-# h2load through the gateway: the body in $2, the method from gen's $1, the
-# API key instead of a signed principal.
+# h2load through the gateway: the method from sims_gen's output in $1, the body
+# in $2, the API key instead of a signed principal.
 h2gw() {
     local meta="$1" body="$2"
     shift 2
@@ -229,14 +188,10 @@ h2gw() {
         -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $API_KEY" "$@"
 }
 
-# h2load against one method with the body in $2 and headers from gen.
+# h2load against one method of sims: the body in $2, the method and signed
+# principal from sims_gen's output in $1.
 h2() {
-    local meta="$1" body="$2"
-    shift 2
-    local path
-    path="$(sed -n 1p "$meta")"
-    h2load "http://127.0.0.1:$PORT$path" -d "$body" -H 'content-type: application/grpc' \
-        -H 'te: trailers' -H "$(sed -n 2p "$meta")" -H "$(sed -n 3p "$meta")" "$@"
+    h2_signed "$PORT" "$@"
 }
 
 # One call with curl: dies unless its grpc-status is 0 (h2load counts HTTP
@@ -275,7 +230,7 @@ getsim_run() {
     local name="$1" via="$2" metrics="$SIMS_METRICS"
     shift 2
     [[ "$via" == gw ]] && metrics="$GW_METRICS"
-    [[ "$via" == direct ]] && gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
+    [[ "$via" == direct ]] && sims_gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
     codes_mark "$name" "$metrics"
     local -a perf_pids=()
     if [[ -n "${BENCH_PERF_DIR:-}" ]]; then
@@ -306,22 +261,8 @@ getsim_run() {
 }
 
 echo "== GetSim: via the gateway and direct to onceiot-sims (h2load -n $CALLS, $CLIENTS connections x $STREAMS streams) vs pgbench ($CLIENTS clients, as many transactions)"
-cat >"$WORK/getsim.sql" <<SQL
-SELECT s.id, s.iccid, s.imsi, s.msisdn, s.imei, s.imei_lock, s.status, s.label,
-       host(s.ip_address) AS ip, s.organization_id, s.customer_org_id,
-       array_to_string(s.tags, ',') AS tags_csv, s.metadata::text AS metadata_json,
-       (extract(epoch FROM s.activation_date) * 1000000)::bigint AS activation_us,
-       (extract(epoch FROM s.suspension_date) * 1000000)::bigint AS suspension_us,
-       (extract(epoch FROM s.termination_date) * 1000000)::bigint AS termination_us,
-       (extract(epoch FROM s.expiry_date) * 1000000)::bigint AS expiry_us,
-       (extract(epoch FROM s.created_at) * 1000000)::bigint AS created_us,
-       (extract(epoch FROM s.updated_at) * 1000000)::bigint AS updated_us,
-       s.data_volume, s.data_used, s.data_remaining, s.data_threshold_reached,
-       s.sms_volume, s.sms_used, s.sms_remaining, s.sms_threshold_reached
-  FROM sims.sim_summaries s
- WHERE s.iccid = '$ICCID' AND ($ORG::bigint IS NULL OR s.organization_id = $ORG::bigint);
-SQL
-gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
+getsim_sql "'$ICCID'" "$ORG" >"$WORK/getsim.sql"
+sims_gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
 check "$WORK/get.meta" "$WORK/get.bin"
 check "$WORK/get.meta" "$WORK/get.bin" gw
 h2gw "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 2 -m 4 >/dev/null # warm-up (caches the key)
@@ -378,18 +319,18 @@ if [[ "${BENCH_PEER:-1}" == 1 ]]; then
 fi
 
 echo "== ListSims: page of 100 with tag filter \"rare\" (organization 1 holds them), 500 sequential calls"
-gen list "$WORK/list.bin" 1 >"$WORK/list.meta"
+sims_gen list "$WORK/list.bin" 1 rare >"$WORK/list.meta"
 check "$WORK/list.meta" "$WORK/list.bin"
 codes_mark list "$SIMS_METRICS"
 h2 "$WORK/list.meta" "$WORK/list.bin" -n 500 -c 1 -m 1 --log-file="$WORK/list.log" >/dev/null
 codes_check list "$SIMS_METRICS" 500
-sort -n -k3 "$WORK/list.log" | awk '{ v[NR] = $3 } END {
-    printf "ListSims p50 %.2f ms, p99 %.2f ms (n=%d; target p50 <= 3 ms, p99 <= 6 ms)\n", v[int(NR * 0.5)] / 1000, v[int(NR * 0.99)] / 1000, NR }'
+read -r p50 p99 n < <(h2_latency "$WORK/list.log")
+printf 'ListSims p50 %.2f ms, p99 %.2f ms (n=%d; target p50 <= 3 ms, p99 <= 6 ms)\n' "$p50" "$p99" "$n"
 
 echo "== ImportSims (5 calls of 10000 SIMs) vs COPY of the same rows"
 first=$(psql -tA "$BENCH_URL" -c "SELECT coalesce(max(substr(iccid, 5)::bigint), 0) + 1000 FROM sims.sims")
 for i in 0 1 2 3 4; do # bodies made before the clock starts
-    gen import "$WORK/imp$i.bin" $((first + i * 10000)) 10000 >"$WORK/imp$i.meta"
+    sims_gen import "$WORK/imp$i.bin" $((first + i * 10000)) 10000 >"$WORK/imp$i.meta"
 done
 codes_mark import "$SIMS_METRICS"
 start=$(date +%s.%N)

@@ -11,7 +11,10 @@
 #   2. the quota lag (usage commit -> sims ApplyUsage) p50/p99 under that load;
 #   3. the fleet daily summary (GetFleetUsage) next to the seed's
 #      v_daily_usage_summary over the same rows;
-#   4. per-SIM daily usage over 6 months (GetSimUsage) p50/p99.
+#   4. per-SIM daily usage over 6 months (GetSimUsage) p50/p99;
+# then the CPU (utime + stime from /proc) the gateway, usage, sims and the
+# database's backends spent over the whole client run, per record: an upper
+# bound of the ingest's CPU per record (the read phases are in it too).
 #
 # usage: BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/postgres tools/bench/usage.sh
 # (a superuser URL; ONCEIOT_TEST_PG_URL is used when BENCH_PG_URL is unset).
@@ -74,4 +77,18 @@ ADMIN_KEY="$(head -n 1 "$WORK/admin.key")"
 [[ -n "$ADMIN_KEY" ]] || die "identity wrote no bootstrap API key"
 
 echo "== $N_SIMS SIMs x $HOURS hourly records, batches of $BATCH"
+mapfile -t backends < <(pg_backends "$PG_URL" "$DB")
+declare -A before=()
+for p in "${PIDS[@]}" "${backends[@]}"; do before[$p]="$(cpu_ticks "$p")"; done
 "$CLIENT" "127.0.0.1:$GW_PORT" "Bearer $ADMIN_KEY" "$BENCH_URL" "$N_SIMS" "$HOURS" "$BATCH"
+mapfile -t backends < <(pg_backends "$PG_URL" "$DB") # a backend opened meanwhile counts whole
+names=(sims identity usage gateway)
+pg=0
+for p in "${backends[@]}"; do pg=$((pg + $(cpu_ticks "$p") - ${before[$p]:-0})); done
+line=""
+for i in 0 1 2 3; do
+    line+="$(awk -v n="${names[i]}" -v d="$(($(cpu_ticks "${PIDS[i]}") - before[${PIDS[i]}]))" \
+        -v t="$(getconf CLK_TCK)" -v r="$((N_SIMS * HOURS))" 'BEGIN { printf "%s %.1f, ", n, d / t / r * 1e6 }')"
+done
+awk -v l="$line" -v d="$pg" -v t="$(getconf CLK_TCK)" -v r="$((N_SIMS * HOURS))" 'BEGIN {
+    printf "CPU per record over the client run (us): %spostgres %.1f\n", l, d / t / r * 1e6 }'

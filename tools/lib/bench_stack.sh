@@ -6,7 +6,9 @@
 # tools/lib/bench.sh (die, free_port, start, cleanup, ...).
 #
 # bench_stack_up PG_URL DB SIMS sets BENCH_URL (the bench database),
-# GW_PORT and ADMIN_KEY (a superuser API key). Needs psql and python3;
+# GW_PORT and ADMIN_KEY (a superuser API key), SIMS_PORT, SIMS_PID,
+# IDENTITY_PID and GATEWAY_PID, and SIMS_METRICS and GW_METRICS (the metrics endpoints of sims
+# and the gateway, for tools/lib/codes.sh). Needs psql and python3;
 # BUILD_DIR and ROOT set by the caller.
 
 # shellcheck source=tools/lib/proc.sh
@@ -32,25 +34,31 @@ bench_stack_up() {
     done
     echo "== setting up $DB with $n_sims SIMs"
     bench_db_create sims usage
-    "$ROOT/tools/gen_sims" "$BENCH_URL" "$n_sims" 10 >/dev/null
+    "$ROOT/tools/gen_sims" "$BENCH_URL" "$n_sims" 10
 
-    local sims_port id_port usage_port nowhere
-    sims_port=$(free_port)
-    start sims "$sims_port" ONCEIOT_DATABASE_URL="$BENCH_URL"
+    local id_port usage_port nowhere
+    SIMS_PORT=$(free_port)
+    SIMS_METRICS="127.0.0.1:$(free_port)"
+    start sims "$SIMS_PORT" ONCEIOT_DATABASE_URL="$BENCH_URL" ONCEIOT_METRICS_LISTEN="$SIMS_METRICS"
+    SIMS_PID="${PIDS[-1]}"
     id_port=$(free_port)
     start_identity "$id_port"
+    IDENTITY_PID="${PIDS[-1]}"
     usage_port=$(free_port)
     start usage "$usage_port" ONCEIOT_DATABASE_URL="$BENCH_URL" \
-        ONCEIOT_SIMS_ADDR="127.0.0.1:$sims_port" \
+        ONCEIOT_SIMS_ADDR="127.0.0.1:$SIMS_PORT" \
         ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" usage sims)"
     GW_PORT=$(free_port)
+    GW_METRICS="127.0.0.1:$(free_port)"
     nowhere="127.0.0.1:$(free_port)"
     start gateway "$GW_PORT" ONCEIOT_IDENTITY_ADDR="127.0.0.1:$id_port" \
         ONCEIOT_PRINCIPAL_SIGNING_KEYS="$(signing_keys "$KEY" gateway identity sims usage \
             commerce support)" \
-        ONCEIOT_SIMS_ADDR="127.0.0.1:$sims_port" ONCEIOT_USAGE_ADDR="127.0.0.1:$usage_port" \
+        ONCEIOT_SIMS_ADDR="127.0.0.1:$SIMS_PORT" ONCEIOT_USAGE_ADDR="127.0.0.1:$usage_port" \
         ONCEIOT_COMMERCE_ADDR="$nowhere" ONCEIOT_SUPPORT_ADDR="$nowhere" \
-        ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000
+        ONCEIOT_RATE_LIMIT_RPS=10000000 ONCEIOT_RATE_LIMIT_BURST=10000000 \
+        ONCEIOT_METRICS_LISTEN="$GW_METRICS"
+    GATEWAY_PID="${PIDS[-1]}"
     ADMIN_KEY="$(head -n 1 "$WORK/admin.key")"
     [[ -n "$ADMIN_KEY" ]] || die "identity wrote no bootstrap API key"
 }

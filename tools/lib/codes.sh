@@ -29,7 +29,7 @@ codes_check() {
     now="$(codes_snapshot "$hostport")" ||
         { echo "error: cannot read the metrics of $hostport" >&2; exit 1; }
     awk -v want="$want" -v name="$name" -v hp="$hostport" '
-        FNR == NR { before[$1] = $2; next }
+        FILENAME != "-" { before[$1] = $2; next } # (FNR == NR would take all when it is empty)
         { d = $2 - before[$1]; if ($1 == "OK") ok = d; else if (d > 0) bad = bad " " $1 "=" d }
         END {
             if (bad != "" || ok < want) {
