@@ -241,6 +241,26 @@ const migrate_embedded_t audit_migrations[AUDIT_N_MIGRATIONS] = {
      "                   'EXECUTE FUNCTION audit_updates(%L, %L)', tbl, key, org_col);\n"
      "END\n"
      "$$;\n"},
+    /* Row-level security as on every organization's table (docs/schema.md):
+     * a tenant reads its own organization's records, a superuser all; any
+     * scope appends (the tracking triggers write the changed rows'
+     * organization, which the writer's scope allowed it to change). */
+    {"audit_0003_row_level_security",
+     "ALTER TABLE audit_records ENABLE ROW LEVEL SECURITY;\n"
+     "ALTER TABLE audit_records FORCE ROW LEVEL SECURITY;\n"
+     "CREATE POLICY audit_records_superuser ON audit_records FOR SELECT\n"
+     "    USING (current_setting('onceiot.superuser', true) = 'true');\n"
+     "CREATE POLICY audit_records_tenant ON audit_records FOR SELECT\n"
+     "    USING (organization_id = nullif(current_setting('onceiot.org_id', true), '')::bigint);\n"
+     "CREATE POLICY audit_records_append ON audit_records FOR INSERT WITH CHECK (true);\n"
+     "-- An UPDATE or DELETE reaches the triggers that refuse it (a clear error\n"
+     "-- rather than zero rows changed).\n"
+     "CREATE POLICY audit_records_refused_update ON audit_records FOR UPDATE USING (true);\n"
+     "CREATE POLICY audit_records_refused_delete ON audit_records FOR DELETE USING (true);\n"
+     "ALTER TABLE audit_pending ENABLE ROW LEVEL SECURITY;\n"
+     "ALTER TABLE audit_pending FORCE ROW LEVEL SECURITY;\n"
+     "-- Rows live only inside their writer's transaction (moved at its commit).\n"
+     "CREATE POLICY audit_pending_writer ON audit_pending USING (true) WITH CHECK (true);\n"},
 };
 
 static const db_stmt_t write_stmt = {
@@ -248,8 +268,13 @@ static const db_stmt_t write_stmt = {
     "INSERT INTO audit_records (user_id, organization_id, credential, method, resource_type, "
     "resource_id, request_id, trace_id, peer, summary) "
     "VALUES (NULLIF($1::bigint, 0), NULLIF($2::bigint, 0), $3, $4, $5, $6, $7, $8, $9, "
-    "left($10, 1000)) RETURNING seq",
+    "left($10, 1000))",
     10};
+
+/* The record's seq is the head's: the insert moved it, and the transaction
+ * holds it until commit. (RETURNING would need the record to be readable in
+ * the connection's scope.) */
+static const db_stmt_t written_seq_stmt = {"audit_written_seq", "SELECT seq FROM audit_chain", 0};
 
 int64_t audit_write(db_conn_t *conn, const audit_record_t *r)
 {
@@ -260,8 +285,10 @@ int64_t audit_write(db_conn_t *conn, const audit_record_t *r)
         user,           org,           r->credential, r->method, r->resource_type,
         r->resource_id, r->request_id, r->trace_id,   r->peer,   r->summary};
     PGresult *res = NULL;
-    int rc = db_exec(conn, &write_stmt, params, &res);
+    int rc = db_exec(conn, &write_stmt, params, NULL);
     if (rc < 0)
+        return rc;
+    if ((rc = db_exec(conn, &written_seq_stmt, NULL, &res)) < 0)
         return rc;
     int64_t seq = db_get_int(res, 0, "seq", 0);
     PQclear(res);
@@ -288,6 +315,8 @@ static int audit__broken(audit_verdict_t *out, int64_t seq, const char *why)
 /* Walks in pages of seq, keeping only the previous record's seq and hash. */
 int audit_verify(db_conn_t *conn, audit_verdict_t *out)
 {
+    /* The whole chain, every organization's records (row-level security). */
+    db_set_scope(conn, 0, true);
     memset(out, 0, sizeof(*out));
     int64_t last = 0;
     char last_hash[65] = "";

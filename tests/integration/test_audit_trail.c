@@ -4,6 +4,7 @@
  * method and resource, the request id, the trace id the client sent, the
  * peer; nothing for reads, refusals, failures or internal work; every chain
  * intact; concurrent writers each recorded and never deadlocked. */
+#include "common/v1/audit.pb-c.h"
 #include "gw_client.h"
 #include "identity/v1/identity.pb-c.h"
 #include "pg_harness.h"
@@ -12,6 +13,7 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,4 +222,89 @@ Test(audit_trail, concurrent_writers_are_each_recorded_and_never_deadlock)
                      before,
                  WRITERS * EACH, "one record per top-up");
     assert_chain("sims");
+}
+
+#define LIST_AUDIT "/onceiot.identity.v1.IdentityService/ListAuditRecords"
+
+static int list_audit(const char *auth, int64_t org, const char *method, int32_t page_size,
+                      const char *token, Onceiot__Common__V1__ListAuditRecordsResponse **out,
+                      rpc_status_t *s)
+{
+    Onceiot__Common__V1__ListAuditRecordsRequest r =
+        ONCEIOT__COMMON__V1__LIST_AUDIT_RECORDS_REQUEST__INIT;
+    r.organization_id = org;
+    r.method = (char *)(method ? method : "");
+    r.page_size = page_size;
+    r.page_token = (char *)(token ? token : "");
+    return gwc_call(&g, auth, LIST_AUDIT, &r.base,
+                    &onceiot__common__v1__list_audit_records_response__descriptor, out, s);
+}
+
+Test(audit_trail, admins_list_their_organizations_records_and_superusers_everyones)
+{
+    int64_t auditor =
+        gwc_create_user(&g, root, "auditor", ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN, 7);
+    const char *key = gwc_create_key(
+        &g, root, auditor, (const char *const[]){"audit:read", "users:write"}, 2, NULL, NULL);
+    int64_t seven = gwc_create_user(&g, key, "seven", ONCEIOT__COMMON__V1__ROLE__ROLE_USER, 7);
+    int64_t one = gwc_create_user(&g, root, "one", ONCEIOT__COMMON__V1__ROLE__ROLE_USER, 1);
+
+    Onceiot__Common__V1__ListAuditRecordsResponse *l;
+    rpc_status_t s;
+    cr_assert_eq(list_audit(key, 0, NULL, 0, NULL, &l, &s), 0, "%s", s.message);
+    bool saw_seven = false;
+    for (size_t i = 0; i < l->n_records; i++) {
+        cr_assert_eq(l->records[i]->organization_id, 7, "only the admin's organization");
+        if (i)
+            cr_assert_lt(l->records[i]->seq, l->records[i - 1]->seq, "newest first");
+        saw_seven |=
+            !strcmp(l->records[i]->resource_id, arena_printf(g.arena, "%lld", (long long)seven)) &&
+            l->records[i]->user_id == auditor && l->records[i]->time;
+    }
+    cr_assert(saw_seven, "the admin's own CreateUser is there, by the admin");
+    cr_assert_eq(list_audit(key, 1, NULL, 0, NULL, &l, &s), ERR_NOT_FOUND,
+                 "another organization is not there");
+
+    /* A superuser sees every organization, and pages. */
+    cr_assert_eq(
+        list_audit(root, 0, "/onceiot.identity.v1.IdentityService/CreateUser", 0, NULL, &l, &s), 0,
+        "%s", s.message);
+    bool saw_one = false, saw_org7 = false;
+    for (size_t i = 0; i < l->n_records; i++) {
+        cr_assert_str_eq(l->records[i]->method, "/onceiot.identity.v1.IdentityService/CreateUser");
+        saw_one |=
+            !strcmp(l->records[i]->resource_id, arena_printf(g.arena, "%lld", (long long)one));
+        saw_org7 |= l->records[i]->organization_id == 7;
+    }
+    cr_assert(saw_one && saw_org7, "both organizations' CreateUser records");
+    size_t all = l->n_records;
+    cr_assert_geq(all, 3);
+    const char *token = NULL;
+    size_t seen = 0;
+    int64_t last = INT64_MAX;
+    for (int page = 0; page < 10; page++) {
+        cr_assert_eq(list_audit(root, 0, "/onceiot.identity.v1.IdentityService/CreateUser", 1,
+                                token, &l, &s),
+                     0, "%s", s.message);
+        cr_assert_leq(l->n_records, 1);
+        if (l->n_records) {
+            cr_assert_lt(l->records[0]->seq, last);
+            last = l->records[0]->seq;
+            seen++;
+        }
+        if (!l->next_page_token[0])
+            break;
+        token = arena_strdup(g.arena, l->next_page_token);
+    }
+    cr_assert_eq(seen, all, "the pages hold every record once");
+    cr_assert_eq(list_audit(root, 0, NULL, 1, token ? token : "bad", &l, &s), ERR_INVALID_ARGUMENT,
+                 "a token for other filters");
+
+    /* Not for users, nor for keys without the scope. */
+    const char *user_key =
+        gwc_create_key(&g, root, seven, (const char *const[]){"audit:read"}, 1, NULL, NULL);
+    cr_assert_eq(list_audit(user_key, 0, NULL, 0, NULL, &l, &s), ERR_PERMISSION_DENIED);
+    const char *no_scope =
+        gwc_create_key(&g, root, auditor, (const char *const[]){"users:read"}, 1, NULL, NULL);
+    cr_assert_eq(list_audit(no_scope, 0, NULL, 0, NULL, &l, &s), ERR_PERMISSION_DENIED);
 }
