@@ -18,6 +18,7 @@ static const rpc_method_impl_t commerce_methods[] = {
     {"CancelOrder", commerce_cancel_order},
     {"ProcessOrder", commerce_process_order},
     {"ShipOrder", commerce_ship_order},
+    {"ListAuditRecords", svc_list_audit_records},
 };
 
 static const rpc_service_impl_t commerce_service = {

@@ -57,7 +57,8 @@ static int gw__init(svc_t *svc)
         {"ONCEIOT_MAX_MESSAGE_BYTES", CFG_INT, "4194304", false, 1024, 1073741824,
          &c.max_message_bytes, NULL},
         {"ONCEIOT_RATE_LIMIT_RPS", CFG_INT, "200", false, 1, 10000000, &c.rate_rps,
-         "calls per second each principal may make through this gateway replica (per replica: N replicas allow about N times this)"},
+         "calls per second each principal may make through this gateway replica (per replica: N "
+         "replicas allow about N times this)"},
         {"ONCEIOT_RATE_LIMIT_BURST", CFG_INT, "400", false, 1, 10000000, &c.rate_burst,
          "calls a principal may make at once before the rate applies"},
         {"ONCEIOT_RATE_LIMIT_KEYS", CFG_INT, "65536", false, 16, 16777216, &c.rate_keys, NULL},
@@ -72,7 +73,8 @@ static int gw__init(svc_t *svc)
         {"ONCEIOT_STREAM_CHECK_MS", CFG_INT, "1000", false, 10, 60000, &c.stream_check_ms,
          "how often open streams are checked against expiry and revocations"},
         {"ONCEIOT_AUTH_CACHE_S", CFG_INT, "5", false, 0, 3600, &c.auth_cache_s,
-         "seconds an API key's answer is cached (revocation takes effect within this, at every replica)"},
+         "seconds an API key's answer is cached (revocation takes effect within this, at every "
+         "replica)"},
         {"ONCEIOT_AUTH_CACHE_ENTRIES", CFG_INT, "16384", false, 16, 16777216, &c.auth_cache_entries,
          NULL},
         {"ONCEIOT_AUTH_TIMEOUT_MS", CFG_INT, "2000", false, 10, 60000, &c.auth_timeout_ms, NULL},

@@ -137,6 +137,7 @@ static const rpc_method_impl_t identity__methods[] = {
     {"RevokeApiKey", identity_revoke_api_key},
     {"Authenticate", identity_authenticate},
     {"GetVerificationKeys", identity_get_verification_keys},
+    {"ListAuditRecords", svc_list_audit_records},
 };
 
 static const rpc_service_impl_t identity__service = {

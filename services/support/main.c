@@ -12,7 +12,7 @@ static const rpc_method_impl_t support_methods[] = {
     {"AssignTicket", support_assign_ticket},   {"StartTicket", support_start_ticket},
     {"ResolveTicket", support_resolve_ticket}, {"ReopenTicket", support_reopen_ticket},
     {"CloseTicket", support_close_ticket},     {"AddComment", support_add_comment},
-    {"ListComments", support_list_comments},
+    {"ListComments", support_list_comments},   {"ListAuditRecords", svc_list_audit_records},
 };
 
 static const rpc_service_impl_t support_service = {

@@ -12,7 +12,7 @@ static const rpc_method_impl_t usage_methods[] = {
     {"GetFleetUsage", usage_get_fleet_usage},     {"ListTopSims", usage_list_top_sims},
     {"GetIngestStatus", usage_get_ingest_status}, {"IngestConnectivity", usage_ingest_connectivity},
     {"GetConnectivity", usage_get_connectivity},  {"ListConnectivity", usage_list_connectivity},
-    {"ListOfflineSims", usage_list_offline_sims},
+    {"ListOfflineSims", usage_list_offline_sims}, {"ListAuditRecords", svc_list_audit_records},
 };
 
 static const rpc_service_impl_t usage_service = {

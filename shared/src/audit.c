@@ -94,6 +94,173 @@ const migrate_embedded_t audit_migrations[AUDIT_N_MIGRATIONS] = {
      "END\n"
      "$$;\n"
      "SELECT audit_partitions_ensure();\n"},
+    /* Changes recorded by the database itself: statement-level triggers on
+     * the tables a service tracks (audit_track) write one record per
+     * statement and organization, in the statement's transaction (appended
+     * to the chain when it commits), for the public call the runtime names
+     * in onceiot.call (svc.c); internal work (no call) is not recorded.
+     * Column names, never values: a summary must hold no secret and nothing
+     * an erasure would have to take back. */
+    {"audit_0002_tracking",
+     "-- A row's name: the values of key's columns (a comma list), '/' between.\n"
+     "CREATE FUNCTION audit_key(j jsonb, key text) RETURNS text\n"
+     "LANGUAGE sql IMMUTABLE AS $$\n"
+     "    SELECT string_agg(j ->> k, '/' ORDER BY o)\n"
+     "    FROM unnest(string_to_array(key, ',')) WITH ORDINALITY AS t(k, o)\n"
+     "$$;\n"
+     "-- Inserted or deleted rows by organization: how many, the first's name\n"
+     "-- and the names of the first ones.\n"
+     "CREATE FUNCTION audit_groups(rows jsonb[], key text, org_col text, caller_org bigint,\n"
+     "    OUT org bigint, OUT n bigint, OUT first_id text, OUT ids text) RETURNS SETOF record\n"
+     "LANGUAGE sql IMMUTABLE AS $$\n"
+     "    SELECT coalesce((j ->> org_col)::bigint, caller_org), count(*),\n"
+     "           min(audit_key(j, key)),\n"
+     "           left(string_agg(audit_key(j, key), ',' ORDER BY audit_key(j, key)), 900)\n"
+     "    FROM unnest(rows) AS j GROUP BY 1\n"
+     "$$;\n"
+     "CREATE FUNCTION audit_changes() RETURNS trigger\n"
+     "LANGUAGE plpgsql SET search_path FROM CURRENT AS $$\n"
+     "DECLARE\n"
+     "    c jsonb := nullif(current_setting('onceiot.call', true), '')::jsonb;\n"
+     "    key text := TG_ARGV[0];\n"
+     "    org_col text := nullif(TG_ARGV[1], '');\n"
+     "    g record;\n"
+     "BEGIN\n"
+     "    IF c IS NULL THEN\n"
+     "        RETURN NULL;\n"
+     "    END IF;\n"
+     "    -- Each branch names only the transition table its trigger has (a\n"
+     "    -- statement is planned when it first runs).\n"
+     "    IF TG_OP = 'INSERT' THEN\n"
+     "        FOR g IN SELECT * FROM audit_groups(ARRAY(SELECT to_jsonb(x) FROM new_rows x),\n"
+     "                                            key, org_col, (c ->> 'o')::bigint)\n"
+     "        LOOP\n"
+     "            PERFORM audit_changes_record(c, g.org, g.n, g.first_id, g.ids, NULL, TG_OP,\n"
+     "                                         TG_TABLE_NAME);\n"
+     "        END LOOP;\n"
+     "    ELSE\n"
+     "        FOR g IN SELECT * FROM audit_groups(ARRAY(SELECT to_jsonb(x) FROM old_rows x),\n"
+     "                                            key, org_col, (c ->> 'o')::bigint)\n"
+     "        LOOP\n"
+     "            PERFORM audit_changes_record(c, g.org, g.n, g.first_id, g.ids, NULL, TG_OP,\n"
+     "                                         TG_TABLE_NAME);\n"
+     "        END LOOP;\n"
+     "    END IF;\n"
+     "    RETURN NULL;\n"
+     "END\n"
+     "$$;\n"
+     "CREATE FUNCTION audit_updates() RETURNS trigger\n"
+     "LANGUAGE plpgsql SET search_path FROM CURRENT AS $$\n"
+     "DECLARE\n"
+     "    c jsonb := nullif(current_setting('onceiot.call', true), '')::jsonb;\n"
+     "    key text := TG_ARGV[0];\n"
+     "    org_col text := nullif(TG_ARGV[1], '');\n"
+     "    g record;\n"
+     "BEGIN\n"
+     "    IF c IS NULL THEN\n"
+     "        RETURN NULL;\n"
+     "    END IF;\n"
+     "    FOR g IN\n"
+     "        WITH o AS (SELECT to_jsonb(x) AS j FROM old_rows x),\n"
+     "             n AS (SELECT to_jsonb(x) AS j FROM new_rows x),\n"
+     "             ch AS (SELECT n.j, e.key AS col FROM o\n"
+     "                    JOIN n ON audit_key(o.j, key) = audit_key(n.j, key),\n"
+     "                    LATERAL jsonb_each(n.j) e\n"
+     "                    WHERE e.value IS DISTINCT FROM o.j -> e.key AND e.key <> 'updated_at')\n"
+     "        SELECT coalesce((j ->> org_col)::bigint, (c ->> 'o')::bigint) AS org,\n"
+     "               count(DISTINCT audit_key(j, key)) AS n, min(audit_key(j, key)) AS first_id,\n"
+     "               left(string_agg(DISTINCT audit_key(j, key), ','), 900) AS ids,\n"
+     "               string_agg(DISTINCT col, ',') AS cols\n"
+     "        FROM ch GROUP BY 1\n"
+     "    LOOP\n"
+     "        PERFORM audit_changes_record(c, g.org, g.n, g.first_id, g.ids, g.cols, TG_OP,\n"
+     "                                     TG_TABLE_NAME);\n"
+     "    END LOOP;\n"
+     "    RETURN NULL;\n"
+     "END\n"
+     "$$;\n"
+     "-- A statement's records wait here until its transaction commits: the\n"
+     "-- chain's head is then taken last, after every row lock the transaction\n"
+     "-- takes, so recording never deadlocks with the change it records.\n"
+     "CREATE TABLE audit_pending (\n"
+     "    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+     "    at              timestamptz NOT NULL DEFAULT clock_timestamp(),\n"
+     "    user_id         bigint,\n"
+     "    organization_id bigint,\n"
+     "    credential      text,\n"
+     "    method          text NOT NULL,\n"
+     "    resource_type   text,\n"
+     "    resource_id     text,\n"
+     "    request_id      text,\n"
+     "    trace_id        text,\n"
+     "    peer            text,\n"
+     "    summary         text\n"
+     ");\n"
+     "CREATE FUNCTION audit_changes_record(c jsonb, org bigint, n bigint, first_id text,\n"
+     "                                     ids text, cols text, op text, tbl text) RETURNS void\n"
+     "LANGUAGE sql SET search_path FROM CURRENT AS $$\n"
+     "    INSERT INTO audit_pending (user_id, organization_id, credential, method, resource_type,\n"
+     "                               resource_id, request_id, trace_id, peer, summary)\n"
+     "    VALUES (nullif((c ->> 'u')::bigint, 0), nullif(org, 0), c ->> 'c',\n"
+     "            coalesce(c ->> 'm', '?'), tbl,\n"
+     "            CASE WHEN n = 1 THEN first_id ELSE n || ' rows' END,\n"
+     "            c ->> 'r', c ->> 't', c ->> 'p',\n"
+     "            left(lower(op) || coalesce(' ' || cols, '') ||\n"
+     "                 CASE WHEN n > 1 THEN ' (' || ids || ')' ELSE '' END, 1000))\n"
+     "$$;\n"
+     "CREATE FUNCTION audit_flush() RETURNS trigger\n"
+     "LANGUAGE plpgsql SET search_path FROM CURRENT AS $$\n"
+     "BEGIN\n"
+     "    INSERT INTO audit_records (at, user_id, organization_id, credential, method,\n"
+     "                               resource_type, resource_id, request_id, trace_id, peer,\n"
+     "                               summary)\n"
+     "    VALUES (NEW.at, NEW.user_id, NEW.organization_id, NEW.credential, NEW.method,\n"
+     "            NEW.resource_type, NEW.resource_id, NEW.request_id, NEW.trace_id, NEW.peer,\n"
+     "            NEW.summary);\n"
+     "    DELETE FROM audit_pending WHERE id = NEW.id;\n"
+     "    RETURN NULL;\n"
+     "END\n"
+     "$$;\n"
+     "CREATE CONSTRAINT TRIGGER audit_flush AFTER INSERT ON audit_pending\n"
+     "    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION audit_flush();\n"
+     "-- Records every public call's inserts, updates (that change a column\n"
+     "-- other than updated_at) and deletes of tbl, whose rows are named by\n"
+     "-- the columns in key (a comma list) and belong to the organization in\n"
+     "-- org_col ('': the caller's organization).\n"
+     "CREATE FUNCTION audit_track(tbl regclass, key text, org_col text DEFAULT '')\n"
+     "RETURNS void LANGUAGE plpgsql AS $$\n"
+     "BEGIN\n"
+     "    EXECUTE format('CREATE TRIGGER audit_inserts AFTER INSERT ON %s REFERENCING NEW TABLE '\n"
+     "                   'AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION audit_changes(%L, %L)',\n"
+     "                   tbl, key, org_col);\n"
+     "    EXECUTE format('CREATE TRIGGER audit_deletes AFTER DELETE ON %s REFERENCING OLD TABLE '\n"
+     "                   'AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION audit_changes(%L, %L)',\n"
+     "                   tbl, key, org_col);\n"
+     "    EXECUTE format('CREATE TRIGGER audit_updates AFTER UPDATE ON %s REFERENCING OLD TABLE '\n"
+     "                   'AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT '\n"
+     "                   'EXECUTE FUNCTION audit_updates(%L, %L)', tbl, key, org_col);\n"
+     "END\n"
+     "$$;\n"},
+    /* Row-level security as on every organization's table (docs/schema.md):
+     * a tenant reads its own organization's records, a superuser all; any
+     * scope appends (the tracking triggers write the changed rows'
+     * organization, which the writer's scope allowed it to change). */
+    {"audit_0003_row_level_security",
+     "ALTER TABLE audit_records ENABLE ROW LEVEL SECURITY;\n"
+     "ALTER TABLE audit_records FORCE ROW LEVEL SECURITY;\n"
+     "CREATE POLICY audit_records_superuser ON audit_records FOR SELECT\n"
+     "    USING (current_setting('onceiot.superuser', true) = 'true');\n"
+     "CREATE POLICY audit_records_tenant ON audit_records FOR SELECT\n"
+     "    USING (organization_id = nullif(current_setting('onceiot.org_id', true), '')::bigint);\n"
+     "CREATE POLICY audit_records_append ON audit_records FOR INSERT WITH CHECK (true);\n"
+     "-- An UPDATE or DELETE reaches the triggers that refuse it (a clear error\n"
+     "-- rather than zero rows changed).\n"
+     "CREATE POLICY audit_records_refused_update ON audit_records FOR UPDATE USING (true);\n"
+     "CREATE POLICY audit_records_refused_delete ON audit_records FOR DELETE USING (true);\n"
+     "ALTER TABLE audit_pending ENABLE ROW LEVEL SECURITY;\n"
+     "ALTER TABLE audit_pending FORCE ROW LEVEL SECURITY;\n"
+     "-- Rows live only inside their writer's transaction (moved at its commit).\n"
+     "CREATE POLICY audit_pending_writer ON audit_pending USING (true) WITH CHECK (true);\n"},
 };
 
 static const db_stmt_t write_stmt = {
@@ -101,8 +268,13 @@ static const db_stmt_t write_stmt = {
     "INSERT INTO audit_records (user_id, organization_id, credential, method, resource_type, "
     "resource_id, request_id, trace_id, peer, summary) "
     "VALUES (NULLIF($1::bigint, 0), NULLIF($2::bigint, 0), $3, $4, $5, $6, $7, $8, $9, "
-    "left($10, 1000)) RETURNING seq",
+    "left($10, 1000))",
     10};
+
+/* The record's seq is the head's: the insert moved it, and the transaction
+ * holds it until commit. (RETURNING would need the record to be readable in
+ * the connection's scope.) */
+static const db_stmt_t written_seq_stmt = {"audit_written_seq", "SELECT seq FROM audit_chain", 0};
 
 int64_t audit_write(db_conn_t *conn, const audit_record_t *r)
 {
@@ -113,8 +285,10 @@ int64_t audit_write(db_conn_t *conn, const audit_record_t *r)
         user,           org,           r->credential, r->method, r->resource_type,
         r->resource_id, r->request_id, r->trace_id,   r->peer,   r->summary};
     PGresult *res = NULL;
-    int rc = db_exec(conn, &write_stmt, params, &res);
+    int rc = db_exec(conn, &write_stmt, params, NULL);
     if (rc < 0)
+        return rc;
+    if ((rc = db_exec(conn, &written_seq_stmt, NULL, &res)) < 0)
         return rc;
     int64_t seq = db_get_int(res, 0, "seq", 0);
     PQclear(res);
@@ -141,6 +315,8 @@ static int audit__broken(audit_verdict_t *out, int64_t seq, const char *why)
 /* Walks in pages of seq, keeping only the previous record's seq and hash. */
 int audit_verify(db_conn_t *conn, audit_verdict_t *out)
 {
+    /* The whole chain, every organization's records (row-level security). */
+    db_set_scope(conn, 0, true);
     memset(out, 0, sizeof(*out));
     int64_t last = 0;
     char last_hash[65] = "";

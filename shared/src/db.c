@@ -41,6 +41,7 @@ struct db_conn {
     bool settings_any;          /* db_set_scope or a tighter db_set_timeout was called */
     bool scope_superuser;       /* db_set_scope's superuser flag */
     bool settings_live;         /* the settings are in effect in the open transaction */
+    const char *call_info;      /* db_set_call's JSON (the caller's), or NULL */
     char errmsg[1024];          /* last error message */
     char sqlstate[6];           /* last SQLSTATE */
     char constraint[128];       /* constraint named by the last error */
@@ -498,6 +499,7 @@ int db_pool_acquire(db_pool_t *pool, int64_t timeout_ms, db_conn_t **out)
     c->scope_superuser = false;
     c->settings_any = false;
     c->settings_live = false;
+    c->call_info = NULL;
     *out = c;
     return 0;
 }
@@ -607,17 +609,27 @@ void db_set_scope(db_conn_t *conn, int64_t org_id, bool superuser)
     conn->settings_live = false;
 }
 
+void db_set_call(db_conn_t *conn, const char *json)
+{
+    if (conn->settings_any && conn->call_info == json)
+        return;
+    conn->call_info = json;
+    conn->settings_any = true;
+    conn->settings_live = false;
+}
+
 /* The transaction-local settings, one prepared statement sent ahead of (or,
  * for BEGIN, right after) the statement that needs them. */
 static const db_stmt_t db__settings = {
     "onceiot_db_settings",
     "SELECT pg_catalog.set_config('" DB_SETTING_ORG_ID "', $1, true),"
     " pg_catalog.set_config('" DB_SETTING_SUPERUSER "', $2, true),"
-    " pg_catalog.set_config('statement_timeout', $3, true)",
-    3};
+    " pg_catalog.set_config('statement_timeout', $3, true),"
+    " pg_catalog.set_config('" DB_SETTING_CALL "', $4, true)",
+    4};
 
 /* The parameters of db__settings, written into bufs. */
-static void db__settings_params(const db_conn_t *c, char bufs[2][24], const char *params[3])
+static void db__settings_params(const db_conn_t *c, char bufs[2][24], const char *params[4])
 {
     int64_t t = c->timeout_ms > 0 ? c->timeout_ms : c->pool->default_timeout_ms;
 
@@ -628,6 +640,7 @@ static void db__settings_params(const db_conn_t *c, char bufs[2][24], const char
     params[0] = bufs[0];
     params[1] = c->scope_superuser ? "true" : "false";
     params[2] = bufs[1];
+    params[3] = c->call_info ? c->call_info : "";
 }
 
 /* One step of a pipelined round trip: a prepared statement (prepared first
@@ -751,7 +764,7 @@ static void db__settings_sent(db_conn_t *c, int rc)
 static int db__exec_with_settings(db_conn_t *c, const db__step_t *step, PGresult **res)
 {
     char bufs[2][24];
-    const char *sp[3];
+    const char *sp[4];
 
     db__settings_params(c, bufs, sp);
     db__step_t steps[2] = {{.stmt = &db__settings, .params = sp}, *step};
@@ -821,7 +834,7 @@ int db_exec_simple(db_conn_t *conn, const char *sql)
         return rc;
     }
     char bufs[2][24];
-    const char *sp[3];
+    const char *sp[4];
 
     db__settings_params(conn, bufs, sp);
     if (db__starts_with(sql, "BEGIN") || db__starts_with(sql, "START")) {

@@ -720,6 +720,7 @@ typedef struct svc_call_db {
     db_pool_t *pool;        /* NULL until a connection is taken */
     db_conn_t *conn;        /* the call's connection, or NULL */
     const principal_t *who; /* the verified principal, or NULL */
+    const char *call_json;  /* DB_SETTING_CALL for a public call, made once */
 } svc_call_db_t;
 
 /* The call's database state in rpc_call_local, made on first use. */
@@ -734,12 +735,56 @@ static svc_call_db_t *svc__call_db(rpc_call_t *call)
     return d;
 }
 
-/* Row-level security sees the principal's organization and superuser flag;
- * a call without a verified principal gets no scope (sees no rows). */
-static void svc__scope(const principal_t *who, db_conn_t *conn)
+/* Appends s to buf as the inside of a JSON string (quotes and backslashes
+ * escaped, control characters dropped: every value here is an identifier). */
+static void svc__json_str(char *buf, size_t cap, size_t *len, const char *s)
 {
-    if (who)
-        db_set_scope(conn, who->organization_id, who->is_superuser);
+    for (; s && *s && *len + 3 < cap; s++) {
+        if ((unsigned char)*s < 0x20)
+            continue;
+        if (*s == '"' || *s == '\\')
+            buf[(*len)++] = '\\';
+        buf[(*len)++] = *s;
+    }
+}
+
+/* DB_SETTING_CALL of a public call (a user's, through the gateway), in the
+ * call's arena; NULL for a service's call (internal work is not audited). */
+static const char *svc__call_json(rpc_call_t *call, const principal_t *who)
+{
+    if (!who || strcmp(who->issuer, "gateway") != 0 || !who->credential ||
+        strncmp(who->credential, "service:", 8) == 0)
+        return NULL;
+    const char *keys[] = {"c", "m", "r", "t", "p"};
+    const char *vals[] = {who->credential, rpc_call_method(call), rpc_call_request_id(call),
+                          rpc_call_trace_id(call), rpc_call_peer(call)};
+    char buf[1024];
+    size_t len = (size_t)snprintf(buf, sizeof(buf), "{\"u\":%lld,\"o\":%lld",
+                                  (long long)who->user_id, (long long)who->organization_id);
+    for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++) {
+        if (!vals[i] || !*vals[i] || len + 16 > sizeof(buf))
+            continue;
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, ",\"%s\":\"", keys[i]);
+        svc__json_str(buf, sizeof(buf), &len, vals[i]);
+        buf[len++] = '"';
+    }
+    buf[len++] = '}';
+    return arena_strndup(rpc_call_arena(call), buf, len);
+}
+
+/* Row-level security sees the principal's organization and superuser flag;
+ * a call without a verified principal gets no scope (sees no rows). The
+ * audit triggers see who made a public call (svc__call_json). */
+static void svc__scope(rpc_call_t *call, const principal_t *who, db_conn_t *conn)
+{
+    if (!who)
+        return;
+    db_set_scope(conn, who->organization_id, who->is_superuser);
+    svc_call_db_t *d = svc__call_db(call);
+    if (!d->call_json)
+        d->call_json = svc__call_json(call, who);
+    if (d->call_json)
+        db_set_call(conn, d->call_json);
 }
 
 /* Remembers the call's verified principal, and scopes its connection. */
@@ -748,13 +793,13 @@ static void svc__set_who(rpc_call_t *call, const principal_t *p)
     svc_call_db_t *d = svc__call_db(call);
     d->who = p;
     if (d->conn)
-        svc__scope(p, d->conn);
+        svc__scope(call, p, d->conn);
 }
 
 void svc_db_scope(rpc_call_t *call, db_conn_t *conn)
 {
     svc_call_db_t *d = rpc_call_local(call);
-    svc__scope(d ? d->who : NULL, conn);
+    svc__scope(call, d ? d->who : NULL, conn);
 }
 
 static void svc__release_conn(void *arg)
@@ -789,7 +834,7 @@ static int svc__call_conn(rpc_call_t *call, db_conn_t **out)
     d->pool = svc->db;
     d->conn = conn;
     rpc_call_defer(call, svc__release_conn, d);
-    svc__scope(d->who, conn);
+    svc__scope(call, d->who, conn);
     if (left != INT64_MAX && (rc = db_set_timeout(conn, left)) < 0)
         return svc_db_fail(call, conn, rc);
     *out = conn;

@@ -10,6 +10,7 @@
  * organization's row is refused. And every table of every schema that has an
  * organization_id column has its policies forced, so a new table cannot be
  * forgotten. */
+#include "onceiot/audit.h"
 #include "onceiot/db.h"
 #include "onceiot/mem.h"
 #include "onceiot/migrate.h"
@@ -148,7 +149,10 @@ static db_pool_t *rls_setup(const rls_case_t *k, char **role, char **schema)
     char *dir = mem_printf("%s/%s", src, k->service);
     migrate_result_t r;
     char err[512];
-    int rc = migrate_run(url, *schema, dir, &r, err, sizeof err);
+    /* The service's files need the runtime's audit functions (audit_track),
+     * applied first as the service does. */
+    int rc = migrate_run_with(url, *schema, audit_migrations, AUDIT_N_MIGRATIONS, dir, &r, err,
+                              sizeof err);
     cr_assert_eq(rc, 0, "%s migrations as a service role: %s", k->service, err);
     mem_free(src);
     mem_free(dir);

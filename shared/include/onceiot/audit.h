@@ -37,7 +37,7 @@
 
 #include <stdint.h>
 
-#define AUDIT_N_MIGRATIONS 1
+#define AUDIT_N_MIGRATIONS 3
 #define AUDIT_KEEP_MONTHS  84
 #define AUDIT_SUMMARY_MAX  1000 /* characters */
 extern const migrate_embedded_t audit_migrations[AUDIT_N_MIGRATIONS];
@@ -65,7 +65,8 @@ typedef struct audit_verdict {
     char why[128];   /* what was wrong; "" when intact */
 } audit_verdict_t;
 
-/* Walks the chain of conn's schema (outside a transaction or inside one).
+/* Walks the chain of conn's schema (outside a transaction or inside one),
+ * with conn scoped to every organization (db_set_scope) from then on.
  * Returns 0 when intact, 1 when broken (out says where and why), or a
  * negative ERR_* code. */
 int audit_verify(db_conn_t *conn, audit_verdict_t *out) ONCEIOT_MUSTCHECK;

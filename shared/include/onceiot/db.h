@@ -86,10 +86,18 @@ bool db_pool_ping(db_pool_t *pool, int64_t timeout_ms);
  * db_set_scope(conn, 0, true). */
 #define DB_SETTING_ORG_ID    "onceiot.org_id"
 #define DB_SETTING_SUPERUSER "onceiot.superuser"
+/* The public call the statements work for, as a JSON object (the runtime's,
+ * svc.c): the audit triggers (audit.h) record what they change with it.
+ * '' or unset: no public call (internal work), nothing is recorded. */
+#define DB_SETTING_CALL "onceiot.call"
 
 /* The organization (org_id > 0, else none) and superuser flag the
  * statements that follow on this connection work for, until release. */
 void db_set_scope(db_conn_t *conn, int64_t org_id, bool superuser);
+/* The public call (DB_SETTING_CALL's JSON, which must outlive the checkout
+ * or the next db_set_call) the statements that follow work for, until
+ * release; NULL: none. Sent with the settings above. */
+void db_set_call(db_conn_t *conn, const char *json);
 /* Bounds the statements that follow on this connection (until release) to
  * timeout_ms (<= 0: the next statement fails at once), to fit SQL inside a
  * call's remaining deadline. Sent with the settings above, and only when it

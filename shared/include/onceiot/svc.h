@@ -110,6 +110,11 @@ void svc_db_scope(rpc_call_t *call, db_conn_t *conn);
  * db_*) in the service's own words; PostgreSQL's text, SQLSTATE and
  * constraint go to the log only. conn may be NULL. Returns rc. */
 int svc_db_fail(rpc_call_t *call, db_conn_t *conn, int rc);
+
+/* ListAuditRecords (proto/common/v1/audit.proto), the same handler in every
+ * service's method table: the service's audit records (audit.h), newest
+ * first; an admin's organization's, or (superusers) anyone's. */
+int svc_list_audit_records(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp);
 /* Runs a statement on the call's connection; on failure sets the call's
  * status from the database error and returns the ERR_* code. */
 int svc_exec_or_status(rpc_call_t *call, const db_stmt_t *stmt, const char *const *params,

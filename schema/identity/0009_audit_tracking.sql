@@ -1,0 +1,4 @@
+-- The audit trail records every change a public call makes to these tables
+-- (audit_track: the runtime's, see shared/include/onceiot/audit.h).
+SELECT audit_track('users', 'id', 'organization_id');
+SELECT audit_track('api_keys', 'id');
