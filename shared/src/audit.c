@@ -261,6 +261,72 @@ const migrate_embedded_t audit_migrations[AUDIT_N_MIGRATIONS] = {
      "ALTER TABLE audit_pending FORCE ROW LEVEL SECURITY;\n"
      "-- Rows live only inside their writer's transaction (moved at its commit).\n"
      "CREATE POLICY audit_pending_writer ON audit_pending USING (true) WITH CHECK (true);\n"},
+    /* Retention: whole months past AUDIT_KEEP_MONTHS are dropped, oldest
+     * first, and the anchor keeps the seq and hash of the newest record
+     * dropped, where audit_verify then starts the chain. The anchor only
+     * moves forward, so dropping recent months (or the anchor) is still
+     * found: a gap after the anchor, or a chain that does not start at it. */
+    {"audit_0004_retention",
+     "CREATE TABLE audit_anchor (\n"
+     "    one  boolean PRIMARY KEY DEFAULT true CHECK (one),\n"
+     "    seq  bigint NOT NULL,\n"
+     "    hash bytea NOT NULL\n"
+     ");\n"
+     "INSERT INTO audit_anchor (seq, hash) VALUES (0, ''::bytea);\n"
+     "CREATE FUNCTION audit_anchor_forward() RETURNS trigger\n"
+     "LANGUAGE plpgsql AS $$\n"
+     "BEGIN\n"
+     "    IF NEW.seq < OLD.seq THEN\n"
+     "        RAISE EXCEPTION 'the audit anchor only moves forward'\n"
+     "            USING ERRCODE = 'insufficient_privilege';\n"
+     "    END IF;\n"
+     "    RETURN NEW;\n"
+     "END\n"
+     "$$;\n"
+     "CREATE TRIGGER audit_anchor_forward BEFORE UPDATE ON audit_anchor\n"
+     "    FOR EACH ROW EXECUTE FUNCTION audit_anchor_forward();\n"
+     "CREATE TRIGGER audit_anchor_kept BEFORE DELETE ON audit_anchor\n"
+     "    FOR EACH ROW EXECUTE FUNCTION audit_refuse();\n"
+     "CREATE TRIGGER audit_anchor_no_truncate BEFORE TRUNCATE ON audit_anchor\n"
+     "    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse();\n"
+     "REVOKE DELETE, TRUNCATE ON audit_anchor FROM CURRENT_USER;\n"
+     "-- Drops the monthly partitions that ended more than keep_months months\n"
+     "-- ago, oldest first, while no record left in another partition is older\n"
+     "-- in the chain; returns how many. One caller at a time per schema.\n"
+     "CREATE FUNCTION audit_drop_expired(keep_months int) RETURNS int\n"
+     "LANGUAGE plpgsql SET search_path FROM CURRENT AS $$\n"
+     "DECLARE\n"
+     "    part record;\n"
+     "    top record;\n"
+     "    dropped int := 0;\n"
+     "    scope text := current_setting('onceiot.superuser', true);\n"
+     "BEGIN\n"
+     "    -- Every organization's records decide what may go; the caller's scope\n"
+     "    -- is put back before returning.\n"
+     "    PERFORM set_config('onceiot.superuser', 'true', true);\n"
+     "    PERFORM pg_advisory_xact_lock(hashtext('audit_drop_expired ' || current_schema()));\n"
+     "    FOR part IN\n"
+     "        SELECT c.oid, c.relname, to_date(substr(c.relname, 15), 'YYYYMM') AS month\n"
+     "        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid\n"
+     "        WHERE i.inhparent = 'audit_records'::regclass\n"
+     "          AND c.relname ~ '^audit_records_[0-9]{6}$'\n"
+     "        ORDER BY 3\n"
+     "    LOOP\n"
+     "        EXIT WHEN part.month + make_interval(months => keep_months + 1) > now();\n"
+     "        EXECUTE format('SELECT seq, hash FROM %I ORDER BY seq DESC LIMIT 1', part.relname)\n"
+     "            INTO top;\n"
+     "        IF top.seq IS NOT NULL THEN\n"
+     "            EXIT WHEN EXISTS (SELECT 1 FROM audit_records r\n"
+     "                              WHERE r.seq < top.seq AND r.tableoid <> part.oid);\n"
+     "            UPDATE audit_anchor SET seq = top.seq, hash = top.hash;\n"
+     "        END IF;\n"
+     "        EXECUTE format('DROP TABLE %I', part.relname);\n"
+     "        dropped := dropped + 1;\n"
+     "    END LOOP;\n"
+     "    PERFORM set_config('onceiot.superuser', coalesce(scope, ''), true);\n"
+     "    RETURN dropped;\n"
+     "END\n"
+     "$$;\n"},
 };
 
 static const db_stmt_t write_stmt = {
@@ -302,6 +368,9 @@ static const db_stmt_t walk_stmt = {
     "FROM audit_records r WHERE seq > $1 ORDER BY seq LIMIT 5000",
     1};
 
+static const db_stmt_t anchor_stmt = {
+    "audit_anchor", "SELECT seq, encode(hash, 'hex') AS hash FROM audit_anchor", 0};
+
 static const db_stmt_t head_stmt = {"audit_head",
                                     "SELECT seq, encode(hash, 'hex') AS hash FROM audit_chain", 0};
 
@@ -318,9 +387,15 @@ int audit_verify(db_conn_t *conn, audit_verdict_t *out)
     /* The whole chain, every organization's records (row-level security). */
     db_set_scope(conn, 0, true);
     memset(out, 0, sizeof(*out));
-    int64_t last = 0;
+    /* From the anchor: the newest record retention dropped (0, '' if none). */
+    PGresult *anchor = NULL;
+    int rc = db_exec(conn, &anchor_stmt, NULL, &anchor);
+    if (rc < 0)
+        return rc;
+    int64_t last = rc == 1 ? db_get_int(anchor, 0, "seq", 0) : 0;
     char last_hash[65] = "";
-    int rc;
+    snprintf(last_hash, sizeof(last_hash), "%s", rc == 1 ? db_get(anchor, 0, "hash") : "");
+    PQclear(anchor);
     for (;;) {
         char after[24];
         snprintf(after, sizeof(after), "%" PRId64, last);
@@ -367,8 +442,21 @@ int audit_verify(db_conn_t *conn, audit_verdict_t *out)
 
 static const db_stmt_t ensure_stmt = {"audit_ensure", "SELECT audit_partitions_ensure()", 0};
 
+static const db_stmt_t drop_stmt = {"audit_drop_expired",
+                                    "SELECT audit_drop_expired($1::int) AS dropped", 1};
+
 int audit_upkeep(db_conn_t *conn)
 {
     int rc = db_exec(conn, &ensure_stmt, NULL, NULL);
-    return rc < 0 ? rc : 0;
+    if (rc < 0)
+        return rc;
+    char keep[16];
+    snprintf(keep, sizeof(keep), "%d", AUDIT_KEEP_MONTHS);
+    const char *params[] = {keep};
+    PGresult *res = NULL;
+    if ((rc = db_exec(conn, &drop_stmt, params, &res)) < 0)
+        return rc;
+    int dropped = (int)db_get_int(res, 0, "dropped", 0);
+    PQclear(res);
+    return dropped;
 }

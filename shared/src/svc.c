@@ -232,8 +232,12 @@ static void svc__upkeep(svc_t *svc)
     else if (pruned > 0)
         log_msg(LOG_INFO, "request_ids_pruned", "%d request ids older than %d hours", pruned,
                 REQUESTID_KEEP_HOURS);
-    if (audit_upkeep(conn) < 0)
+    int months = audit_upkeep(conn);
+    if (months < 0)
         log_msg(LOG_WARN, "upkeep_failed", "audit partitions: %s", db_errmsg(conn));
+    else if (months > 0)
+        log_msg(LOG_INFO, "audit_months_dropped", "%d months past the %d kept", months,
+                AUDIT_KEEP_MONTHS);
     if (svc->def->upkeep) {
         int rc = svc->def->upkeep(svc, conn);
         if (rc < 0)

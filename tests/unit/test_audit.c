@@ -213,3 +213,49 @@ Test(audit, verify_finds_a_record_rewritten_with_a_fresh_hash)
     cr_assert_eq(verify(&v), 1);
     cr_assert_eq(v.bad_seq, 2, "%s", v.why);
 }
+
+/* Retention: a month past AUDIT_KEEP_MONTHS is dropped whole, the chain
+ * then verifies from the anchor (the newest record dropped), the anchor
+ * never moves back, and a recent month dropped by hand is still found. */
+Test(audit, expired_months_are_dropped_and_the_chain_verifies_from_the_anchor)
+{
+    cr_assert_eq(db_exec_simple(conn, "CREATE TABLE audit_records_201701 PARTITION OF "
+                                      "audit_records FOR VALUES FROM ('2017-01-01') TO "
+                                      "('2017-02-01')"),
+                 0, "%s", db_errmsg(conn));
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(db_exec_simple(conn, "INSERT INTO audit_records (at, method, summary) "
+                                           "VALUES ('2017-01-15', '/old.Service/Change', 'old')"),
+                      0, "%s", db_errmsg(conn));
+    write_n(2);
+    audit_verdict_t v;
+    cr_assert_eq(verify(&v), 0, "%s", v.why);
+    cr_assert_eq(v.checked, 5);
+
+    cr_assert_eq(audit_upkeep(conn), 1, "one month dropped: %s", db_errmsg(conn));
+    cr_assert_eq(audit_upkeep(conn), 0, "and only once");
+    PGresult *res = pgh_sqlf("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                             "c.relnamespace WHERE n.nspname = $1 AND c.relname = "
+                             "'audit_records_201701'",
+                             1, (const char *[]){role});
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "0", "the 2017 partition is gone");
+    PQclear(res);
+    cr_assert_eq(verify(&v), 0, "%s", v.why);
+    cr_assert_eq(v.checked, 2, "the chain starts after the anchor");
+
+    cr_assert_lt(db_exec_simple(conn, "UPDATE audit_anchor SET seq = 0"), 0,
+                 "the anchor does not move back");
+    cr_assert_lt(db_exec_simple(conn, "DELETE FROM audit_anchor"), 0);
+
+    /* This month's records dropped by hand: a gap after the anchor. */
+    res = pgh_sqlf("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                   "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND "
+                   "c.relname = 'audit_records_' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')",
+                   1, (const char *[]){role});
+    cr_assert_eq(PQntuples(res), 1);
+    char *drop = mem_printf("DROP TABLE %s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    cr_assert_eq(db_exec_simple(conn, drop), 0, "%s", db_errmsg(conn));
+    mem_free(drop);
+    cr_assert_eq(verify(&v), 1, "the dropped month is found");
+}

@@ -24,8 +24,9 @@
  * Partitioned by month on `at` (native range partitioning; partitions for
  * the current and the next two months are made by the migration and by
  * audit_upkeep, run with the runtime's upkeep; a DEFAULT partition catches
- * anything else). Retention is long (AUDIT_KEEP_MONTHS); nothing drops a
- * partition automatically yet.
+ * anything else). Retention is long (AUDIT_KEEP_MONTHS): audit_upkeep drops
+ * whole months past it and keeps the seq and hash of the newest record
+ * dropped as the chain's anchor (audit_anchor, which only moves forward).
  *
  * The table's DDL belongs to this module and is applied by the runtime in
  * every service schema (svc.c). */
@@ -37,7 +38,7 @@
 
 #include <stdint.h>
 
-#define AUDIT_N_MIGRATIONS 3
+#define AUDIT_N_MIGRATIONS 4
 #define AUDIT_KEEP_MONTHS  84
 #define AUDIT_SUMMARY_MAX  1000 /* characters */
 extern const migrate_embedded_t audit_migrations[AUDIT_N_MIGRATIONS];
@@ -71,8 +72,9 @@ typedef struct audit_verdict {
  * negative ERR_* code. */
 int audit_verify(db_conn_t *conn, audit_verdict_t *out) ONCEIOT_MUSTCHECK;
 
-/* Makes the partitions of the current and the next two months. Returns 0 or
- * a negative ERR_* code. */
+/* Makes the partitions of the current and the next two months, and drops
+ * the months past AUDIT_KEEP_MONTHS (moving the anchor audit_verify starts
+ * from). Returns the number of months dropped or a negative ERR_* code. */
 int audit_upkeep(db_conn_t *conn) ONCEIOT_MUSTCHECK;
 
 #endif
