@@ -427,6 +427,10 @@ Test(gateway, a_call_to_a_reconnecting_upstream_waits_within_its_deadline)
 {
     teardown();
     start_with(NULL, (const char *const[]){"ONCEIOT_HEALTH_INTERVAL_MS=600000", NULL});
+    /* The gateway's first check of the upstream is done (it comes after
+     * those of the upstreams that are down here), so the next is 10 minutes
+     * away: the kill below is one the gateway does not see. */
+    cr_assert(ph_wait_health(st.gateway.addr, "onceiot.test.v1.TestService", 1, 10000));
     rpc_status_t s;
     cr_assert_eq(echo_as(bearer, "connected", NULL, &s), 0, "%s", s.message);
     int port = st.testsvc.port;
