@@ -97,16 +97,19 @@ const migrate_embedded_t audit_migrations[AUDIT_N_MIGRATIONS] = {
     /* Changes recorded by the database itself: statement-level triggers on
      * the tables a service tracks (audit_track) write one record per
      * statement and organization, in the statement's transaction (appended
-     * to the chain when it commits), for the public call the runtime names
-     * in onceiot.call (svc.c); internal work (no call) is not recorded.
+     * to the chain by the runtime's chainer soon after), for the public call
+     * the runtime names in onceiot.call (svc.c); internal work (no call) is
+     * not recorded.
      * Column names, never values: a summary must hold no secret and nothing
      * an erasure would have to take back. */
     {"audit_0002_tracking",
-     "-- A row's name: the values of key's columns (a comma list), '/' between.\n"
+     "-- A row's name: the value of key's column, or of its two columns\n"
+     "-- ('a,b'), '/' between (one expression, so the planner inlines it).\n"
      "CREATE FUNCTION audit_key(j jsonb, key text) RETURNS text\n"
      "LANGUAGE sql IMMUTABLE AS $$\n"
-     "    SELECT string_agg(j ->> k, '/' ORDER BY o)\n"
-     "    FROM unnest(string_to_array(key, ',')) WITH ORDINALITY AS t(k, o)\n"
+     "    SELECT CASE WHEN strpos(key, ',') = 0 THEN j ->> key\n"
+     "                ELSE (j ->> split_part(key, ',', 1)) || '/' ||\n"
+     "                     (j ->> split_part(key, ',', 2)) END\n"
      "$$;\n"
      "-- Inserted or deleted rows by organization: how many, the first's name\n"
      "-- and the names of the first ones.\n"
@@ -161,15 +164,16 @@ const migrate_embedded_t audit_migrations[AUDIT_N_MIGRATIONS] = {
      "        RETURN NULL;\n"
      "    END IF;\n"
      "    FOR g IN\n"
-     "        WITH o AS (SELECT to_jsonb(x) AS j FROM old_rows x),\n"
-     "             n AS (SELECT to_jsonb(x) AS j FROM new_rows x),\n"
-     "             ch AS (SELECT n.j, e.key AS col FROM o\n"
-     "                    JOIN n ON audit_key(o.j, key) = audit_key(n.j, key),\n"
+     "        WITH o AS MATERIALIZED (SELECT audit_key(j, key) AS k, j\n"
+     "                                FROM (SELECT to_jsonb(x) AS j FROM old_rows x) r),\n"
+     "             n AS MATERIALIZED (SELECT audit_key(j, key) AS k, j\n"
+     "                                FROM (SELECT to_jsonb(x) AS j FROM new_rows x) r),\n"
+     "             ch AS (SELECT n.k, n.j, e.key AS col FROM o JOIN n ON o.k = n.k,\n"
      "                    LATERAL jsonb_each(n.j) e\n"
      "                    WHERE e.value IS DISTINCT FROM o.j -> e.key AND e.key <> 'updated_at')\n"
      "        SELECT coalesce((j ->> org_col)::bigint, (c ->> 'o')::bigint) AS org,\n"
-     "               count(DISTINCT audit_key(j, key)) AS n, min(audit_key(j, key)) AS first_id,\n"
-     "               left(string_agg(DISTINCT audit_key(j, key), ','), 900) AS ids,\n"
+     "               count(DISTINCT k) AS n, min(k) AS first_id,\n"
+     "               left(string_agg(DISTINCT k, ','), 900) AS ids,\n"
      "               string_agg(DISTINCT col, ',') AS cols\n"
      "        FROM ch GROUP BY 1\n"
      "    LOOP\n"
@@ -179,9 +183,9 @@ const migrate_embedded_t audit_migrations[AUDIT_N_MIGRATIONS] = {
      "    RETURN NULL;\n"
      "END\n"
      "$$;\n"
-     "-- A statement's records wait here until its transaction commits: the\n"
-     "-- chain's head is then taken last, after every row lock the transaction\n"
-     "-- takes, so recording never deadlocks with the change it records.\n"
+     "-- A statement's records, committed with the change they record, wait\n"
+     "-- here until the runtime's chainer (audit_chain_pending) appends them to\n"
+     "-- the hash chain: writers never wait for each other on the chain head.\n"
      "CREATE TABLE audit_pending (\n"
      "    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
      "    at              timestamptz NOT NULL DEFAULT clock_timestamp(),\n"
@@ -208,28 +212,38 @@ const migrate_embedded_t audit_migrations[AUDIT_N_MIGRATIONS] = {
      "            left(lower(op) || coalesce(' ' || cols, '') ||\n"
      "                 CASE WHEN n > 1 THEN ' (' || ids || ')' ELSE '' END, 1000))\n"
      "$$;\n"
-     "CREATE FUNCTION audit_flush() RETURNS trigger\n"
+     "-- Appends up to batch pending records to the chain, oldest first, in one\n"
+     "-- transaction (the chain head is locked, so one chainer at a time);\n"
+     "-- returns how many.\n"
+     "CREATE FUNCTION audit_chain_pending(batch int) RETURNS int\n"
      "LANGUAGE plpgsql SET search_path FROM CURRENT AS $$\n"
+     "DECLARE\n"
+     "    moved int;\n"
      "BEGIN\n"
+     "    PERFORM 1 FROM audit_chain FOR UPDATE;\n"
+     "    WITH picked AS (\n"
+     "        DELETE FROM audit_pending WHERE id IN\n"
+     "            (SELECT id FROM audit_pending ORDER BY id LIMIT batch)\n"
+     "        RETURNING *)\n"
      "    INSERT INTO audit_records (at, user_id, organization_id, credential, method,\n"
      "                               resource_type, resource_id, request_id, trace_id, peer,\n"
      "                               summary)\n"
-     "    VALUES (NEW.at, NEW.user_id, NEW.organization_id, NEW.credential, NEW.method,\n"
-     "            NEW.resource_type, NEW.resource_id, NEW.request_id, NEW.trace_id, NEW.peer,\n"
-     "            NEW.summary);\n"
-     "    DELETE FROM audit_pending WHERE id = NEW.id;\n"
-     "    RETURN NULL;\n"
+     "    SELECT at, user_id, organization_id, credential, method, resource_type, resource_id,\n"
+     "           request_id, trace_id, peer, summary FROM picked ORDER BY id;\n"
+     "    GET DIAGNOSTICS moved = ROW_COUNT;\n"
+     "    RETURN moved;\n"
      "END\n"
      "$$;\n"
-     "CREATE CONSTRAINT TRIGGER audit_flush AFTER INSERT ON audit_pending\n"
-     "    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION audit_flush();\n"
      "-- Records every public call's inserts, updates (that change a column\n"
      "-- other than updated_at) and deletes of tbl, whose rows are named by\n"
-     "-- the columns in key (a comma list) and belong to the organization in\n"
+     "-- the columns in key (one, or two as 'a,b') and belong to the organization in\n"
      "-- org_col ('': the caller's organization).\n"
      "CREATE FUNCTION audit_track(tbl regclass, key text, org_col text DEFAULT '')\n"
      "RETURNS void LANGUAGE plpgsql AS $$\n"
      "BEGIN\n"
+     "    IF cardinality(string_to_array(key, ',')) > 2 THEN\n"
+     "        RAISE EXCEPTION 'audit_track: a key of one or two columns, not %', key;\n"
+     "    END IF;\n"
      "    EXECUTE format('CREATE TRIGGER audit_inserts AFTER INSERT ON %s REFERENCING NEW TABLE '\n"
      "                   'AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION audit_changes(%L, %L)',\n"
      "                   tbl, key, org_col);\n"
@@ -438,6 +452,24 @@ int audit_verify(db_conn_t *conn, audit_verdict_t *out)
     if (!same)
         return audit__broken(out, last, "the chain head does not match the newest record");
     return 0;
+}
+
+static const db_stmt_t chain_stmt = {"audit_chain_pending",
+                                     "SELECT audit_chain_pending($1::int) AS moved", 1};
+
+int audit_chain_pending(db_conn_t *conn, int batch)
+{
+    char n[16];
+    snprintf(n, sizeof(n), "%d", batch);
+    const char *params[] = {n};
+    PGresult *res = NULL;
+    db_set_scope(conn, 0, true);
+    int rc = db_exec(conn, &chain_stmt, params, &res);
+    if (rc < 0)
+        return rc;
+    int moved = (int)db_get_int(res, 0, "moved", 0);
+    PQclear(res);
+    return moved;
 }
 
 static const db_stmt_t ensure_stmt = {"audit_ensure", "SELECT audit_partitions_ensure()", 0};

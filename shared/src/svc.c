@@ -211,6 +211,26 @@ static int64_t svc__now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Every health interval while the database is up: the audit records
+ * tracked changes left pending go onto the chain, a batch at a time (at
+ * most AUDIT_CHAIN_ROUNDS batches a tick). */
+#define AUDIT_CHAIN_BATCH  1000
+#define AUDIT_CHAIN_ROUNDS 20
+static void svc__chain_audit(svc_t *svc)
+{
+    db_conn_t *conn = NULL;
+    if (db_pool_acquire(svc->db, svc->cfg.health_interval_ms, &conn) < 0)
+        return; /* busy or down: at the next tick */
+    for (int i = 0; i < AUDIT_CHAIN_ROUNDS; i++) {
+        int moved = audit_chain_pending(conn, AUDIT_CHAIN_BATCH);
+        if (moved < 0)
+            log_msg(LOG_WARN, "audit_chain_failed", "%s", db_errmsg(conn));
+        if (moved < AUDIT_CHAIN_BATCH)
+            break;
+    }
+    db_pool_release(svc->db, conn);
+}
+
 /* Every upkeep interval while the database is up: request ids past their
  * retention, then the service's own upkeep. A failure is logged and tried
  * again at the next interval. */
@@ -262,8 +282,10 @@ static void *svc__health_main(void *arg)
             last = up;
         }
         rpc_server_set_health(svc->srv, NULL, up ? RPC_HEALTH_SERVING : RPC_HEALTH_NOT_SERVING);
-        if (up)
+        if (up) {
+            svc__chain_audit(svc);
             svc__upkeep(svc);
+        }
         pthread_mutex_lock(&svc->mu);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

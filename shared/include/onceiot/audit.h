@@ -72,6 +72,12 @@ typedef struct audit_verdict {
  * negative ERR_* code. */
 int audit_verify(db_conn_t *conn, audit_verdict_t *out) ONCEIOT_MUSTCHECK;
 
+/* Appends up to batch records that tracked changes left in audit_pending to
+ * the chain, oldest first (the runtime calls it every health interval);
+ * conn is scoped to every organization from then on. Returns how many, or
+ * a negative ERR_* code. */
+int audit_chain_pending(db_conn_t *conn, int batch) ONCEIOT_MUSTCHECK;
+
 /* Makes the partitions of the current and the next two months, and drops
  * the months past AUDIT_KEEP_MONTHS (moving the anchor audit_verify starts
  * from). Returns the number of months dropped or a negative ERR_* code. */
