@@ -250,6 +250,24 @@ fail:
     return rc;
 }
 
+static const db_stmt_t usage__reclaim = {"usage_reclaim_day",
+                                         "SELECT usage_reclaim_day($1, $2::date) AS truncated", 2};
+
+/* Gives a compacted day's emptied raw partition its pages back (schema
+ * 0009); a failure only costs the space, so it is logged, not returned. */
+static void usage__reclaim_day(db_conn_t *conn, const usage_compaction_t *t, const char *day)
+{
+    const char *p[] = {t->table, day};
+    PGresult *res = NULL;
+    if (db_exec(conn, &usage__reclaim, p, &res) < 0) {
+        log_msg(LOG_WARN, "reclaim_failed", "%s %s: %s", t->table, day, db_errmsg(conn));
+        return;
+    }
+    if (db_get_bool(res, 0, "truncated"))
+        log_msg(LOG_INFO, "day_reclaimed", "%s %s: emptied partition truncated", t->table, day);
+    PQclear(res);
+}
+
 int usage_compact_run(db_conn_t *conn, const usage_compact_opts_t *o, usage_compact_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -285,6 +303,7 @@ int usage_compact_run(db_conn_t *conn, const usage_compact_opts_t *o, usage_comp
             }
             out->days++;
             out->records += recs;
+            usage__reclaim_day(conn, t, day);
             log_msg(LOG_INFO, "day_compacted", "%s %s: %lld rows", t->table, day, (long long)recs);
         }
         PQclear(res);

@@ -392,3 +392,24 @@ Test(usage_compact, sigkill_mid_day_leaves_the_old_form_and_a_second_process_wai
     cr_assert_eq(old_raw(), 0);
     cr_assert(same(before, all_answers()));
 }
+
+/* A compacted day's raw partition, emptied by the compaction, is truncated:
+ * its heap is gone and each index is back to its one meta page (a DELETE
+ * alone keeps the index pages until retention drops the day). */
+Test(usage_compact, a_compacted_days_emptied_partition_gives_its_pages_back)
+{
+    cr_assert_eq(compact(NULL), 0);
+    char sql[900];
+    snprintf(sql, sizeof(sql),
+             "WITH p AS (SELECT format('%%I.%%I', partition_schema, partition_table)::regclass AS "
+             "r FROM partman.show_partition_name('usage.sim_usage', to_char('epoch'::timestamptz "
+             "+ %lld * interval '1 microsecond', 'YYYY-MM-DD'))) SELECT (pg_relation_size(r) = 0 "
+             "AND (SELECT sum(pg_relation_size(indexrelid)) FROM pg_index WHERE indrelid = r) = "
+             "8192 * (SELECT count(*) FROM pg_index WHERE indrelid = r))::int FROM p",
+             (long long)day0);
+    cr_assert_eq(usage_h_sql_int(sql), 1, "the day's partition still holds pages");
+    /* Late data for that day lands in the truncated partition as before. */
+    usage_rec_t *late[] = {usage_h_rec(arena, s1, day0 + 4 * HOUR, 9, 0, 0, 0, NULL, NULL, NULL)};
+    ingest_usage("reclaim-late", late, 1);
+    cr_assert_eq(old_raw(), 1);
+}
