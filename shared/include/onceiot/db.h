@@ -87,7 +87,7 @@ bool db_pool_ping(db_pool_t *pool, int64_t timeout_ms);
 #define DB_SETTING_ORG_ID    "onceiot.org_id"
 #define DB_SETTING_SUPERUSER "onceiot.superuser"
 /* The public call the statements work for, as a JSON object (the runtime's,
- * svc.c): the audit triggers (audit.h) record what they change with it.
+ * svc_call_db.c): the audit triggers (audit.h) record what they change with it.
  * '' or unset: no public call (internal work), nothing is recorded. */
 #define DB_SETTING_CALL "onceiot.call"
 

@@ -167,7 +167,7 @@ bool rpc_call_cancelled(const rpc_call_t *call);
  * (e.g. to give back a database connection). Runs in reverse order of
  * registration. */
 void rpc_call_defer(rpc_call_t *call, void (*fn)(void *), void *arg);
-/* One pointer of per-call storage for the layer above handlers (svc.c keeps
+/* One pointer of per-call storage for the layer above handlers (svc_call_db.c keeps
  * the call's database connection there). NULL until set. */
 void *rpc_call_local(const rpc_call_t *call);
 void rpc_call_set_local(rpc_call_t *call, void *p);
