@@ -649,7 +649,9 @@ typedef struct db__step {
     const db_stmt_t *stmt;     /* or NULL, then sql */
     const char *sql;           /* a single statement, planned for its parameters */
     int nparams;               /* sql's parameters */
-    const char *const *params; /* stmt's (or sql's) text parameters */
+    const char *const *params; /* stmt's (or sql's) parameters */
+    const int *lengths;        /* of binary parameters (or NULL: all text) */
+    const int *formats;        /* 1 for a binary parameter (or NULL: all text) */
 } db__step_t;
 
 static int db__pipeline_lost(db_conn_t *c)
@@ -691,7 +693,8 @@ static int db__pipeline(db_conn_t *c, const db__step_t *steps, int n, int keep, 
             kept[nq++] = -1;
         }
         if (st != NULL)
-            ok = PQsendQueryPrepared(c->pg, st->name, st->nparams, steps[i].params, NULL, NULL, 0);
+            ok = PQsendQueryPrepared(c->pg, st->name, st->nparams, steps[i].params,
+                                     steps[i].lengths, steps[i].formats, 0);
         else
             ok = PQsendQueryParams(c->pg, steps[i].sql, steps[i].nparams, NULL, steps[i].params,
                                    NULL, NULL, 0);
@@ -773,7 +776,9 @@ static int db__exec_with_settings(db_conn_t *c, const db__step_t *step, PGresult
     return rc;
 }
 
-int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params, PGresult **res)
+/* db_exec with optional binary parameters (lengths and formats as libpq's). */
+static int db__exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params,
+                    const int *lengths, const int *formats, PGresult **res)
 {
     int rc;
 
@@ -782,7 +787,10 @@ int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params, P
     if (conn->pg == NULL)
         return db__lost(conn);
     if (db__needs_settings(conn))
-        return db__exec_with_settings(conn, &(db__step_t){.stmt = stmt, .params = params}, res);
+        return db__exec_with_settings(
+            conn,
+            &(db__step_t){.stmt = stmt, .params = params, .lengths = lengths, .formats = formats},
+            res);
     if (!db__is_prepared(conn, stmt)) {
         rc =
             db__finish(conn, PQprepare(conn->pg, stmt->name, stmt->sql, stmt->nparams, NULL), NULL);
@@ -791,7 +799,32 @@ int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params, P
         db__remember_prepared(conn, stmt);
     }
     return db__finish(
-        conn, PQexecPrepared(conn->pg, stmt->name, stmt->nparams, params, NULL, NULL, 0), res);
+        conn, PQexecPrepared(conn->pg, stmt->name, stmt->nparams, params, lengths, formats, 0),
+        res);
+}
+
+int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params, PGresult **res)
+{
+    return db__exec(conn, stmt, params, NULL, NULL, res);
+}
+
+int db_exec_values(db_conn_t *conn, const db_stmt_t *stmt, const db_value_t *values, PGresult **res)
+{
+    const char *params[DB_MAX_VALUES];
+    int lengths[DB_MAX_VALUES], formats[DB_MAX_VALUES];
+
+    if (stmt->nparams > DB_MAX_VALUES) {
+        snprintf(conn->errmsg, sizeof conn->errmsg, "%s: more than %d values", stmt->name,
+                 DB_MAX_VALUES);
+        conn->sqlstate[0] = conn->constraint[0] = '\0';
+        return ERR_INTERNAL;
+    }
+    for (int i = 0; i < stmt->nparams; i++) {
+        params[i] = values[i].data;
+        lengths[i] = values[i].len;
+        formats[i] = values[i].binary ? 1 : 0;
+    }
+    return db__exec(conn, stmt, params, lengths, formats, res);
 }
 
 int db_exec_custom(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params,

@@ -145,3 +145,72 @@ const char *db_int_array(arena_t *a, const int64_t *v, size_t n)
     *p = 0;
     return out;
 }
+
+/* ---- binary parameters (array_recv's format) ---- */
+
+enum { DB__OID_INT8 = 20, DB__OID_TEXT = 25 };
+
+static void db__be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* The one-dimensional array header: dimensions, has-NULLs, element type,
+ * length, lower bound 1 (an empty array has no dimension). Returns its
+ * size. */
+static size_t db__array_header(uint8_t *p, size_t n, bool nulls, uint32_t oid)
+{
+    db__be32(p, n > 0 ? 1 : 0);
+    db__be32(p + 4, nulls ? 1 : 0);
+    db__be32(p + 8, oid);
+    if (n == 0)
+        return 12;
+    db__be32(p + 12, (uint32_t)n);
+    db__be32(p + 16, 1);
+    return 20;
+}
+
+db_value_t db_value_text(const char *s)
+{
+    return (db_value_t){.data = s, .len = 0, .binary = false};
+}
+
+db_value_t db_value_int8_array(arena_t *a, const int64_t *v, size_t n)
+{
+    uint8_t *buf = arena_alloc(a, 20 + n * 12);
+    size_t at = db__array_header(buf, n, false, DB__OID_INT8);
+    for (size_t i = 0; i < n; i++, at += 12) {
+        uint64_t x = (uint64_t)v[i];
+        db__be32(buf + at, 8);
+        db__be32(buf + at + 4, (uint32_t)(x >> 32));
+        db__be32(buf + at + 8, (uint32_t)x);
+    }
+    return (db_value_t){.data = (const char *)buf, .len = (int)at, .binary = true};
+}
+
+db_value_t db_value_text_array(arena_t *a, const char *const *v, size_t n)
+{
+    size_t size = 20;
+    bool nulls = false;
+    for (size_t i = 0; i < n; i++) {
+        size += 4 + (v[i] ? strlen(v[i]) : 0);
+        nulls |= v[i] == NULL;
+    }
+    uint8_t *buf = arena_alloc(a, size);
+    size_t at = db__array_header(buf, n, nulls, DB__OID_TEXT);
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == NULL) {
+            db__be32(buf + at, UINT32_MAX);
+            at += 4;
+            continue;
+        }
+        size_t len = strlen(v[i]);
+        db__be32(buf + at, (uint32_t)len);
+        memcpy(buf + at + 4, v[i], len);
+        at += 4 + len;
+    }
+    return (db_value_t){.data = (const char *)buf, .len = (int)at, .binary = true};
+}

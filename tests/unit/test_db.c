@@ -870,3 +870,90 @@ Test(db, custom_plan_statement_gets_the_scope_and_timeout)
     assert_seen(v, "42/false/1500ms");
     db_pool_release(pool, c);
 }
+
+/* ---- binary parameters (db_exec_values) ---- */
+
+static const db_stmt_t echo_arrays = {
+    "test_db_echo_arrays",
+    "SELECT u.n, u.t, cardinality($1::bigint[]) AS nn, cardinality($2::text[]) AS nt, $3 AS tag "
+    "FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS u(n, t, ord) ORDER BY u.ord",
+    3};
+
+Test(db, binary_arrays_round_trip_with_nulls_extremes_and_text_parameters)
+{
+    db_conn_t *c = acquire(pool);
+    arena_t *a = arena_new();
+    const int64_t ints[] = {INT64_MIN, -1, 0, 1, INT64_MAX};
+    const char *texts[] = {"plain", NULL, "", "it's \"quoted\", {braced} \\ \xc3\xa9", "NULL"};
+    db_value_t v[] = {db_value_int8_array(a, ints, 5), db_value_text_array(a, texts, 5),
+                      db_value_text("tag")};
+    PGresult *res = NULL;
+    int rc = db_exec_values(c, &echo_arrays, v, &res);
+    cr_assert_eq(rc, 5, "db_exec_values: %d %s", rc, db_errmsg(c));
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(db_get_int(res, i, "n", 7), ints[i], "row %d", i);
+        if (texts[i] == NULL)
+            cr_assert_null(db_get(res, i, "t"), "row %d", i);
+        else
+            cr_assert_str_eq(db_get(res, i, "t"), texts[i], "row %d", i);
+        cr_assert_str_eq(db_get(res, i, "tag"), "tag");
+    }
+    PQclear(res);
+
+    /* Empty arrays are arrays of no elements, not NULL. */
+    db_value_t e[] = {db_value_int8_array(a, NULL, 0), db_value_text_array(a, NULL, 0),
+                      db_value_text(NULL)};
+    cr_assert_eq(db_exec_values(c, &echo_arrays, e, NULL), 0, "%s", db_errmsg(c));
+    static const db_stmt_t sizes = {"test_db_empty_sizes",
+                                    "SELECT cardinality($1::bigint[]) AS nn, "
+                                    "cardinality($2::text[]) AS nt, $3::text IS NULL AS x",
+                                    3};
+    cr_assert_eq(db_exec_values(c, &sizes, e, &res), 1, "%s", db_errmsg(c));
+    cr_assert_eq(db_get_int(res, 0, "nn", -1), 0);
+    cr_assert_eq(db_get_int(res, 0, "nt", -1), 0);
+    cr_assert(db_get_bool(res, 0, "x"));
+    PQclear(res);
+    arena_free(a);
+    db_pool_release(pool, c);
+}
+
+Test(db, binary_array_of_the_wrong_element_type_is_an_error_not_a_crash)
+{
+    db_conn_t *c = acquire(pool);
+    arena_t *a = arena_new();
+    const char *texts[] = {"1", "2"};
+    /* text[] where the statement declares bigint[] */
+    db_value_t v[] = {db_value_text_array(a, texts, 2), db_value_text_array(a, texts, 2),
+                      db_value_text("x")};
+    int rc = db_exec_values(c, &echo_arrays, v, NULL);
+    cr_assert_lt(rc, 0);
+    cr_assert(strstr(db_errmsg(c), "element type") != NULL, "%s", db_errmsg(c));
+    /* The connection still answers. */
+    const int64_t ints[] = {3};
+    db_value_t ok[] = {db_value_int8_array(a, ints, 1), db_value_text_array(a, texts, 1),
+                       db_value_text("x")};
+    cr_assert_eq(db_exec_values(c, &echo_arrays, ok, NULL), 1, "%s", db_errmsg(c));
+    arena_free(a);
+    db_pool_release(pool, c);
+}
+
+Test(db, binary_values_go_with_the_checkout_settings_in_one_round_trip)
+{
+    db_conn_t *c = acquire(pool);
+    arena_t *a = arena_new();
+    db_set_scope(c, 42, false);
+    static const db_stmt_t org_and_sum = {"test_db_org_and_sum",
+                                          "SELECT current_setting('" DB_SETTING_ORG_ID
+                                          "', true) AS org, "
+                                          "(SELECT sum(x) FROM unnest($1::bigint[]) x) AS total",
+                                          1};
+    const int64_t ints[] = {40, 2};
+    db_value_t v[] = {db_value_int8_array(a, ints, 2)};
+    PGresult *res = NULL;
+    cr_assert_eq(db_exec_values(c, &org_and_sum, v, &res), 1, "%s", db_errmsg(c));
+    cr_assert_str_eq(db_get(res, 0, "org"), "42");
+    cr_assert_eq(db_get_int(res, 0, "total", 0), 42);
+    PQclear(res);
+    arena_free(a);
+    db_pool_release(pool, c);
+}
