@@ -3,7 +3,8 @@
  * One batch is one transaction:
  *   1. claim the batch id in ingested_batches (a replay finds it and stops;
  *      a concurrent copy waits on the primary key until the first commits);
- *   2. the raw records, as one INSERT over unnest() arrays;
+ *   2. the raw records, as one INSERT over unnest() arrays (binary
+ *      parameters: COPY is not allowed under row-level security);
  *   3. the rollups, aggregated in C first, each one upsert over unnest()
  *      arrays in key order (sim_id, bucket): concurrent batches lock shared
  *      rows in one order and never deadlock, and ON CONFLICT DO UPDATE adds
@@ -83,7 +84,7 @@ enum {
     AGG_COLS
 };
 
-static void usage__agg_params(arena_t *a, const usage_agg_t *v, size_t n, const char **params)
+static void usage__agg_params(arena_t *a, const usage_agg_t *v, size_t n, db_value_t *params)
 {
     static const int ints[] = {AGG_SIM, AGG_BUCKET, AGG_ORG,  AGG_RX,  AGG_TX,
                                AGG_MO,  AGG_MT,     AGG_SESS, AGG_RECS};
@@ -110,9 +111,9 @@ static void usage__agg_params(arena_t *a, const usage_agg_t *v, size_t n, const 
         str[AGG_MNC][i] = v[i].mnc;
     }
     for (size_t c = 0; c < sizeof(ints) / sizeof(ints[0]); c++)
-        params[ints[c]] = db_int_array(a, num[ints[c]], n);
+        params[ints[c]] = db_value_int8_array(a, num[ints[c]], n);
     for (size_t c = 0; c < sizeof(texts) / sizeof(texts[0]); c++)
-        params[texts[c]] = db_text_array(a, str[texts[c]], n);
+        params[texts[c]] = db_value_text_array(a, str[texts[c]], n);
 }
 
 /* Epoch microseconds, hours and days (bigint) as PostgreSQL values. */
@@ -146,7 +147,8 @@ static const db_stmt_t insert_raw = {
         "u.us") ", u.rx, u.tx, u.mo, u.mt, u.sess, "
                 "u.mcc, u.mnc, u.country, u.rat, $14 FROM unnest($1::bigint[], $2::bigint[], "
                 "$3::text[], "
-                "$4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::int[], $9::int[], "
+                "$4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], "
+                "$9::bigint[], "
                 "$10::text[], "
                 "$11::text[], $12::text[], $13::text[]) "
                 "AS u(sim_id, org, iccid, us, rx, tx, mo, mt, sess, mcc, mnc, country, rat)",
@@ -373,24 +375,31 @@ static int usage__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
     size_t n_hourly = usage__fold(hourly, n);
     size_t n_daily = usage__fold(daily, n);
     size_t n_network = usage__fold(network, n);
-    /* The statements' parameters, in their order. */
-    const char *raw[] = {
-        db_int_array(scratch, num[R_SIM], n),    db_int_array(scratch, num[R_ORG], n),
-        db_text_array(scratch, str[R_ICCID], n), db_int_array(scratch, num[R_TS], n),
-        db_int_array(scratch, num[R_RX], n),     db_int_array(scratch, num[R_TX], n),
-        db_int_array(scratch, num[R_MO], n),     db_int_array(scratch, num[R_MT], n),
-        db_int_array(scratch, num[R_SESS], n),   db_text_array(scratch, str[R_MCC], n),
-        db_text_array(scratch, str[R_MNC], n),   db_text_array(scratch, str[R_COUNTRY], n),
-        db_text_array(scratch, str[R_RAT], n),   b->batch_id};
-    const char *hp[AGG_COLS], *dp[AGG_COLS + 1], *p[AGG_COLS];
+    /* The statements' parameters, in their order: binary arrays, which
+     * PostgreSQL reads without parsing. */
+    db_value_t raw[] = {db_value_int8_array(scratch, num[R_SIM], n),
+                        db_value_int8_array(scratch, num[R_ORG], n),
+                        db_value_text_array(scratch, str[R_ICCID], n),
+                        db_value_int8_array(scratch, num[R_TS], n),
+                        db_value_int8_array(scratch, num[R_RX], n),
+                        db_value_int8_array(scratch, num[R_TX], n),
+                        db_value_int8_array(scratch, num[R_MO], n),
+                        db_value_int8_array(scratch, num[R_MT], n),
+                        db_value_int8_array(scratch, num[R_SESS], n),
+                        db_value_text_array(scratch, str[R_MCC], n),
+                        db_value_text_array(scratch, str[R_MNC], n),
+                        db_value_text_array(scratch, str[R_COUNTRY], n),
+                        db_value_text_array(scratch, str[R_RAT], n),
+                        db_value_text(b->batch_id)};
+    db_value_t hp[AGG_COLS], dp[AGG_COLS + 1], p[AGG_COLS];
     usage__agg_params(scratch, hourly, n_hourly, hp);
     usage__agg_params(scratch, daily, n_daily, dp);
-    dp[AGG_RECS + 1] = b->batch_id;
+    dp[AGG_RECS + 1] = db_value_text(b->batch_id);
     usage__agg_params(scratch, network, n_network, p);
     /* The network statement takes the columns without iccid, names last. */
-    const char *np[] = {p[AGG_SIM],  p[AGG_BUCKET],  p[AGG_ORG], p[AGG_RX],
-                        p[AGG_TX],   p[AGG_MO],      p[AGG_MT],  p[AGG_SESS],
-                        p[AGG_RECS], p[AGG_COUNTRY], p[AGG_MCC], p[AGG_MNC]};
+    const db_value_t np[] = {p[AGG_SIM],  p[AGG_BUCKET],  p[AGG_ORG], p[AGG_RX],
+                             p[AGG_TX],   p[AGG_MO],      p[AGG_MT],  p[AGG_SESS],
+                             p[AGG_RECS], p[AGG_COUNTRY], p[AGG_MCC], p[AGG_MNC]};
     size_t len = 0;
     uint8_t *payload = usage__quota_payload(scratch, b->batch_id, daily, n_daily, &len);
 
@@ -404,10 +413,10 @@ static int usage__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
             return 0; /* replayed */
         goto db_fail;
     }
-    if ((rc = db_exec(conn, &insert_raw, raw, NULL)) < 0 ||
-        (rc = db_exec(conn, &upsert_hourly, hp, NULL)) < 0 ||
-        (rc = db_exec(conn, &upsert_daily, dp, NULL)) < 0 ||
-        (rc = db_exec(conn, &upsert_network, np, NULL)) < 0)
+    if ((rc = db_exec_values(conn, &insert_raw, raw, NULL)) < 0 ||
+        (rc = db_exec_values(conn, &upsert_hourly, hp, NULL)) < 0 ||
+        (rc = db_exec_values(conn, &upsert_daily, dp, NULL)) < 0 ||
+        (rc = db_exec_values(conn, &upsert_network, np, NULL)) < 0)
         goto db_fail;
     if (payload && (rc = outbox_put(conn, USAGE_TOPIC_QUOTA, b->batch_id, payload, len)) < 0)
         goto db_fail;
