@@ -111,15 +111,10 @@ static void usage__agg_params(arena_t *a, const usage_agg_t *v, size_t n, db_val
         str[AGG_MNC][i] = v[i].mnc;
     }
     for (size_t c = 0; c < sizeof(ints) / sizeof(ints[0]); c++)
-        params[ints[c]] = db_value_int8_array(a, num[ints[c]], n);
+        params[ints[c]] = db_value_int8_array(a, num[ints[c]], NULL, n);
     for (size_t c = 0; c < sizeof(texts) / sizeof(texts[0]); c++)
         params[texts[c]] = db_value_text_array(a, str[texts[c]], n);
 }
-
-/* Epoch microseconds, hours and days (bigint) as PostgreSQL values. */
-#define EPOCH_US(x)   "('epoch'::timestamptz + " x " * interval '1 microsecond')"
-#define EPOCH_HOUR(x) "('epoch'::timestamptz + " x " * interval '1 hour')"
-#define EPOCH_DAY(x)  "(DATE '1970-01-01' + " x "::int)"
 
 #define ADD_TOTALS(t)                                                                              \
     "volume_rx = " t ".volume_rx + EXCLUDED.volume_rx, volume_tx = " t                             \
@@ -377,15 +372,15 @@ static int usage__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
     size_t n_network = usage__fold(network, n);
     /* The statements' parameters, in their order: binary arrays, which
      * PostgreSQL reads without parsing. */
-    db_value_t raw[] = {db_value_int8_array(scratch, num[R_SIM], n),
-                        db_value_int8_array(scratch, num[R_ORG], n),
+    db_value_t raw[] = {db_value_int8_array(scratch, num[R_SIM], NULL, n),
+                        db_value_int8_array(scratch, num[R_ORG], NULL, n),
                         db_value_text_array(scratch, str[R_ICCID], n),
-                        db_value_int8_array(scratch, num[R_TS], n),
-                        db_value_int8_array(scratch, num[R_RX], n),
-                        db_value_int8_array(scratch, num[R_TX], n),
-                        db_value_int8_array(scratch, num[R_MO], n),
-                        db_value_int8_array(scratch, num[R_MT], n),
-                        db_value_int8_array(scratch, num[R_SESS], n),
+                        db_value_int8_array(scratch, num[R_TS], NULL, n),
+                        db_value_int8_array(scratch, num[R_RX], NULL, n),
+                        db_value_int8_array(scratch, num[R_TX], NULL, n),
+                        db_value_int8_array(scratch, num[R_MO], NULL, n),
+                        db_value_int8_array(scratch, num[R_MT], NULL, n),
+                        db_value_int8_array(scratch, num[R_SESS], NULL, n),
                         db_value_text_array(scratch, str[R_MCC], n),
                         db_value_text_array(scratch, str[R_MNC], n),
                         db_value_text_array(scratch, str[R_COUNTRY], n),

@@ -178,15 +178,24 @@ db_value_t db_value_text(const char *s)
     return (db_value_t){.data = s, .len = 0, .binary = false};
 }
 
-db_value_t db_value_int8_array(arena_t *a, const int64_t *v, size_t n)
+db_value_t db_value_int8_array(arena_t *a, const int64_t *v, const bool *null, size_t n)
 {
+    bool nulls = false;
+    for (size_t i = 0; null && i < n; i++)
+        nulls |= null[i];
     uint8_t *buf = arena_alloc(a, 20 + n * 12);
-    size_t at = db__array_header(buf, n, false, DB__OID_INT8);
-    for (size_t i = 0; i < n; i++, at += 12) {
+    size_t at = db__array_header(buf, n, nulls, DB__OID_INT8);
+    for (size_t i = 0; i < n; i++) {
+        if (null && null[i]) {
+            db__be32(buf + at, UINT32_MAX);
+            at += 4;
+            continue;
+        }
         uint64_t x = (uint64_t)v[i];
         db__be32(buf + at, 8);
         db__be32(buf + at + 4, (uint32_t)(x >> 32));
         db__be32(buf + at + 8, (uint32_t)x);
+        at += 12;
     }
     return (db_value_t){.data = (const char *)buf, .len = (int)at, .binary = true};
 }

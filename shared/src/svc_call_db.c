@@ -196,9 +196,18 @@ int svc_exec_or_status(rpc_call_t *call, const db_stmt_t *stmt, const char *cons
     if (rc < 0)
         return rc;
     rc = db_exec(conn, stmt, params, res);
+    return rc < 0 ? svc_db_fail(call, conn, rc) : rc;
+}
+
+int svc_exec_values_or_status(rpc_call_t *call, const db_stmt_t *stmt, const db_value_t *values,
+                              PGresult **res)
+{
+    db_conn_t *conn;
+    int rc = svc__call_conn(call, &conn);
     if (rc < 0)
-        return svc_db_fail(call, conn, rc);
-    return rc;
+        return rc;
+    rc = db_exec_values(conn, stmt, values, res);
+    return rc < 0 ? svc_db_fail(call, conn, rc) : rc;
 }
 
 static int svc__simple_or_status(rpc_call_t *call, const char *sql)

@@ -885,7 +885,7 @@ Test(db, binary_arrays_round_trip_with_nulls_extremes_and_text_parameters)
     arena_t *a = arena_new();
     const int64_t ints[] = {INT64_MIN, -1, 0, 1, INT64_MAX};
     const char *texts[] = {"plain", NULL, "", "it's \"quoted\", {braced} \\ \xc3\xa9", "NULL"};
-    db_value_t v[] = {db_value_int8_array(a, ints, 5), db_value_text_array(a, texts, 5),
+    db_value_t v[] = {db_value_int8_array(a, ints, NULL, 5), db_value_text_array(a, texts, 5),
                       db_value_text("tag")};
     PGresult *res = NULL;
     int rc = db_exec_values(c, &echo_arrays, v, &res);
@@ -901,7 +901,7 @@ Test(db, binary_arrays_round_trip_with_nulls_extremes_and_text_parameters)
     PQclear(res);
 
     /* Empty arrays are arrays of no elements, not NULL. */
-    db_value_t e[] = {db_value_int8_array(a, NULL, 0), db_value_text_array(a, NULL, 0),
+    db_value_t e[] = {db_value_int8_array(a, NULL, NULL, 0), db_value_text_array(a, NULL, 0),
                       db_value_text(NULL)};
     cr_assert_eq(db_exec_values(c, &echo_arrays, e, NULL), 0, "%s", db_errmsg(c));
     static const db_stmt_t sizes = {"test_db_empty_sizes",
@@ -930,7 +930,7 @@ Test(db, binary_array_of_the_wrong_element_type_is_an_error_not_a_crash)
     cr_assert(strstr(db_errmsg(c), "element type") != NULL, "%s", db_errmsg(c));
     /* The connection still answers. */
     const int64_t ints[] = {3};
-    db_value_t ok[] = {db_value_int8_array(a, ints, 1), db_value_text_array(a, texts, 1),
+    db_value_t ok[] = {db_value_int8_array(a, ints, NULL, 1), db_value_text_array(a, texts, 1),
                        db_value_text("x")};
     cr_assert_eq(db_exec_values(c, &echo_arrays, ok, NULL), 1, "%s", db_errmsg(c));
     arena_free(a);
@@ -948,11 +948,34 @@ Test(db, binary_values_go_with_the_checkout_settings_in_one_round_trip)
                                           "(SELECT sum(x) FROM unnest($1::bigint[]) x) AS total",
                                           1};
     const int64_t ints[] = {40, 2};
-    db_value_t v[] = {db_value_int8_array(a, ints, 2)};
+    db_value_t v[] = {db_value_int8_array(a, ints, NULL, 2)};
     PGresult *res = NULL;
     cr_assert_eq(db_exec_values(c, &org_and_sum, v, &res), 1, "%s", db_errmsg(c));
     cr_assert_str_eq(db_get(res, 0, "org"), "42");
     cr_assert_eq(db_get_int(res, 0, "total", 0), 42);
+    PQclear(res);
+    arena_free(a);
+    db_pool_release(pool, c);
+}
+
+Test(db, binary_int8_array_carries_nulls_where_the_mask_says)
+{
+    db_conn_t *c = acquire(pool);
+    arena_t *a = arena_new();
+    static const db_stmt_t nulls = {"test_db_int8_nulls",
+                                    "SELECT u.n, u.n IS NULL AS isnull FROM unnest($1::bigint[]) "
+                                    "WITH ORDINALITY AS u(n, ord) ORDER BY u.ord",
+                                    1};
+    const int64_t ints[] = {7, 99, -3, 0};
+    const bool null[] = {false, true, false, true};
+    db_value_t v[] = {db_value_int8_array(a, ints, null, 4)};
+    PGresult *res = NULL;
+    cr_assert_eq(db_exec_values(c, &nulls, v, &res), 4, "%s", db_errmsg(c));
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(db_get_bool(res, i, "isnull"), null[i], "row %d", i);
+        if (!null[i])
+            cr_assert_eq(db_get_int(res, i, "n", 1), ints[i], "row %d", i);
+    }
     PQclear(res);
     arena_free(a);
     db_pool_release(pool, c);

@@ -119,6 +119,9 @@ int svc_list_audit_records(rpc_call_t *call, const ProtobufCMessage *req, Protob
  * status from the database error and returns the ERR_* code. */
 int svc_exec_or_status(rpc_call_t *call, const db_stmt_t *stmt, const char *const *params,
                        PGresult **res) ONCEIOT_MUSTCHECK;
+/* The same with text or binary values (db_exec_values). */
+int svc_exec_values_or_status(rpc_call_t *call, const db_stmt_t *stmt, const db_value_t *values,
+                              PGresult **res) ONCEIOT_MUSTCHECK;
 /* BEGIN / COMMIT on the call's connection, status set on failure. A
  * transaction still open when the handler returns is rolled back as the
  * connection goes back to the pool, so failure paths need no ROLLBACK. */
