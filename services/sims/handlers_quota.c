@@ -306,8 +306,8 @@ static int sims__lock_items_or_status(sims_ctx_t *cx, const sims_item_t *v, size
     for (size_t i = 0; i < n; i++)
         iccids[i] = v[i].it->iccid;
     PGresult *res = NULL;
-    const char *params[] = {db_text_array(cx->a, iccids, n), cx->org};
-    int rc = sims_exec(cx, &lock_sims, params, &res);
+    const db_value_t params[] = {db_value_text_array(cx->a, iccids, n), db_value_text(cx->org)};
+    int rc = svc_exec_values_or_status(cx->call, &lock_sims, params, &res);
     if (rc < 0)
         goto out;
     /* Both sides are in byte order: the first mismatch is the first unknown. */
@@ -335,15 +335,16 @@ static int sims__reload_all(sims_ctx_t *cx, const char *const *ids, const size_t
 {
     if (n == 0)
         return 0;
-    const char **sim = arena_alloc(cx->a, n * sizeof(char *));
+    int64_t *sim = arena_alloc(cx->a, n * sizeof(int64_t));
     const char **type = arena_alloc(cx->a, n * sizeof(char *));
     for (size_t k = 0; k < n; k++) {
-        sim[k] = ids[rows[k] / 2];
+        sim[k] = strtoll(ids[rows[k] / 2], NULL, 10);
         type[k] = sims__usage_types[rows[k] % 2];
     }
     PGresult *res = NULL;
-    const char *params[] = {db_text_array(cx->a, sim, n), db_text_array(cx->a, type, n)};
-    int rc = sims_exec(cx, &reload_all, params, &res);
+    const db_value_t params[] = {db_value_int8_array(cx->a, sim, NULL, n),
+                                 db_value_text_array(cx->a, type, n)};
+    int rc = svc_exec_values_or_status(cx->call, &reload_all, params, &res);
     for (int k = 0; rc > 0 && k < rc; k++)
         remaining[rows[db_get_int(res, k, "ord", 1) - 1]] =
             db_get_int(res, k, "remaining_volume", 0);
@@ -374,9 +375,10 @@ static int sims__consume_all(sims_ctx_t *cx, const sims_item_t *v, size_t n, con
         metered[r] = false;
     }
     PGresult *res = NULL;
-    const char *params[] = {db_int_array(cx->a, sim, rows), db_text_array(cx->a, type, rows),
-                            db_int_array(cx->a, amount, rows)};
-    int rc = sims_exec(cx, &consume_all, params, &res);
+    const db_value_t params[] = {db_value_int8_array(cx->a, sim, NULL, rows),
+                                 db_value_text_array(cx->a, type, rows),
+                                 db_value_int8_array(cx->a, amount, NULL, rows)};
+    int rc = svc_exec_values_or_status(cx->call, &consume_all, params, &res);
     if (rc < 0)
         goto out;
     for (int k = 0; k < rc; k++) {
