@@ -157,16 +157,24 @@ static const db_stmt_t lock_state = {
 static const db_stmt_t update_state = {
     "usage_update_conn_state",
     "UPDATE sim_connectivity_state s SET connected = u.connected, "
-    "since = coalesce(u.since, s.since), "
-    "last_seen = u.last_seen, cell_id = u.cell_id, signal_strength = u.signal_strength, "
-    "signal_quality = u.signal_quality, rat = u.rat, country_code = u.country_code, "
-    "operator_name = u.operator_name, mcc = u.mcc, mnc = u.mnc, apn = u.apn, "
-    "transitions = u.transitions, updated_at = now() "
-    "FROM unnest($1::bigint[], $2::bool[], $3::timestamptz[], $4::timestamptz[], $5::text[], "
-    "$6::smallint[], $7::smallint[], $8::text[], $9::text[], $10::text[], $11::text[], "
-    "$12::text[], $13::text[], $14::bigint[]) AS u(sim_id, connected, since, last_seen, cell_id, "
-    "signal_strength, signal_quality, rat, country_code, operator_name, mcc, mnc, apn, "
-    "transitions) WHERE s.sim_id = u.sim_id",
+    "since = coalesce(" EPOCH_US(
+        "u.since") ", s.since), "
+                   "last_seen = " EPOCH_US(
+                       "u.last_seen") ", cell_id = u.cell_id, signal_strength = u.signal_strength, "
+                                      "signal_quality = u.signal_quality, rat = u.rat, "
+                                      "country_code = u.country_code, "
+                                      "operator_name = u.operator_name, mcc = u.mcc, mnc = u.mnc, "
+                                      "apn = u.apn, "
+                                      "transitions = u.transitions, updated_at = now() "
+                                      "FROM unnest($1::bigint[], $2::bool[], $3::bigint[], "
+                                      "$4::bigint[], $5::text[], "
+                                      "$6::bigint[], $7::bigint[], $8::text[], $9::text[], "
+                                      "$10::text[], $11::text[], "
+                                      "$12::text[], $13::text[], $14::bigint[]) AS u(sim_id, "
+                                      "connected, since, last_seen, cell_id, "
+                                      "signal_strength, signal_quality, rat, country_code, "
+                                      "operator_name, mcc, mnc, apn, "
+                                      "transitions) WHERE s.sim_id = u.sim_id",
     14};
 
 static const db_stmt_t insert_samples = {
@@ -174,9 +182,15 @@ static const db_stmt_t insert_samples = {
     "INSERT INTO sim_connectivity (sim_id, \"timestamp\", organization_id, iccid, connected, "
     "cell_id, signal_strength, signal_quality, rat, country_code, operator_name, mcc, mnc, apn, "
     "batch_id) "
-    "SELECT u.*, $15 FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::text[], "
-    "$5::bool[], $6::text[], $7::smallint[], $8::smallint[], $9::text[], $10::text[], "
-    "$11::text[], $12::text[], $13::text[], $14::text[]) AS u ON CONFLICT DO NOTHING",
+    "SELECT u.sim_id, " EPOCH_US("u.us") ", u.org, u.iccid, u.connected, u.cell, u.ss, u.sq, "
+                                         "u.rat, u.cc, u.op, u.mcc, u.mnc, u.apn, $15 "
+                                         "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], "
+                                         "$4::text[], $5::bool[], $6::text[], "
+                                         "$7::bigint[], $8::bigint[], $9::text[], $10::text[], "
+                                         "$11::text[], $12::text[], $13::text[], "
+                                         "$14::text[]) AS u(sim_id, us, org, iccid, connected, "
+                                         "cell, ss, sq, rat, cc, op, mcc, mnc, apn) "
+                                         "ON CONFLICT DO NOTHING",
     15};
 
 static const char *conn__nz(const char *s)
@@ -189,28 +203,74 @@ static bool conn__same(const char *stored, const char *sample)
     return strcmp(stored ? stored : "", sample) == 0;
 }
 
-/* Columns shared by the state update and the samples: the sample's own
- * values, text for the arrays. */
+/* Columns shared by the state update and the samples, in the statements'
+ * order: the sample's own values. */
 enum { C_CELL, C_SS, C_SQ, C_RAT, C_CC, C_OP, C_MCC, C_MNC, C_APN, C_NCOLS };
-
-static void conn__cols(arena_t *a, const Onceiot__Usage__V1__ConnectivitySample *s,
-                       const char **out)
-{
-    out[C_CELL] = conn__nz(s->cell_id);
-    out[C_SS] = s->signal_strength ? usage_i64(a, s->signal_strength->value) : NULL;
-    out[C_SQ] = s->signal_quality ? usage_i64(a, s->signal_quality->value) : NULL;
-    out[C_RAT] = conn__nz(s->rat);
-    out[C_CC] = conn__nz(s->country_code);
-    out[C_OP] = conn__nz(s->operator_name);
-    out[C_MCC] = conn__nz(s->mcc);
-    out[C_MNC] = conn__nz(s->mnc);
-    out[C_APN] = conn__nz(s->apn);
-}
 
 /* A column array of n entries in a. */
 static const char **conn__col(arena_t *a, size_t n)
 {
     return arena_alloc(a, (n + 1) * sizeof(char *));
+}
+
+/* Those columns for n rows: text, and the two signals as integers. */
+typedef struct conn_cols {
+    const char **text[C_NCOLS]; /* all but C_SS and C_SQ */
+    int64_t *sig[2];            /* C_SS, C_SQ */
+    bool *sig_null[2];
+} conn_cols_t;
+
+static void conn__cols_init(arena_t *a, conn_cols_t *c, size_t n)
+{
+    for (int k = 0; k < C_NCOLS; k++)
+        c->text[k] = k == C_SS || k == C_SQ ? NULL : conn__col(a, n);
+    for (int k = 0; k < 2; k++) {
+        c->sig[k] = arena_alloc(a, (n + 1) * sizeof(int64_t));
+        c->sig_null[k] = arena_alloc(a, n + 1);
+    }
+}
+
+/* Row j of c gets sample s's values. */
+static void conn__cols_set(conn_cols_t *c, size_t j,
+                           const Onceiot__Usage__V1__ConnectivitySample *s)
+{
+    const Google__Protobuf__Int32Value *sig[2] = {s->signal_strength, s->signal_quality};
+    for (int k = 0; k < 2; k++) {
+        c->sig_null[k][j] = sig[k] == NULL;
+        c->sig[k][j] = sig[k] ? sig[k]->value : 0;
+    }
+    c->text[C_CELL][j] = conn__nz(s->cell_id);
+    c->text[C_RAT][j] = conn__nz(s->rat);
+    c->text[C_CC][j] = conn__nz(s->country_code);
+    c->text[C_OP][j] = conn__nz(s->operator_name);
+    c->text[C_MCC][j] = conn__nz(s->mcc);
+    c->text[C_MNC][j] = conn__nz(s->mnc);
+    c->text[C_APN][j] = conn__nz(s->apn);
+}
+
+/* The C_NCOLS parameters of c's n rows. */
+static void conn__cols_values(arena_t *a, const conn_cols_t *c, size_t n, db_value_t *out)
+{
+    for (int k = 0; k < C_NCOLS; k++)
+        out[k] = k == C_SS || k == C_SQ
+                     ? db_value_int8_array(a, c->sig[k - C_SS], c->sig_null[k - C_SS], n)
+                     : db_value_text_array(a, c->text[k], n);
+}
+
+/* n booleans as a text-format bool[] ("{t,f}"). */
+static db_value_t conn__bools(arena_t *a, const bool *v, size_t n)
+{
+    char *s = arena_alloc(a, 2 * n + 3);
+    size_t at = 0;
+    s[at++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            s[at++] = ',';
+        s[at++] = v[i] ? 't' : 'f';
+    }
+    s[at++] = '}';
+    s[at] = '\0';
+    return db_value_text(s);
 }
 
 static Onceiot__Sims__V1__ConnectivityTransition *
@@ -232,7 +292,9 @@ conn__transition(arena_t *a, int64_t seq, const Onceiot__Usage__V1__Connectivity
 /* What the batch changes: the state rows to write and the sims message. */
 typedef struct conn_plan {
     size_t n_state;
-    const char **st[14]; /* update_state's columns */
+    int64_t *sim, *since_us, *last_us, *seq; /* update_state's columns */
+    bool *connected, *since_null;
+    conn_cols_t cols;
     Onceiot__Sims__V1__ApplyConnectivityRequest msg;
 } conn_plan_t;
 
@@ -243,8 +305,14 @@ static void conn__plan(arena_t *a, const conn_ref_t *v, size_t n, const PGresult
 {
     int rows = PQntuples(res);
     memset(p, 0, sizeof(*p));
-    for (int c = 0; c < 14; c++)
-        p->st[c] = conn__col(a, (size_t)rows);
+    size_t m = (size_t)rows + 1;
+    p->sim = arena_alloc(a, m * sizeof(int64_t));
+    p->since_us = arena_alloc(a, m * sizeof(int64_t));
+    p->last_us = arena_alloc(a, m * sizeof(int64_t));
+    p->seq = arena_alloc(a, m * sizeof(int64_t));
+    p->connected = arena_alloc(a, m);
+    p->since_null = arena_alloc(a, m);
+    conn__cols_init(a, &p->cols, m);
     onceiot__sims__v1__apply_connectivity_request__init(&p->msg);
     p->msg.batch_id = (char *)batch_id;
     p->msg.items = arena_alloc(a, ((size_t)rows + 1) * sizeof(*p->msg.items));
@@ -286,15 +354,13 @@ static void conn__plan(arena_t *a, const conn_ref_t *v, size_t n, const PGresult
             continue;
         const Onceiot__Usage__V1__ConnectivitySample *s = latest->s;
         size_t j = p->n_state++;
-        const char *cols[C_NCOLS];
-        conn__cols(a, s, cols);
-        p->st[0][j] = usage_i64(a, sim_id);
-        p->st[1][j] = s->connected ? "t" : "f";
-        p->st[2][j] = new_run ? usage_ts_text(a, since_us) : NULL;
-        p->st[3][j] = usage_ts_text(a, latest->us);
-        for (int c = 0; c < C_NCOLS; c++)
-            p->st[4 + c][j] = cols[c];
-        p->st[13][j] = usage_i64(a, seq);
+        p->sim[j] = sim_id;
+        p->connected[j] = s->connected;
+        p->since_us[j] = since_us;
+        p->since_null[j] = !new_run;
+        p->last_us[j] = latest->us;
+        conn__cols_set(&p->cols, j, s);
+        p->seq[j] = seq;
         bool net_changed = !conn__same(db_get(res, r, "rat"), s->rat) ||
                            !conn__same(db_get(res, r, "country_code"), s->country_code) ||
                            !conn__same(db_get(res, r, "operator_name"), s->operator_name);
@@ -348,28 +414,29 @@ static int conn__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
     qsort(v, n, sizeof(*v), conn__cmp_sim);
 
     /* The samples' columns, and the SIMs in sim_id order for the lock. */
-    enum { S_SIM, S_TS, S_ORG, S_ICCID, S_CONN, S_FIRST };
-    const char **col[S_FIRST + C_NCOLS];
-    for (int c = 0; c < S_FIRST + C_NCOLS; c++)
-        col[c] = conn__col(scratch, n);
-    const char **lk[3];
-    for (int c = 0; c < 3; c++)
-        lk[c] = conn__col(scratch, n_distinct);
+    enum { S_SIM, S_TS, S_ORG, S_NUM };
+    int64_t *num[S_NUM];
+    for (int c = 0; c < S_NUM; c++)
+        num[c] = arena_alloc(scratch, n * sizeof(int64_t));
+    const char **iccid = conn__col(scratch, n);
+    bool *connected = arena_alloc(scratch, n);
+    conn_cols_t cols;
+    conn__cols_init(scratch, &cols, n);
+    int64_t *lk_sim = arena_alloc(scratch, n_distinct * sizeof(int64_t));
+    int64_t *lk_org = arena_alloc(scratch, n_distinct * sizeof(int64_t));
+    const char **lk_iccid = conn__col(scratch, n_distinct);
     size_t n_lock = 0;
     for (size_t i = 0; i < n; i++) {
-        col[S_SIM][i] = usage_i64(scratch, v[i].sim.sim_id);
-        col[S_TS][i] = usage_ts_text(scratch, v[i].us);
-        col[S_ORG][i] = usage_i64(scratch, v[i].sim.org);
-        col[S_ICCID][i] = v[i].s->iccid;
-        col[S_CONN][i] = v[i].s->connected ? "t" : "f";
-        const char *cols[C_NCOLS];
-        conn__cols(scratch, v[i].s, cols);
-        for (int c = 0; c < C_NCOLS; c++)
-            col[S_FIRST + c][i] = cols[c];
+        num[S_SIM][i] = v[i].sim.sim_id;
+        num[S_TS][i] = v[i].us;
+        num[S_ORG][i] = v[i].sim.org;
+        iccid[i] = v[i].s->iccid;
+        connected[i] = v[i].s->connected;
+        conn__cols_set(&cols, i, v[i].s);
         if (i == 0 || v[i].sim.sim_id != v[i - 1].sim.sim_id) {
-            lk[0][n_lock] = col[S_SIM][i];
-            lk[1][n_lock] = col[S_ORG][i];
-            lk[2][n_lock] = v[i].s->iccid;
+            lk_sim[n_lock] = v[i].sim.sim_id;
+            lk_org[n_lock] = v[i].sim.org;
+            lk_iccid[n_lock] = v[i].s->iccid;
             n_lock++;
         }
     }
@@ -385,28 +452,36 @@ static int conn__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
         goto db_fail;
     }
 
-    const char *lp[3];
-    for (int c = 0; c < 3; c++)
-        lp[c] = db_text_array(scratch, lk[c], n_lock);
-    if ((rc = db_exec(conn, &create_state, lp, NULL)) < 0 ||
-        (rc = db_exec(conn, &lock_state, lp, &res)) < 0)
+    const db_value_t lp[] = {db_value_int8_array(scratch, lk_sim, NULL, n_lock),
+                             db_value_int8_array(scratch, lk_org, NULL, n_lock),
+                             db_value_text_array(scratch, lk_iccid, n_lock)};
+    if ((rc = db_exec_values(conn, &create_state, lp, NULL)) < 0 ||
+        (rc = db_exec_values(conn, &lock_state, lp, &res)) < 0)
         goto db_fail;
     conn_plan_t plan;
     conn__plan(scratch, v, n, res, b->batch_id, &plan);
     PQclear(res);
     res = NULL;
     if (plan.n_state > 0) {
-        const char *up[14];
-        for (int c = 0; c < 14; c++)
-            up[c] = db_text_array(scratch, plan.st[c], plan.n_state);
-        if ((rc = db_exec(conn, &update_state, up, NULL)) < 0)
+        size_t k = plan.n_state;
+        db_value_t up[4 + C_NCOLS + 1] = {
+            db_value_int8_array(scratch, plan.sim, NULL, k),
+            conn__bools(scratch, plan.connected, k),
+            db_value_int8_array(scratch, plan.since_us, plan.since_null, k),
+            db_value_int8_array(scratch, plan.last_us, NULL, k)};
+        conn__cols_values(scratch, &plan.cols, k, up + 4);
+        up[4 + C_NCOLS] = db_value_int8_array(scratch, plan.seq, NULL, k);
+        if ((rc = db_exec_values(conn, &update_state, up, NULL)) < 0)
             goto db_fail;
     }
-    const char *ins[S_FIRST + C_NCOLS + 1];
-    for (int c = 0; c < S_FIRST + C_NCOLS; c++)
-        ins[c] = db_text_array(scratch, col[c], n);
-    ins[S_FIRST + C_NCOLS] = b->batch_id;
-    if ((rc = db_exec(conn, &insert_samples, ins, NULL)) < 0)
+    db_value_t ins[5 + C_NCOLS + 1] = {db_value_int8_array(scratch, num[S_SIM], NULL, n),
+                                       db_value_int8_array(scratch, num[S_TS], NULL, n),
+                                       db_value_int8_array(scratch, num[S_ORG], NULL, n),
+                                       db_value_text_array(scratch, iccid, n),
+                                       conn__bools(scratch, connected, n)};
+    conn__cols_values(scratch, &cols, n, ins + 5);
+    ins[5 + C_NCOLS] = db_value_text(b->batch_id);
+    if ((rc = db_exec_values(conn, &insert_samples, ins, NULL)) < 0)
         goto db_fail;
     bool put = plan.msg.n_items > 0;
     if (put) {

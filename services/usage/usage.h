@@ -192,6 +192,12 @@ typedef struct usage_network {
  * field is named country_field); returns how many it found. */
 int usage_check_network(rpc_call_t *call, const char *prefix, const char *country_field,
                         const usage_network_t *n);
+/* Epoch microseconds, hours and days (bigint) as PostgreSQL values, in a
+ * statement's text: the numbers travel as binary int8, which the server
+ * reads without parsing a timestamp. */
+#define EPOCH_US(x)   "('epoch'::timestamptz + " x " * interval '1 microsecond')"
+#define EPOCH_HOUR(x) "('epoch'::timestamptz + " x " * interval '1 hour')"
+#define EPOCH_DAY(x)  "(DATE '1970-01-01' + " x "::int)"
 /* Unix microseconds of a Timestamp. */
 int64_t usage_ts_us(const Google__Protobuf__Timestamp *ts);
 Google__Protobuf__Timestamp *usage_ts(arena_t *a, int64_t us);
