@@ -381,3 +381,152 @@ Test(sims_events, a_lost_listener_connection_ends_active_watches_and_new_ones_wo
     rpc_stream_finish(again, &st);
     cr_assert_eq(st.code, GRPC_STATUS_CANCELLED);
 }
+
+/* ---- ApplyConnectivity (the usage service's transitions) ---- */
+
+#define CONN_D (&onceiot__sims__v1__apply_connectivity_response__descriptor)
+
+static Onceiot__Sims__V1__ConnectivityTransition *transition(int64_t seq, bool connected,
+                                                             int64_t at_s)
+{
+    arena_t *a = sims_h.arena;
+    Onceiot__Sims__V1__ConnectivityTransition *t = arena_alloc(a, sizeof(*t));
+    onceiot__sims__v1__connectivity_transition__init(t);
+    t->seq = seq;
+    t->connected = connected;
+    t->occurred_at = arena_alloc(a, sizeof(*t->occurred_at));
+    google__protobuf__timestamp__init(t->occurred_at);
+    t->occurred_at->seconds = at_s;
+    t->rat = "LTE";
+    t->country = "DE";
+    t->operator_name = "Telekom";
+    t->cell_id = "cell \"7\"";
+    return t;
+}
+
+/* An item of n transitions seq first.. alternating from lost; with a
+ * network observed at net_s (0: none). */
+static Onceiot__Sims__V1__ConnectivityItem *conn_item(const char *iccid, int64_t first, size_t n,
+                                                      int64_t net_s, const char *rat)
+{
+    arena_t *a = sims_h.arena;
+    Onceiot__Sims__V1__ConnectivityItem *it = arena_alloc(a, sizeof(*it));
+    onceiot__sims__v1__connectivity_item__init(it);
+    it->iccid = (char *)iccid;
+    it->transitions = arena_alloc(a, (n + 1) * sizeof(*it->transitions));
+    for (size_t k = 0; k < n; k++)
+        it->transitions[it->n_transitions++] =
+            transition(first + (int64_t)k, (first + (int64_t)k) % 2 == 0, 1700000000 + first + k);
+    if (net_s) {
+        it->network_observed_at = arena_alloc(a, sizeof(*it->network_observed_at));
+        google__protobuf__timestamp__init(it->network_observed_at);
+        it->network_observed_at->seconds = net_s;
+        it->rat = (char *)rat;
+        it->country = "FR";
+        it->operator_name = "Orange";
+    }
+    return it;
+}
+
+static int apply_conn(const char *batch, Onceiot__Sims__V1__ConnectivityItem **items, size_t n,
+                      Onceiot__Sims__V1__ApplyConnectivityResponse **out, rpc_status_t *st)
+{
+    principal_t u = sims_h_user(1);
+    Onceiot__Sims__V1__ApplyConnectivityRequest req =
+        ONCEIOT__SIMS__V1__APPLY_CONNECTIVITY_REQUEST__INIT;
+    req.batch_id = (char *)batch;
+    req.items = items;
+    req.n_items = n;
+    return sims_h_call("ApplyConnectivity", &req.base, CONN_D, &u, NULL, (ProtobufCMessage **)out,
+                       st);
+}
+
+static size_t conn_events(const char *iccid)
+{
+    principal_t u = sims_h_user(1);
+    Onceiot__Sims__V1__ListEventsRequest req = ONCEIOT__SIMS__V1__LIST_EVENTS_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    req.event_category = "connectivity";
+    Onceiot__Sims__V1__ListEventsResponse *r;
+    rpc_status_t st;
+    cr_assert_eq(
+        sims_h_call("ListEvents", &req.base, EVENTS_D, &u, NULL, (ProtobufCMessage **)&r, &st), 0,
+        "%s", st.message);
+    return r->n_events;
+}
+
+static const char *current_rat(const char *iccid)
+{
+    principal_t u = sims_h_user(1);
+    Onceiot__Sims__V1__GetSimRequest req = ONCEIOT__SIMS__V1__GET_SIM_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    Onceiot__Sims__V1__Sim *s;
+    rpc_status_t st;
+    cr_assert_eq(sims_h_call("GetSim", &req.base, &onceiot__sims__v1__sim__descriptor, &u, NULL,
+                             (ProtobufCMessage **)&s, &st),
+                 0, "%s", st.message);
+    return s->current_rat;
+}
+
+Test(sims_events, apply_connectivity_records_each_transition_once_and_refuses_whole_batches)
+{
+    principal_t u = sims_h_user(1);
+    const char *a = sims_h_iccid(71), *b = sims_h_iccid(72);
+    sims_h_create(&u, a);
+    sims_h_create(&u, b);
+    Onceiot__Sims__V1__ApplyConnectivityResponse *r;
+    rpc_status_t st;
+
+    /* Given out of ICCID order: b's one transition, a's two and network. */
+    Onceiot__Sims__V1__ConnectivityItem *first[] = {conn_item(b, 1, 1, 0, NULL),
+                                                    conn_item(a, 1, 2, 1700000100, "5G")};
+    cr_assert_eq(apply_conn("conn-1", first, 2, &r, &st), 0, "%s", st.message);
+    cr_assert_eq(r->events, 3);
+    cr_assert_not(r->replayed);
+    cr_assert_eq(conn_events(a), 2);
+    cr_assert_eq(conn_events(b), 1);
+    cr_assert_str_eq(current_rat(a), "5G");
+    cr_assert_str_eq(current_rat(b), "");
+
+    /* A replay changes nothing and answers as the first time. */
+    cr_assert_eq(apply_conn("conn-1", first, 2, &r, &st), 0, "%s", st.message);
+    cr_assert(r->replayed);
+    cr_assert_eq(r->events, 3);
+    cr_assert_eq(conn_events(a), 2);
+
+    /* Already recorded transitions are skipped; an older network is not
+     * shown over a newer one. */
+    Onceiot__Sims__V1__ConnectivityItem *again[] = {conn_item(a, 2, 2, 1700000050, "2G")};
+    cr_assert_eq(apply_conn("conn-2", again, 1, &r, &st), 0, "%s", st.message);
+    cr_assert_eq(r->events, 1);
+    cr_assert_eq(conn_events(a), 3);
+    cr_assert_str_eq(current_rat(a), "5G");
+
+    /* A gap in b (at 1, given 3) refuses the whole batch, a's part too. */
+    Onceiot__Sims__V1__ConnectivityItem *gap[] = {conn_item(a, 4, 1, 1700000200, "LTE"),
+                                                  conn_item(b, 3, 1, 0, NULL)};
+    cr_assert_eq(apply_conn("conn-3", gap, 2, &r, &st), ERR_ABORTED);
+    cr_assert(strstr(st.message, b), "%s", st.message);
+    cr_assert_eq(conn_events(a), 3);
+    cr_assert_str_eq(current_rat(a), "5G");
+
+    /* An unknown SIM refuses the batch naming it; the id stays unused. */
+    const char *unknown = sims_h_iccid(79);
+    Onceiot__Sims__V1__ConnectivityItem *unk[] = {conn_item(a, 4, 1, 1700000200, "LTE"),
+                                                  conn_item(unknown, 1, 1, 0, NULL)};
+    cr_assert_eq(apply_conn("conn-4", unk, 2, &r, &st), ERR_NOT_FOUND);
+    cr_assert(strstr(st.message, unknown), "%s", st.message);
+    cr_assert_eq(conn_events(a), 3);
+
+    /* Two items of one SIM are a bad request. */
+    Onceiot__Sims__V1__ConnectivityItem *twice[] = {conn_item(a, 4, 1, 0, NULL),
+                                                    conn_item(a, 5, 1, 0, NULL)};
+    cr_assert_eq(apply_conn("conn-5", twice, 2, &r, &st), ERR_INVALID_ARGUMENT);
+    cr_assert(sims_h_violation(&st, "items"), "%s", st.message);
+
+    /* The refused ids are still free: conn-4 without the unknown SIM. */
+    cr_assert_eq(apply_conn("conn-4", unk, 1, &r, &st), 0, "%s", st.message);
+    cr_assert_eq(r->events, 1);
+    cr_assert_eq(conn_events(a), 4);
+    cr_assert_str_eq(current_rat(a), "LTE");
+}

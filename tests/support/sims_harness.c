@@ -124,7 +124,7 @@ int sims_h_call(const char *method, const ProtobufCMessage *req,
          * as itself; the test speaks for them. */
         principal_t p = *who;
         const principal_key_t *key = &sims_h.key;
-        static const char *const by_usage[] = {"ApplyUsage", "RecordEvents"};
+        static const char *const by_usage[] = {"ApplyUsage", "ApplyConnectivity", "RecordEvents"};
         static const char *const by_network[] = {"ExpireSim", "ReceiveSms", "UpdateSmsStatus"};
         for (size_t i = 0; i < sizeof(by_usage) / sizeof(*by_usage); i++)
             if (strcmp(method, by_usage[i]) == 0) {
