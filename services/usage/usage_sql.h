@@ -1,6 +1,8 @@
 /* The usage service's per-SIM list statements over both forms of a day
  * (raw rows and compacted rows), shared with the compaction benchmark
- * (tools/bench/bench_compact.c), so it times the very SQL the service runs. */
+ * (tools/bench/bench_compact.c), so it times the very SQL the service runs:
+ * ListUsageRecords (handlers_query.c) and ListConnectivity
+ * (handlers_connectivity.c). */
 #ifndef ONCEIOT_USAGE_SQL_H
 #define ONCEIOT_USAGE_SQL_H
 
@@ -51,5 +53,38 @@
                    "ORDER BY d.ts_us DESC, d.id DESC LIMIT $4) "                                   \
                    "SELECT * FROM raw UNION ALL SELECT * FROM comp ORDER BY "                      \
                    "ts_us DESC, id DESC LIMIT $4"
+
+/* A connectivity sample's columns as GetConnectivity and ListConnectivity
+ * read them. */
+#define CONN_SAMPLE_COLUMNS                                                                        \
+    "iccid, connected, cell_id, signal_strength, signal_quality, rat, country_code, "              \
+    "operator_name, mcc, mnc, apn"
+
+/* ListConnectivity: $1 sim_id, $2/$3 the range (optional), $4 the page size
+ * + 1, $5 the page token's time (microseconds, optional). Newest first,
+ * keyset on the timestamp, over the raw samples and the compacted days
+ * alike. A raw sample of a compacted day that is already there compacted
+ * (sent again after the day was compacted) is left out: the first written
+ * wins, as the ingest's ON CONFLICT DO NOTHING has it, and the next
+ * compaction drops it. */
+#define USAGE_SQL_LIST_CONNECTIVITY                                                                \
+    "WITH raw AS (SELECT " CONN_SAMPLE_COLUMNS                                                     \
+    ", (extract(epoch FROM \"timestamp\") * 1000000)::bigint AS ts_us "                            \
+    "FROM sim_connectivity s WHERE sim_id = $1 "                                                   \
+    "AND \"timestamp\" >= coalesce($2::timestamptz, '-infinity') "                                 \
+    "AND \"timestamp\" < least(coalesce($3::timestamptz, 'infinity'), "                            \
+    "coalesce('epoch'::timestamptz + $5::bigint * interval '1 microsecond', 'infinity')) "         \
+    "AND NOT EXISTS (SELECT 1 FROM sim_connectivity_compact c CROSS JOIN LATERAL "                 \
+    "sim_connectivity_decoded(c) d WHERE c.sim_id = $1 AND c.day = (s.\"timestamp\" AT TIME "      \
+    "ZONE 'UTC')::date AND d.ts_us = (extract(epoch FROM s.\"timestamp\") * 1000000)::bigint) "    \
+    "ORDER BY \"timestamp\" DESC LIMIT $4), " LIST_BOUNDS LIST_DAYS(                               \
+        "sim_connectivity_compact",                                                                \
+        "samples") "comp AS (SELECT c.iccid, d.connected, d.cell_id, d.signal_strength, "          \
+                   "d.signal_quality, d.rat, d.country_code, d.operator_name, d.mcc, d.mnc, "      \
+                   "d.apn, d.ts_us FROM sim_connectivity_compact c CROSS JOIN LATERAL "            \
+                   "sim_connectivity_decoded(c) d, bd WHERE c.sim_id = $1 AND c.day IN (SELECT "   \
+                   "day FROM days) AND d.ts_us >= bd.lo AND d.ts_us < bd.hi AND ($5::bigint IS "   \
+                   "NULL OR d.ts_us < $5::bigint) ORDER BY d.ts_us DESC LIMIT $4) "                \
+                   "SELECT * FROM raw UNION ALL SELECT * FROM comp ORDER BY ts_us DESC LIMIT $4"
 
 #endif

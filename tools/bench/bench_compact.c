@@ -1,9 +1,12 @@
 /* Compaction benchmark client (tools/bench/compact.sh): on a database that
- * holds generated usage records, prints the bytes per record of sim_usage
- * (its partitions and indexes, pg_total_relation_size) plus
- * sim_usage_compact, and the latency of ListUsageRecords' very statement
+ * holds generated usage records and connectivity samples, prints the bytes
+ * per record of sim_usage (its partitions and indexes,
+ * pg_total_relation_size) plus sim_usage_compact, and the latency of
+ * ListUsageRecords' and ListConnectivity's very statements
  * (services/usage/usage_sql.h) for random SIMs over one day and over a
- * week (a page of 100), newest first. Run once on raw days and once after
+ * week (a page of 100), newest first, with the CPU time the backend spent
+ * on each execution (its /proc/PID/schedstat, so only when the server runs
+ * on this machine; -1 otherwise). Run once on raw days and once after
  * `onceiot-usage compact`; the script prints the ratios.
  *
  * usage: onceiot-bench-compact URL LABEL SIMS FIRST_DAY_AGO REPS */
@@ -38,11 +41,33 @@ static PGresult *must(PGconn *c, PGresult *r, const char *what)
     return r;
 }
 
-/* p50 and p99 in ms of reps executions over [day_ago, day_ago - days). */
-static void latency(PGconn *c, long sims, int day_ago, int days, const char *limit, int reps,
-                    double *p50, double *p99)
+/* The CPU time the backend has used so far, in ms, from the first field of
+ * its schedstat (nanoseconds on a CPU); -1 when it cannot be read. */
+static double backend_cpu_ms(const char *schedstat)
+{
+    FILE *f = fopen(schedstat, "r");
+    unsigned long long ns;
+    if (!f)
+        return -1;
+    int got = fscanf(f, "%llu", &ns);
+    fclose(f);
+    return got == 1 ? (double)ns / 1e6 : -1;
+}
+
+/* One measured statement over [day_ago, day_ago - days): the p50 and p99 of
+ * its latency and the p50 of the backend's CPU time, in ms. */
+typedef struct timing {
+    double p50, p99, cpu50;
+} timing_t;
+
+/* Runs the prepared statement stmt (n_params of SIM, start, end, limit and
+ * the token's NULLs) reps times for random SIMs; each must return limit
+ * rows. */
+static timing_t latency(PGconn *c, const char *stmt, int n_params, const char *schedstat, long sims,
+                        int day_ago, int days, const char *limit, int reps)
 {
     double *v = calloc((size_t)reps, sizeof(double));
+    double *cpu = calloc((size_t)reps, sizeof(double));
     char sim[32], from[64], to[64];
     time_t t = time(NULL) / 86400 * 86400 - (time_t)day_ago * 86400;
     struct tm tm;
@@ -54,19 +79,24 @@ static void latency(PGconn *c, long sims, int day_ago, int days, const char *lim
     for (int i = 0; i < reps; i++) {
         snprintf(sim, sizeof(sim), "%ld", 1 + rand() % sims);
         const char *params[] = {sim, from, to, limit, NULL, NULL};
-        double s = now_ms();
-        PGresult *r = must(c, PQexecPrepared(c, "list", 6, params, NULL, NULL, 0), "list");
+        double c0 = backend_cpu_ms(schedstat), s = now_ms();
+        PGresult *r = must(c, PQexecPrepared(c, stmt, n_params, params, NULL, NULL, 0), stmt);
         v[i] = now_ms() - s;
+        double c1 = backend_cpu_ms(schedstat);
+        cpu[i] = c0 < 0 || c1 < 0 ? -1 : c1 - c0;
         if (PQntuples(r) != atoi(limit)) {
-            fprintf(stderr, "list: %d rows for SIM %s, expected %s\n", PQntuples(r), sim, limit);
+            fprintf(stderr, "%s: %d rows for SIM %s, expected %s\n", stmt, PQntuples(r), sim,
+                    limit);
             exit(1);
         }
         PQclear(r);
     }
     qsort(v, (size_t)reps, sizeof(double), cmp_double);
-    *p50 = v[reps / 2];
-    *p99 = v[reps * 99 / 100];
+    qsort(cpu, (size_t)reps, sizeof(double), cmp_double);
+    timing_t out = {v[reps / 2], v[reps * 99 / 100], cpu[reps / 2]};
     free(v);
+    free(cpu);
+    return out;
 }
 
 int main(int argc, char **argv)
@@ -92,16 +122,28 @@ int main(int argc, char **argv)
     double raw = atof(PQgetvalue(r, 0, 0)), comp = atof(PQgetvalue(r, 0, 1));
     double records = atof(PQgetvalue(r, 0, 2));
     PQclear(r);
+    r = must(c, PQexec(c, "SELECT pg_backend_pid()"), "pid");
+    char schedstat[64];
+    snprintf(schedstat, sizeof(schedstat), "/proc/%s/schedstat", PQgetvalue(r, 0, 0));
+    PQclear(r);
     PQclear(must(c, PQprepare(c, "list", USAGE_SQL_LIST_RECORDS, 6, NULL), "prepare"));
+    PQclear(must(c, PQprepare(c, "conn", USAGE_SQL_LIST_CONNECTIVITY, 5, NULL), "prepare"));
     srand(42);
-    double d50, d99, w50, w99;
     /* A whole day (24 records a SIM: a page of 25 holds it all), and the
-     * first page of 100 of a week. */
-    latency(c, sims, first - 2, 1, "24", reps, &d50, &d99);
-    latency(c, sims, first - 2, 7, "101", reps, &w50, &w99);
-    printf("%s bytes_per_record %.1f raw_bytes %.0f compact_bytes %.0f records %.0f "
-           "day_p50_ms %.3f day_p99_ms %.3f week_p50_ms %.3f week_p99_ms %.3f\n",
-           argv[2], (raw + comp) / records, raw, comp, records, d50, d99, w50, w99);
+     * first page of 100 of a week; records, then samples. */
+    const char *stmts[] = {"list", "conn"}, *prefix[] = {"", "conn_"};
+    int n_params[] = {6, 5};
+    printf("%s bytes_per_record %.1f raw_bytes %.0f compact_bytes %.0f records %.0f", argv[2],
+           (raw + comp) / records, raw, comp, records);
+    for (int q = 0; q < 2; q++) {
+        timing_t d = latency(c, stmts[q], n_params[q], schedstat, sims, first - 2, 1, "24", reps);
+        timing_t w = latency(c, stmts[q], n_params[q], schedstat, sims, first - 2, 7, "101", reps);
+        printf(" %sday_p50_ms %.3f %sday_p99_ms %.3f %sday_cpu_ms %.3f %sweek_p50_ms %.3f "
+               "%sweek_p99_ms %.3f %sweek_cpu_ms %.3f",
+               prefix[q], d.p50, prefix[q], d.p99, prefix[q], d.cpu50, prefix[q], w.p50, prefix[q],
+               w.p99, prefix[q], w.cpu50);
+    }
+    printf("\n");
     PQfinish(c);
     return 0;
 }
