@@ -33,6 +33,11 @@
     ") FILTER (WHERE c.day < bd.whole_below) OVER (ORDER BY c.day DESC ROWS BETWEEN UNBOUNDED "    \
     "PRECEDING AND 1 PRECEDING), 0) AS before FROM " table " c, bd WHERE c.sim_id = $1 "           \
     "AND c.day >= bd.lo_day AND c.day <= bd.hi_day) w WHERE w.before < $4), "
+/* The compacted days a page decodes: from the oldest it can reach to hi_day.
+ * A range of one day skips the oldest step (its InitPlan then never runs). */
+#define LIST_DAY_RANGE                                                                             \
+    "c.day >= CASE WHEN bd.lo_day >= bd.hi_day THEN bd.lo_day ELSE (SELECT day FROM oldest) END "  \
+    "AND c.day <= bd.hi_day "
 
 /* ListUsageRecords: $1 sim_id, $2/$3 the range (optional), $4 the page size
  * + 1, $5/$6 the page token's time (microseconds) and id (optional). Newest
@@ -52,8 +57,7 @@
                                         "d.sms_mo, d.sms_mt, d.session_count, d.mcc, d.mnc, "      \
                                         "d.country, d.rat FROM sim_usage_compact c CROSS JOIN "    \
                                         "LATERAL sim_usage_decoded(c) d, bd WHERE c.sim_id = $1 "  \
-                                        "AND c.day >= (SELECT day FROM oldest) AND c.day <= "      \
-                                        "bd.hi_day AND d.ts_us >= bd.lo "                          \
+                                        "AND " LIST_DAY_RANGE "AND d.ts_us >= bd.lo "              \
                                         "AND d.ts_us < bd.hi AND ($5::bigint IS NULL OR "          \
                                         "(d.ts_us, d.id) < ($5::bigint, $6::bigint)) "             \
                                         "ORDER BY d.ts_us DESC, d.id DESC LIMIT $4) "              \
@@ -88,9 +92,8 @@
         "samples") "comp AS (SELECT c.iccid, d.connected, d.cell_id, d.signal_strength, "          \
                    "d.signal_quality, d.rat, d.country_code, d.operator_name, d.mcc, d.mnc, "      \
                    "d.apn, d.ts_us FROM sim_connectivity_compact c CROSS JOIN LATERAL "            \
-                   "sim_connectivity_decoded(c) d, bd WHERE c.sim_id = $1 AND c.day >= (SELECT "   \
-                   "day FROM oldest) AND c.day <= bd.hi_day AND d.ts_us >= bd.lo AND d.ts_us < "   \
-                   "bd.hi AND ($5::bigint IS "                                                     \
+                   "sim_connectivity_decoded(c) d, bd WHERE c.sim_id = $1 AND " LIST_DAY_RANGE     \
+                   "AND d.ts_us >= bd.lo AND d.ts_us < bd.hi AND ($5::bigint IS "                  \
                    "NULL OR d.ts_us < $5::bigint) ORDER BY d.ts_us DESC LIMIT $4) "                \
                    "SELECT * FROM raw UNION ALL SELECT * FROM comp ORDER BY ts_us DESC LIMIT $4"
 
