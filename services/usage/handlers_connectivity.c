@@ -10,10 +10,6 @@
 
 #include <string.h>
 
-#define CONN_SAMPLE_COLUMNS                                                                        \
-    "iccid, connected, cell_id, signal_strength, signal_quality, rat, country_code, "              \
-    "operator_name, mcc, mnc, apn"
-
 static const db_stmt_t get_state = {
     "usage_get_conn_state",
     "SELECT " CONN_SAMPLE_COLUMNS ", transitions, "
@@ -22,32 +18,7 @@ static const db_stmt_t get_state = {
     "FROM sim_connectivity_state WHERE sim_id = $1 AND connected IS NOT NULL",
     1};
 
-/* Newest first, keyset on the timestamp, over the raw samples and the
- * compacted days alike. A raw sample of a compacted day that is already
- * there compacted (sent again after the day was compacted) is left out: the
- * first written wins, as the ingest's ON CONFLICT DO NOTHING has it, and the
- * next compaction drops it. */
-static const db_stmt_t list_samples = {
-    "usage_list_conn",
-    "WITH raw AS (SELECT " CONN_SAMPLE_COLUMNS
-    ", (extract(epoch FROM \"timestamp\") * 1000000)::bigint AS ts_us "
-    "FROM sim_connectivity s WHERE sim_id = $1 "
-    "AND \"timestamp\" >= coalesce($2::timestamptz, '-infinity') "
-    "AND \"timestamp\" < least(coalesce($3::timestamptz, 'infinity'), "
-    "coalesce('epoch'::timestamptz + $5::bigint * interval '1 microsecond', 'infinity')) "
-    "AND NOT EXISTS (SELECT 1 FROM sim_connectivity_compact c CROSS JOIN LATERAL "
-    "sim_connectivity_decoded(c) d WHERE c.sim_id = $1 AND c.day = (s.\"timestamp\" AT TIME "
-    "ZONE 'UTC')::date AND d.ts_us = (extract(epoch FROM s.\"timestamp\") * 1000000)::bigint) "
-    "ORDER BY \"timestamp\" DESC LIMIT $4), " LIST_BOUNDS LIST_DAYS(
-        "sim_connectivity_compact",
-        "samples") "comp AS (SELECT c.iccid, d.connected, d.cell_id, d.signal_strength, "
-                   "d.signal_quality, d.rat, d.country_code, d.operator_name, d.mcc, d.mnc, "
-                   "d.apn, d.ts_us FROM sim_connectivity_compact c CROSS JOIN LATERAL "
-                   "sim_connectivity_decoded(c) d, bd WHERE c.sim_id = $1 AND c.day IN (SELECT "
-                   "day FROM days) AND d.ts_us >= bd.lo AND d.ts_us < bd.hi AND ($5::bigint IS "
-                   "NULL OR d.ts_us < $5::bigint) ORDER BY d.ts_us DESC LIMIT $4) "
-                   "SELECT * FROM raw UNION ALL SELECT * FROM comp ORDER BY ts_us DESC LIMIT $4",
-    5};
+static const db_stmt_t list_samples = {"usage_list_conn", USAGE_SQL_LIST_CONNECTIVITY, 5};
 
 /* $1 organization, $2 offline for (µs), $3/$4 the last row's (since, sim_id),
  * $5 limit. Served by the partial index on offline rows. */

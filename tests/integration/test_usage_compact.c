@@ -304,6 +304,44 @@ Test(usage_compact, every_answer_is_the_same_after_compaction_and_a_second_run_c
     cr_assert(same(before, all_answers()));
 }
 
+/* Every page of one SIM's records and samples over the whole time and over
+ * [from, to), walked in pages of 2. */
+static answers_t sim_pages(const char *iccid, int64_t from, int64_t to)
+{
+    answers_t o = {NULL, 0};
+    principal_t op = usage_h_operator();
+    for (int conn = 0; conn <= 1; conn++) {
+        add_pages(&o, conn, iccid, 0, 0, &op);
+        add_pages(&o, conn, iccid, from, to, &op);
+    }
+    return o;
+}
+
+/* A page's newest compacted day may be cut, by the page token (whole time)
+ * or by the range's end (to 12:00 of the second day): that day's rows
+ * cannot fill the page, so the older day must still be read. One record or
+ * sample on day0, three on the next day at 01:00, 02:00 and 20:00. */
+Test(usage_compact, a_page_whose_newest_day_is_cut_still_reaches_the_older_days)
+{
+    const char *s4 = usage_h_sim(1, 4, 1000000000, 1000);
+    int64_t next = day0 + DAY,
+            hours[] = {day0 + HOUR, next + HOUR, next + 2 * HOUR, next + 20 * HOUR};
+    usage_rec_t *recs[4];
+    sample_t *samples[4];
+    for (int i = 0; i < 4; i++) {
+        recs[i] = usage_h_rec(arena, s4, hours[i], 10 + i, 0, 0, 0, "DE", "262", "01");
+        samples[i] = sample(s4, hours[i], i % 2 == 0);
+    }
+    ingest_usage("cut-1", recs, 4);
+    ingest_conn("cut-conn", samples, 4);
+    cr_assert(usage_h_wait_outbox_empty(20000));
+    answers_t before = sim_pages(s4, day0, next + 12 * HOUR);
+    cr_assert_eq(compact(NULL), 0);
+    cr_assert_eq(old_raw(), 0);
+    cr_assert(same(before, sim_pages(s4, day0, next + 12 * HOUR)),
+              "a page over a cut day lost the older day's rows");
+}
+
 Test(usage_compact, late_data_for_a_compacted_day_is_visible_counted_once_and_merged)
 {
     cr_assert_eq(compact(NULL), 0);

@@ -3,13 +3,17 @@
 #
 # In one run, on a throwaway database with the usage schema: BENCH_COMPACT_SIMS
 # SIMs with 24 hourly records a day (random volumes, a few SMS, one network)
-# on the 14 days from 21 to 8 days ago are written straight into sim_usage;
-# after VACUUM, onceiot-bench-compact (tools/bench/bench_compact.c) prints the
-# bytes per record (sim_usage's partitions with their indexes, plus
-# sim_usage_compact) and the latency of ListUsageRecords' statement (a whole
-# day of a SIM, and the first 100 records of a week); then
-# `onceiot-usage compact` compacts them, VACUUM again, the same measurement
-# on compacted days, and the ratios.
+# and as many connectivity samples on the 14 days from 21 to 8 days ago are
+# written straight into sim_usage and sim_connectivity; after VACUUM the
+# database is copied (the raw one, $DB_raw) and `onceiot-usage compact`
+# compacts the original, VACUUM again; then onceiot-bench-compact
+# (tools/bench/bench_compact.c) prints for both the bytes per record
+# (sim_usage's partitions with their indexes, plus sim_usage_compact) and
+# the latency of ListUsageRecords' and ListConnectivity's statements (a
+# whole day of a SIM, and the first 100 of a week), with the backend's CPU
+# time per execution when PostgreSQL runs on this machine, alternating
+# between the two databases execution by execution (so both see the same
+# load), and the ratios.
 #
 # usage: BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/postgres tools/bench/compact.sh
 # (a superuser URL; ONCEIOT_TEST_PG_URL is used when BENCH_PG_URL is unset).
@@ -33,21 +37,36 @@ KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/compact-bench.XXXXXX")"
 PIDS=()
 BENCH_URL=""
-trap cleanup EXIT
+# The raw copy goes with the bench database.
+drop_raw_copy() {
+    psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS ${DB}_raw" 2>/dev/null || true
+    cleanup
+}
+trap drop_raw_copy EXIT
 
 for b in "$BIN/onceiot-usage" "$CLIENT"; do
     [[ -x "$b" ]] || die "$b is missing: build first"
 done
 
-echo "== setting up $DB: $N_SIMS SIMs x 24 records x 14 days"
+echo "== setting up $DB: $N_SIMS SIMs x 24 records and 24 samples x 14 days"
 bench_db_create usage
 usage_fill_raw "$N_SIMS"
+conn_fill_raw "$N_SIMS"
 psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" -c "VACUUM ANALYZE"
-"$CLIENT" "$BENCH_URL" raw "$N_SIMS" 21 "$REPS" | tee "$WORK/raw.txt"
+psql -q -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS ${DB}_raw" \
+    -c "CREATE DATABASE ${DB}_raw TEMPLATE $DB"
+RAW_URL="$(bench_db_url "$PG_URL" "${DB}_raw")"
 echo "== onceiot-usage compact"
 usage_compact
-"$CLIENT" "$BENCH_URL" compacted "$N_SIMS" 21 "$REPS" | tee "$WORK/compacted.txt"
+"$CLIENT" "$RAW_URL" "$BENCH_URL" "$N_SIMS" 21 "$REPS" >"$WORK/both.txt"
+grep '^raw ' "$WORK/both.txt" | tee "$WORK/raw.txt"
+grep '^compacted ' "$WORK/both.txt" | tee "$WORK/compacted.txt"
 awk -v t="$COMPACT_S" '
+    function line(what, k, r, c) {
+        printf "%s: p50 %.3f ms raw, %.3f ms compacted (compacted/raw %.2f); p99 %.3f / %.3f; backend CPU p50 %.3f / %.3f ms\n",
+            what, v[r, k "_p50_ms"], v[c, k "_p50_ms"], v[c, k "_p50_ms"] / v[r, k "_p50_ms"],
+            v[r, k "_p99_ms"], v[c, k "_p99_ms"], v[r, k "_cpu_ms"], v[c, k "_cpu_ms"]
+    }
     FNR == 1 { for (i = 2; i < NF; i += 2) v[FILENAME, $i] = $(i + 1) }
     END {
         r = ARGV[1]; c = ARGV[2]
@@ -55,10 +74,8 @@ awk -v t="$COMPACT_S" '
         printf "bytes per record: raw %.1f, compacted %.1f: %.1fx smaller\n",
             v[r, "bytes_per_record"], v[c, "bytes_per_record"],
             v[r, "bytes_per_record"] / v[c, "bytes_per_record"]
-        printf "a day of one SIM: p50 %.3f ms raw, %.3f ms compacted (compacted/raw %.2f); p99 %.3f / %.3f\n",
-            v[r, "day_p50_ms"], v[c, "day_p50_ms"], v[c, "day_p50_ms"] / v[r, "day_p50_ms"],
-            v[r, "day_p99_ms"], v[c, "day_p99_ms"]
-        printf "first 100 of a week: p50 %.3f ms raw, %.3f ms compacted (compacted/raw %.2f); p99 %.3f / %.3f\n",
-            v[r, "week_p50_ms"], v[c, "week_p50_ms"], v[c, "week_p50_ms"] / v[r, "week_p50_ms"],
-            v[r, "week_p99_ms"], v[c, "week_p99_ms"]
+        line("a whole day of one SIM, records", "day", r, c)
+        line("first 100 records of a week", "week", r, c)
+        line("a whole day of one SIM, samples", "conn_day", r, c)
+        line("first 100 samples of a week", "conn_week", r, c)
     }' "$WORK/raw.txt" "$WORK/compacted.txt"

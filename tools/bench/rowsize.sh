@@ -17,6 +17,7 @@
 #                                    the rollups of those records, as the
 #                                    ingest writes them (one org row per batch)
 #   usage.sim_connectivity, _state   the same SIMs x as many samples a day
+#                                    (conn_fill_raw)
 # then `onceiot-usage compact` (every day older than 7 days), VACUUM, and the
 # raw records and samples again: the compacted bytes per record or sample,
 # sim_usage_compact and sim_connectivity_compact included, then each part
@@ -91,16 +92,10 @@ INSERT INTO org_usage_daily (organization_id, day, batch_id, active_sims, volume
 SELECT organization_id, ("timestamp" AT TIME ZONE 'UTC')::date, batch_id, count(DISTINCT sim_id),
        sum(volume_rx), sum(volume_tx), sum(sms_mo), sum(sms_mt), sum(session_count), count(*)
   FROM sim_usage GROUP BY 1, 2, 3;
-INSERT INTO sim_connectivity (sim_id, "timestamp", organization_id, iccid, connected, cell_id,
-                              signal_strength, signal_quality, rat, country_code, operator_name,
-                              mcc, mnc, apn, batch_id)
-SELECT s, date_trunc('day', now()) - interval '21 days' + h * (interval '1 day' / $PER_DAY)
-           + (s % 3600) * interval '1 second',
-       1 + s % 10, '89883030' || lpad(s::text, 11, '0'), random() < 0.95,
-       'cell-' || (s * 7 + h % 5) % 100000, -(50 + (random() * 60)::int),
-       (random() * 100)::int, 'LTE', 'DE', 'Telekom', '262', '01', 'iot.example',
-       'conn-' || h || '-' || (s / 1000)
-  FROM generate_series(1, $U_SIMS) s, generate_series(0, $PER_DAY * 14 - 1) h;
+SQL
+conn_fill_raw "$U_SIMS" "$PER_DAY"
+psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<SQL
+SET search_path = usage;
 INSERT INTO sim_connectivity_state (sim_id, organization_id, iccid, connected, since, last_seen,
                                     cell_id, signal_strength, signal_quality, rat, country_code,
                                     operator_name, mcc, mnc, apn, transitions)

@@ -232,6 +232,26 @@ FROM generate_series(1, $1) s, generate_series(0, ${2:-24} * 14 - 1) h;
 SQL
 }
 
+# conn_fill_raw SIMS [PER_DAY]: the connectivity samples of usage_fill_raw's
+# SIMs and days, PER_DAY (24) a day at the same instants (95% connected, a
+# few cells, random signal, one network and APN), written straight into
+# usage.sim_connectivity of BENCH_URL; no state rows.
+conn_fill_raw() {
+    psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" <<SQL
+SET search_path = usage;
+INSERT INTO sim_connectivity (sim_id, "timestamp", organization_id, iccid, connected, cell_id,
+                              signal_strength, signal_quality, rat, country_code, operator_name,
+                              mcc, mnc, apn, batch_id)
+SELECT s, date_trunc('day', now()) - interval '21 days' + h * (interval '1 day' / ${2:-24})
+           + (s % 3600) * interval '1 second',
+       1 + s % 10, '89883030' || lpad(s::text, 11, '0'), random() < 0.95,
+       'cell-' || (s * 7 + h % 5) % 100000, -(50 + (random() * 60)::int),
+       (random() * 100)::int, 'LTE', 'DE', 'Telekom', '262', '01', 'iot.example',
+       'conn-' || h || '-' || (s / 1000)
+  FROM generate_series(1, $1) s, generate_series(0, ${2:-24} * 14 - 1) h;
+SQL
+}
+
 # usage_compact: `onceiot-usage compact` on BENCH_URL (every day older than
 # 7 days; needs KEY and BIN), then VACUUM ANALYZE; COMPACT_S is how long the
 # compaction took, in seconds.
