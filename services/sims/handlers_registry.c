@@ -230,12 +230,13 @@ static int sims__cmp_str(const void *x, const void *y)
     return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-/* All or nothing: one statement inserts every SIM with ON CONFLICT DO
- * NOTHING straight from the arrays, a sim_created event each and, when the
- * batch sets volumes, their quotas; if fewer rows went in than were sent,
- * the first ICCID that did not is named and the transaction is rolled back.
- * The arrays are binary; a column no SIM of the batch sets comes as NULL
- * (unnest pads it: the column's default), so it costs nothing. */
+/* All or nothing: one plain INSERT (no ON CONFLICT: its speculative
+ * insertion checks each unique index before and after every row) puts every
+ * SIM in straight from the arrays, with a sim_created event each and, when
+ * the batch sets volumes, their quotas. A known ICCID fails the statement;
+ * back at the savepoint, import_known names the first one known and the
+ * transaction is rolled back. The arrays are binary; a column no SIM of the
+ * batch sets comes as NULL (unnest pads it: the column's default). */
 static const db_stmt_t import_sims = {
     "sims_import",
     "WITH ins AS (INSERT INTO sims (organization_id, iccid, imsi, msisdn, imei, imei_lock, label, "
@@ -245,7 +246,7 @@ static const db_stmt_t import_sims = {
     "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], "
     "$7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[]) AS t(org, iccid, imsi, "
     "msisdn, imei, imei_lock, label, ip, customer_org_id, tags_csv, metadata) "
-    "ON CONFLICT DO NOTHING RETURNING id, iccid, organization_id), "
+    "RETURNING id, iccid, organization_id), "
     "q AS (INSERT INTO sim_quotas (sim_id, quota_type, volume, last_volume_added) "
     "SELECT ins.id, v.t, v.vol, v.vol FROM ins "
     "JOIN unnest($2::text[], $12::bigint[], $13::bigint[]) AS i(iccid, data_volume, sms_volume) "
@@ -255,10 +256,32 @@ static const db_stmt_t import_sims = {
     "ev AS (INSERT INTO sim_events (sim_id, organization_id, iccid, event_type, event_category, "
     "description, triggered_by) SELECT id, organization_id, iccid, 'sim_created', 'registry', "
     "'SIM imported', $14 FROM ins) "
-    "SELECT c.n AS imported, CASE WHEN c.n < cardinality($2::text[]) THEN (SELECT min(i.iccid) "
-    "FROM unnest($2::text[]) AS i(iccid) WHERE NOT EXISTS (SELECT 1 FROM ins "
-    "WHERE ins.iccid = i.iccid)) END AS duplicate FROM (SELECT count(*) AS n FROM ins) c",
+    "SELECT count(*) AS imported FROM ins",
     14};
+
+/* The superuser's scope sees every organization's ICCIDs. */
+static const db_stmt_t import_known = {
+    "sims_import_known", "SELECT min(iccid) AS iccid FROM sims WHERE iccid = ANY($1::text[])", 1};
+
+/* After import_sims failed with ERR_ALREADY_EXISTS: the status naming the
+ * first ICCID of the batch (params[1]) that is known. Returns an ERR_* code. */
+static int sims__known_iccid_status(sims_ctx_t *cx, db_conn_t *conn, const db_value_t *params)
+{
+    PGresult *res = NULL;
+    int rc = db_exec_simple(conn, "ROLLBACK TO SAVEPOINT sims_import");
+    if (rc >= 0)
+        rc = db_exec_values(conn, &import_known, &params[1], &res);
+    if (rc < 0)
+        return svc_db_fail(cx->call, conn, rc);
+    const char *known = rc == 1 ? db_get(res, 0, "iccid") : NULL;
+    rc = known ? rpc_fail(cx->call, ERR_ALREADY_EXISTS,
+                          "SIM %s already exists; nothing was imported", known)
+               : rpc_fail(cx->call, ERR_ABORTED,
+                          "a SIM of the batch was imported meanwhile; "
+                          "nothing was imported");
+    PQclear(res);
+    return rc; /* the connection's release rolls the transaction back */
+}
 
 /* A text column of a batch: NULL when no SIM sets it. */
 static db_value_t sims__text_column(arena_t *a, const char **v, size_t n)
@@ -354,12 +377,20 @@ int sims_import_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
     };
     if ((rc = sims_begin_request_or_status(&cx, r->request_id, req, resp)) != 0)
         return rc < 0 ? rc : 0; /* or the first answer, replayed */
-    if ((rc = svc_exec_values_or_status(call, &import_sims, params, &res)) < 0)
+    db_conn_t *conn = svc_db_or_status(call);
+    if (!conn) {
+        rc = ERR_UNAVAILABLE;
         goto out;
-    const char *dup = db_get(res, 0, "duplicate");
-    if (dup) {
-        rc = rpc_fail(call, ERR_ALREADY_EXISTS, "SIM %s already exists; nothing was imported", dup);
-        goto out; /* the connection's release rolls the transaction back */
+    }
+    if ((rc = db_exec_simple(conn, "SAVEPOINT sims_import")) >= 0)
+        rc = db_exec_values(conn, &import_sims, params, &res);
+    if (rc == ERR_ALREADY_EXISTS) {
+        rc = sims__known_iccid_status(&cx, conn, params);
+        goto out;
+    }
+    if (rc < 0) {
+        svc_db_fail(call, conn, rc);
+        goto out;
     }
     Onceiot__Sims__V1__ImportSimsResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__sims__v1__import_sims_response__init(out);
