@@ -147,7 +147,7 @@ static const char *sims__owner(sims_ctx_t *cx, const Onceiot__Sims__V1__SimInput
 
 /* The values a SimInput (with the JSON text of its metadata) gives the
  * columns of a new SIM, in the order of the parameters $1 to $13 of
- * create_sim (and of the arrays of import_sims). */
+ * create_sim. */
 #define SIM_INPUT_VALUES 13
 static void sims__input_values(sims_ctx_t *cx, const Onceiot__Sims__V1__SimInput *in,
                                const char *metadata, const char **v)
@@ -230,32 +230,77 @@ static int sims__cmp_str(const void *x, const void *y)
     return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-/* All or nothing: one statement inserts every SIM with ON CONFLICT DO
- * NOTHING, its quotas and a sim_created event each; if fewer rows went in than
- * were sent, the first ICCID that did not is named and the transaction is
- * rolled back. */
+/* All or nothing: one plain INSERT (no ON CONFLICT: its speculative
+ * insertion checks each unique index before and after every row) puts every
+ * SIM in straight from the arrays, with a sim_created event each and, when
+ * the batch sets volumes, their quotas. A known ICCID fails the statement;
+ * back at the savepoint, import_known names the first one known and the
+ * transaction is rolled back. The arrays are binary; a column no SIM of the
+ * batch sets comes as NULL (unnest pads it: the column's default). */
 static const db_stmt_t import_sims = {
     "sims_import",
-    "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], "
-    "$5::text[], $6::bool[], $7::text[], $8::inet[], $9::bigint[], $10::text[], $11::jsonb[], "
-    "$12::bigint[], $13::bigint[]) AS t(org, iccid, imsi, msisdn, imei, imei_lock, label, ip, "
-    "customer_org_id, tags_csv, metadata, data_volume, sms_volume)), "
-    "ins AS (INSERT INTO sims (organization_id, iccid, imsi, msisdn, imei, imei_lock, label, "
+    "WITH ins AS (INSERT INTO sims (organization_id, iccid, imsi, msisdn, imei, imei_lock, label, "
     "ip_address, customer_org_id, tags, metadata) SELECT org, iccid, imsi, msisdn, imei, "
-    "imei_lock, coalesce(label, ''), ip, customer_org_id, string_to_array(coalesce(tags_csv, ''), "
-    "','), coalesce(metadata, '{}') FROM input ON CONFLICT DO NOTHING "
+    "coalesce(imei_lock = 1, false), coalesce(label, ''), ip::inet, customer_org_id, "
+    "string_to_array(coalesce(tags_csv, ''), ','), coalesce(metadata::jsonb, '{}') "
+    "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], "
+    "$7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[]) AS t(org, iccid, imsi, "
+    "msisdn, imei, imei_lock, label, ip, customer_org_id, tags_csv, metadata) "
     "RETURNING id, iccid, organization_id), "
     "q AS (INSERT INTO sim_quotas (sim_id, quota_type, volume, last_volume_added) "
-    "SELECT ins.id, v.t, v.vol, v.vol FROM ins JOIN input i USING (iccid) "
+    "SELECT ins.id, v.t, v.vol, v.vol FROM ins "
+    "JOIN unnest($2::text[], $12::bigint[], $13::bigint[]) AS i(iccid, data_volume, sms_volume) "
+    "USING (iccid) "
     "CROSS JOIN LATERAL (VALUES ('data', i.data_volume), ('sms', i.sms_volume)) AS v(t, vol) "
-    "WHERE v.vol > 0), "
+    "WHERE v.vol > 0 AND ($12::bigint[] IS NOT NULL OR $13::bigint[] IS NOT NULL)), "
     "ev AS (INSERT INTO sim_events (sim_id, organization_id, iccid, event_type, event_category, "
     "description, triggered_by) SELECT id, organization_id, iccid, 'sim_created', 'registry', "
     "'SIM imported', $14 FROM ins) "
-    "SELECT (SELECT count(*) FROM ins) AS imported, (SELECT i.iccid FROM input i "
-    "WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.iccid = i.iccid) ORDER BY i.iccid LIMIT 1) "
-    "AS duplicate",
+    "SELECT count(*) AS imported FROM ins",
     14};
+
+/* The superuser's scope sees every organization's ICCIDs. */
+static const db_stmt_t import_known = {
+    "sims_import_known", "SELECT min(iccid) AS iccid FROM sims WHERE iccid = ANY($1::text[])", 1};
+
+/* After import_sims failed with ERR_ALREADY_EXISTS: the status naming the
+ * first ICCID of the batch (params[1]) that is known. Returns an ERR_* code. */
+static int sims__known_iccid_status(sims_ctx_t *cx, db_conn_t *conn, const db_value_t *params)
+{
+    PGresult *res = NULL;
+    int rc = db_exec_simple(conn, "ROLLBACK TO SAVEPOINT sims_import");
+    if (rc >= 0)
+        rc = db_exec_values(conn, &import_known, &params[1], &res);
+    if (rc < 0)
+        return svc_db_fail(cx->call, conn, rc);
+    const char *known = rc == 1 ? db_get(res, 0, "iccid") : NULL;
+    rc = known ? rpc_fail(cx->call, ERR_ALREADY_EXISTS,
+                          "SIM %s already exists; nothing was imported", known)
+               : rpc_fail(cx->call, ERR_ABORTED,
+                          "a SIM of the batch was imported meanwhile; "
+                          "nothing was imported");
+    PQclear(res);
+    return rc; /* the connection's release rolls the transaction back */
+}
+
+/* A text column of a batch: NULL when no SIM sets it. */
+static db_value_t sims__text_column(arena_t *a, const char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i])
+            return db_value_text_array(a, v, n);
+    return db_value_text(NULL);
+}
+
+/* An integer column of a batch, unset where null[i]: NULL when no SIM sets
+ * it. */
+static db_value_t sims__int_column(arena_t *a, const int64_t *v, const bool *null, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!null[i])
+            return db_value_int8_array(a, v, null, n);
+    return db_value_text(NULL);
+}
 
 int sims_import_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
@@ -284,27 +329,68 @@ int sims_import_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMes
             return rpc_check_violations(call);
         }
 
-    const char **col[SIM_INPUT_VALUES];
-    for (int c = 0; c < SIM_INPUT_VALUES; c++)
-        col[c] = arena_alloc(cx.a, n * sizeof(char *));
-    for (size_t i = 0; i < n; i++) {
-        const char *v[SIM_INPUT_VALUES];
-        sims__input_values(&cx, r->sims[i], metadata[i], v);
-        for (int c = 0; c < SIM_INPUT_VALUES; c++)
-            col[c][i] = v[c];
+    /* The columns, in the order of the statement's parameters. */
+    enum { ORG, LOCK, CUSTOMER, DATA, SMS, N_INT };
+    enum { ICCID, IMSI, MSISDN, IMEI, LABEL, IP, TAGS, METADATA, N_TEXT };
+    int64_t *iv[N_INT];
+    bool *unset[N_INT];
+    const char **tv[N_TEXT];
+    for (int c = 0; c < N_INT; c++) {
+        iv[c] = arena_alloc(cx.a, n * sizeof(int64_t));
+        unset[c] = arena_alloc(cx.a, n * sizeof(bool));
     }
-    const char *params[SIM_INPUT_VALUES + 1];
-    for (int c = 0; c < SIM_INPUT_VALUES; c++)
-        params[c] = db_text_array(cx.a, col[c], n);
-    params[SIM_INPUT_VALUES] = cx.actor;
+    for (int c = 0; c < N_TEXT; c++)
+        tv[c] = arena_alloc(cx.a, n * sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        const Onceiot__Sims__V1__SimInput *in = r->sims[i];
+        iv[ORG][i] = in->organization_id ? in->organization_id : cx.who->organization_id;
+        iv[LOCK][i] = in->imei_lock;
+        iv[CUSTOMER][i] = in->customer_org_id;
+        iv[DATA][i] = in->data_volume;
+        iv[SMS][i] = in->sms_volume;
+        for (int c = 0; c < N_INT; c++)
+            unset[c][i] = c != ORG && iv[c][i] == 0;
+        tv[ICCID][i] = in->iccid;
+        tv[IMSI][i] = sims_nz(in->imsi);
+        tv[MSISDN][i] = sims_nz(in->msisdn);
+        tv[IMEI][i] = sims_nz(in->imei);
+        tv[LABEL][i] = sims_nz(in->label);
+        tv[IP][i] = sims_nz(in->ip_address);
+        tv[TAGS][i] = in->n_tags ? sims_tags_csv(cx.a, in->tags, in->n_tags) : NULL;
+        tv[METADATA][i] = metadata[i];
+    }
+    const db_value_t params[] = {
+        sims__int_column(cx.a, iv[ORG], unset[ORG], n),
+        db_value_text_array(cx.a, tv[ICCID], n),
+        sims__text_column(cx.a, tv[IMSI], n),
+        sims__text_column(cx.a, tv[MSISDN], n),
+        sims__text_column(cx.a, tv[IMEI], n),
+        sims__int_column(cx.a, iv[LOCK], unset[LOCK], n),
+        sims__text_column(cx.a, tv[LABEL], n),
+        sims__text_column(cx.a, tv[IP], n),
+        sims__int_column(cx.a, iv[CUSTOMER], unset[CUSTOMER], n),
+        sims__text_column(cx.a, tv[TAGS], n),
+        sims__text_column(cx.a, tv[METADATA], n),
+        sims__int_column(cx.a, iv[DATA], unset[DATA], n),
+        sims__int_column(cx.a, iv[SMS], unset[SMS], n),
+        db_value_text(cx.actor),
+    };
     if ((rc = sims_begin_request_or_status(&cx, r->request_id, req, resp)) != 0)
         return rc < 0 ? rc : 0; /* or the first answer, replayed */
-    if ((rc = sims_exec(&cx, &import_sims, params, &res)) < 0)
+    db_conn_t *conn = svc_db_or_status(call);
+    if (!conn) {
+        rc = ERR_UNAVAILABLE;
         goto out;
-    const char *dup = db_get(res, 0, "duplicate");
-    if (dup) {
-        rc = rpc_fail(call, ERR_ALREADY_EXISTS, "SIM %s already exists; nothing was imported", dup);
-        goto out; /* the connection's release rolls the transaction back */
+    }
+    if ((rc = db_exec_simple(conn, "SAVEPOINT sims_import")) >= 0)
+        rc = db_exec_values(conn, &import_sims, params, &res);
+    if (rc == ERR_ALREADY_EXISTS) {
+        rc = sims__known_iccid_status(&cx, conn, params);
+        goto out;
+    }
+    if (rc < 0) {
+        svc_db_fail(call, conn, rc);
+        goto out;
     }
     Onceiot__Sims__V1__ImportSimsResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__sims__v1__import_sims_response__init(out);

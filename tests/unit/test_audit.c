@@ -18,7 +18,17 @@ static db_pool_t *pool;
 static db_conn_t *conn;
 static char dir[64];
 
-static void setup(void)
+/* Applies the module's first n migrations to the schema. */
+static void migrate_to(size_t n)
+{
+    char err[1024] = "";
+    migrate_result_t mr = {0, 0};
+    cr_assert_eq(migrate_run_with(url, role, audit_migrations, n, dir, &mr, err, sizeof(err)), 0,
+                 "%s", err);
+}
+
+/* A schema with the module's first n migrations. */
+static void setup_at(size_t n)
 {
     role = pgh_unique_name("audit");
     char *r = pgh_fresh_role(role);
@@ -31,21 +41,23 @@ static void setup(void)
     PQclear(pgh_sql(sql));
     mem_free(sql);
     url = pgh_url_as(role);
-    /* No service files: only the module's own migration. */
+    /* No service files: only the module's own migrations. */
     snprintf(dir, sizeof(dir), "/tmp/onceiot-audit-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
-    char err[1024] = "";
-    migrate_result_t mr = {0, 0};
-    cr_assert_eq(migrate_run_with(url, role, audit_migrations, AUDIT_N_MIGRATIONS, dir, &mr, err,
-                                  sizeof(err)),
-                 0, "%s", err);
+    migrate_to(n);
     db_opts_t o = {.url = url, .schema = role, .size = 1, .connect_timeout_ms = 5000};
     cr_assert_eq(db_pool_open(&o, &pool), 0);
     cr_assert_eq(db_pool_acquire(pool, 5000, &conn), 0);
 }
 
+static void setup(void)
+{
+    setup_at(AUDIT_N_MIGRATIONS);
+}
+
 static void teardown(void)
 {
+    PQclear(pgh_sql("RESET ROLE")); /* after a failed in_schema */
     if (conn)
         db_pool_release(pool, conn);
     db_pool_close(pool);
@@ -258,4 +270,96 @@ Test(audit, expired_months_are_dropped_and_the_chain_verifies_from_the_anchor)
     cr_assert_eq(db_exec_simple(conn, drop), 0, "%s", db_errmsg(conn));
     mem_free(drop);
     cr_assert_eq(verify(&v), 1, "the dropped month is found");
+}
+
+/* Before audit_0005: tables tracked with audit_changes. */
+static void setup_0004(void)
+{
+    setup_at(4);
+}
+
+TestSuite(audit_upgrade, .init = setup_0004, .fini = teardown);
+
+/* SQL as the schema's role; the last result's first value, or "". */
+static char *in_schema(const char *sql)
+{
+    char *q = mem_printf("SET ROLE \"%s\"; SET search_path = \"%s\"; SET TIME ZONE 'UTC'; %s", role,
+                         role, sql);
+    PGresult *res = pgh_sql(q);
+    mem_free(q);
+    char *v = mem_strdup(PQntuples(res) ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+    return v;
+}
+
+/* One call's inserts and deletes of t (named by id and a timestamptz,
+ * in its rows' organizations, some none) and of s (named by code, in the
+ * caller's organization); returns the records they left, in one text (the
+ * table's name as X), and clears them and the tables. */
+static char *tracked_changes(const char *t, const char *s)
+{
+    char *sql = mem_printf(
+        "BEGIN; SELECT set_config('onceiot.call', '{\"u\":7,\"o\":2,\"c\":\"token\","
+        "\"m\":\"/m\",\"r\":\"rq-1\"}', true); "
+        "INSERT INTO %s (id, at, org) SELECT i, timestamptz '2026-01-01 00:00+00' + i * "
+        "interval '1 minute', CASE WHEN i %% 4 > 0 THEN i %% 3 END FROM generate_series(1, 30) i; "
+        "INSERT INTO %s (id, at, org) VALUES (31, '2026-02-01 10:00+00', 5); "
+        "DELETE FROM %s WHERE id <= 5 OR id = 31; "
+        "INSERT INTO %s (code) SELECT 'c' || i FROM generate_series(1, 12) i; "
+        "DELETE FROM %s WHERE code > 'c5'; COMMIT",
+        t, t, t, s, s);
+    mem_free(in_schema(sql));
+    mem_free(sql);
+    sql = mem_printf(
+        "SELECT string_agg(concat_ws('|', user_id, organization_id, credential, method, tbl, "
+        "resource_id, request_id, summary), E'\\n' ORDER BY tbl, organization_id, summary) "
+        "FROM (SELECT *, CASE resource_type WHEN '%s' THEN 'T' WHEN '%s' THEN 'S' END AS tbl "
+        "FROM audit_pending) p",
+        t, s);
+    char *changes = in_schema(sql);
+    mem_free(sql);
+    sql = mem_printf("TRUNCATE audit_pending, %s, %s", t, s);
+    mem_free(in_schema(sql));
+    mem_free(sql);
+    return changes;
+}
+
+Test(audit_upgrade, tracked_tables_get_their_own_functions_and_the_same_records)
+{
+    mem_free(in_schema("CREATE TABLE t (id bigint, at timestamptz, org bigint); "
+                       "CREATE TABLE s (code text); "
+                       "SELECT audit_track('t', 'id,at', 'org'); SELECT audit_track('s', 'code')"));
+    char *before = tracked_changes("t", "s");
+    /* By organization (0 and none are no organization's, none the caller's
+     * 2): t's inserts in 0, 1, 2 and 5, its deletes in 0, 1, 2 and 5; s's
+     * insert and delete in 2. A single row is named by its key's jsonb text. */
+    int lines = 1;
+    for (const char *c = before; *c; c++)
+        lines += *c == '\n';
+    cr_assert_eq(lines, 10, "%s", before);
+    cr_assert_not_null(strstr(before, "7|5|token|/m|T|31/2026-02-01T10:00:00+00:00|rq-1|insert\n"),
+                       "%s", before);
+
+    migrate_to(AUDIT_N_MIGRATIONS);
+    char *fns = in_schema("SELECT string_agg(tgrelid::regclass || ' ' || tgname || ' ' || "
+                          "tgfoid::regproc, ', ' ORDER BY tgrelid::regclass::text, tgname) "
+                          "FROM pg_trigger "
+                          "WHERE tgrelid IN ('t'::regclass, 's'::regclass)");
+    cr_assert_str_eq(fns, "s audit_deletes audit_of_s, s audit_inserts audit_of_s, s "
+                          "audit_updates audit_updates, t audit_deletes audit_of_t, t "
+                          "audit_inserts audit_of_t, t audit_updates audit_updates");
+    char *after = tracked_changes("t", "s");
+    cr_assert_str_eq(after, before);
+
+    /* Tables tracked after the upgrade too. */
+    mem_free(
+        in_schema("CREATE TABLE t2 (id bigint, at timestamptz, org bigint); "
+                  "CREATE TABLE s2 (code text); "
+                  "SELECT audit_track('t2', 'id,at', 'org'); SELECT audit_track('s2', 'code')"));
+    char *fresh = tracked_changes("t2", "s2");
+    cr_assert_str_eq(fresh, before);
+    mem_free(fns);
+    mem_free(before);
+    mem_free(after);
+    mem_free(fresh);
 }

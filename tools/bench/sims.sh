@@ -13,7 +13,9 @@
 #   2. ListSims (direct), a page of 100 with a filter (tag "rare"), p50/p99 latency
 #      of sequential calls (h2load --log-file);
 #   3. ImportSims (direct) rows per second (10000 SIMs per call) next to COPY of the
-#      same rows into the same table;
+#      same rows and their sim_created events, with the call set (audited), and
+#      to a bare COPY of the SIMs only, batches alternating; with the server
+#      side's CPU ms per 10k rows;
 #   4. GetSim with a client deadline (grpc-timeout), via the gateway and direct;
 #   5. the peer: the seed's stack (FastAPI + asyncpg under uvicorn, 2 workers,
 #      tools/bench/peer_fastapi.py) serving the same SELECT over HTTP/1.1 with
@@ -28,7 +30,11 @@
 # (8), BENCH_STREAMS (16), BENCH_PEER (1; 0 skips the FastAPI peer),
 # BENCH_PERF_DIR (unset; a folder: each GetSim run is profiled with perf
 # record -e cpu-clock -g on sims, and on the gateway for the gateway runs),
-# ONCEIOT_BUILD_DIR (build/ of this checkout). Needs h2load, pgbench, python3.
+# ONCEIOT_BUILD_DIR (build/ of this checkout), BENCH_ONLY (unset; parts to
+# run, separated by commas: getsim (1, 4 and 5), list (2), import (3)),
+# BENCH_REUSE (0; 1 keeps a bench database already set up), BENCH_DB
+# (onceiot_sims_bench; another name keeps two builds' databases apart). Needs h2load,
+# pgbench, python3.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -41,13 +47,17 @@ N_SIMS="${BENCH_SIMS:-1000000}"
 CALLS="${BENCH_CALLS:-50000}"
 CLIENTS="${BENCH_CLIENTS:-8}"
 STREAMS="${BENCH_STREAMS:-16}"
-DB=onceiot_sims_bench
+DB="${BENCH_DB:-onceiot_sims_bench}"
 # shellcheck source=../lib/proc.sh
 source "$ROOT/tools/lib/proc.sh"
 # shellcheck source=../lib/bench.sh
 source "$ROOT/tools/lib/bench.sh"
 # shellcheck source=../lib/codes.sh
 source "$ROOT/tools/lib/codes.sh"
+# want PART: whether BENCH_ONLY (unset: every part) names PART.
+want() {
+    [[ -z "${BENCH_ONLY:-}" || ",$BENCH_ONLY," == *",$1,"* ]]
+}
 KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sims-bench.XXXXXX")"
@@ -260,38 +270,40 @@ getsim_run() {
     codes_check "$name" "$metrics" "$CALLS"
 }
 
-echo "== GetSim: via the gateway and direct to onceiot-sims (h2load -n $CALLS, $CLIENTS connections x $STREAMS streams) vs pgbench ($CLIENTS clients, as many transactions)"
-getsim_sql "'$ICCID'" "$ORG" >"$WORK/getsim.sql"
-sims_gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
-check "$WORK/get.meta" "$WORK/get.bin"
-check "$WORK/get.meta" "$WORK/get.bin" gw
-h2gw "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 2 -m 4 >/dev/null # warm-up (caches the key)
-h2 "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 2 -m 4 >/dev/null   # warm-up
-getsim_run getgw gw
-getsim_run get direct
-getsim_run getgw_dl gw -H 'grpc-timeout: 10S'
-getsim_run get_dl direct -H 'grpc-timeout: 10S'
-pgbench -n -M prepared -c "$CLIENTS" -j 2 -t "$((CALLS / CLIENTS))" -f "$WORK/getsim.sql" \
-    "$BENCH_URL" >"$WORK/pgbench.out" 2>&1 || {
-    cat "$WORK/pgbench.out" >&2
-    die "pgbench failed"
-}
-pg_tps=$(awk '/^tps =/ {print $3}' "$WORK/pgbench.out")
-gw_rps=$(rps_of "$WORK/getgw.out")
-grpc_rps=$(rps_of "$WORK/get.out")
-gwdl_rps=$(rps_of "$WORK/getgw_dl.out")
-dl_rps=$(rps_of "$WORK/get_dl.out")
-printf 'GetSim via the gateway (API key):     %s calls/s (%s OK, counted by the gateway)\n' "$gw_rps" "$CALLS"
-printf 'GetSim direct to onceiot-sims:        %s calls/s (%s OK, counted by sims)\n' "$grpc_rps" "$CALLS"
-printf 'GetSim via the gateway, deadline 10s: %s calls/s\n' "$gwdl_rps"
-printf 'GetSim direct, deadline 10s:          %s calls/s\n' "$dl_rps"
-printf 'same SELECT via pgbench:              %s tps\n' "$pg_tps"
-awk -v g="$gw_rps" -v a="$grpc_rps" -v gd="$gwdl_rps" -v ad="$dl_rps" -v b="$pg_tps" 'BEGIN {
-    printf "ratio gateway / pgbench: %.2f (target >= 0.5)\n", g / b
-    printf "ratio direct / pgbench:  %.2f (target >= 0.7)\n", a / b
-    printf "ratio with deadline / pgbench: gateway %.2f, direct %.2f\n", gd / b, ad / b }'
+if want getsim; then
+    echo "== GetSim: via the gateway and direct to onceiot-sims (h2load -n $CALLS, $CLIENTS connections x $STREAMS streams) vs pgbench ($CLIENTS clients, as many transactions)"
+    getsim_sql "'$ICCID'" "$ORG" >"$WORK/getsim.sql"
+    sims_gen get "$WORK/get.bin" "$ICCID" "$ORG" >"$WORK/get.meta"
+    check "$WORK/get.meta" "$WORK/get.bin"
+    check "$WORK/get.meta" "$WORK/get.bin" gw
+    h2gw "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 2 -m 4 >/dev/null # warm-up (caches the key)
+    h2 "$WORK/get.meta" "$WORK/get.bin" -n 2000 -c 2 -m 4 >/dev/null   # warm-up
+    getsim_run getgw gw
+    getsim_run get direct
+    getsim_run getgw_dl gw -H 'grpc-timeout: 10S'
+    getsim_run get_dl direct -H 'grpc-timeout: 10S'
+    pgbench -n -M prepared -c "$CLIENTS" -j 2 -t "$((CALLS / CLIENTS))" -f "$WORK/getsim.sql" \
+        "$BENCH_URL" >"$WORK/pgbench.out" 2>&1 || {
+        cat "$WORK/pgbench.out" >&2
+        die "pgbench failed"
+    }
+    pg_tps=$(awk '/^tps =/ {print $3}' "$WORK/pgbench.out")
+    gw_rps=$(rps_of "$WORK/getgw.out")
+    grpc_rps=$(rps_of "$WORK/get.out")
+    gwdl_rps=$(rps_of "$WORK/getgw_dl.out")
+    dl_rps=$(rps_of "$WORK/get_dl.out")
+    printf 'GetSim via the gateway (API key):     %s calls/s (%s OK, counted by the gateway)\n' "$gw_rps" "$CALLS"
+    printf 'GetSim direct to onceiot-sims:        %s calls/s (%s OK, counted by sims)\n' "$grpc_rps" "$CALLS"
+    printf 'GetSim via the gateway, deadline 10s: %s calls/s\n' "$gwdl_rps"
+    printf 'GetSim direct, deadline 10s:          %s calls/s\n' "$dl_rps"
+    printf 'same SELECT via pgbench:              %s tps\n' "$pg_tps"
+    awk -v g="$gw_rps" -v a="$grpc_rps" -v gd="$gwdl_rps" -v ad="$dl_rps" -v b="$pg_tps" 'BEGIN {
+        printf "ratio gateway / pgbench: %.2f (target >= 0.5)\n", g / b
+        printf "ratio direct / pgbench:  %.2f (target >= 0.7)\n", a / b
+        printf "ratio with deadline / pgbench: gateway %.2f, direct %.2f\n", gd / b, ad / b }'
+fi
 
-if [[ "${BENCH_PEER:-1}" == 1 ]]; then
+if [[ "${BENCH_PEER:-1}" == 1 ]] && want getsim; then
     echo "== peer: FastAPI + asyncpg under uvicorn (2 workers), the same SELECT over HTTP/1.1, $((CLIENTS * STREAMS)) connections (the calls in flight above)"
     if ! /usr/bin/python3 -c 'import fastapi, uvicorn, asyncpg, uvloop' 2>/dev/null; then
         die "the peer needs Debian's python3-fastapi python3-uvicorn python3-asyncpg python3-uvloop (tools/install-deps --bench installs them)"
@@ -318,38 +330,105 @@ if [[ "${BENCH_PEER:-1}" == 1 ]]; then
     PEER_PID=""
 fi
 
-echo "== ListSims: page of 100 with tag filter \"rare\" (organization 1 holds them), 500 sequential calls"
-sims_gen list "$WORK/list.bin" 1 rare >"$WORK/list.meta"
-check "$WORK/list.meta" "$WORK/list.bin"
-codes_mark list "$SIMS_METRICS"
-h2 "$WORK/list.meta" "$WORK/list.bin" -n 500 -c 1 -m 1 --log-file="$WORK/list.log" >/dev/null
-codes_check list "$SIMS_METRICS" 500
-read -r p50 p99 n < <(h2_latency "$WORK/list.log")
-printf 'ListSims p50 %.2f ms, p99 %.2f ms (n=%d; target p50 <= 3 ms, p99 <= 6 ms)\n' "$p50" "$p99" "$n"
+if want list; then
+    echo "== ListSims: page of 100 with tag filter \"rare\" (organization 1 holds them), 500 sequential calls"
+    sims_gen list "$WORK/list.bin" 1 rare >"$WORK/list.meta"
+    check "$WORK/list.meta" "$WORK/list.bin"
+    codes_mark list "$SIMS_METRICS"
+    h2 "$WORK/list.meta" "$WORK/list.bin" -n 500 -c 1 -m 1 --log-file="$WORK/list.log" >/dev/null
+    codes_check list "$SIMS_METRICS" 500
+    read -r p50 p99 n < <(h2_latency "$WORK/list.log")
+    printf 'ListSims p50 %.2f ms, p99 %.2f ms (n=%d; target p50 <= 3 ms, p99 <= 6 ms)\n' "$p50" "$p99" "$n"
+fi
 
-echo "== ImportSims (5 calls of 10000 SIMs) vs COPY of the same rows"
+want import || exit 0
+echo "== ImportSims (5 calls of 10000 SIMs) vs COPY of the same rows, alternating batches"
+# The fair COPY does what ImportSims does in its transaction: the SIMs (ids
+# reserved from the table's sequence) and a sim_created event each, with the
+# call's onceiot.call set (the audit triggers record it); the bare COPY
+# loads the SIMs only, no call (no audit record). Batches alternate
+# (ImportSims, fair COPY, bare COPY, ...) so load on the shared machine hits
+# all three. CPU is the server side's: the PostgreSQL cluster (the
+# postmaster's reaped backends and its live children) plus, for ImportSims,
+# onceiot-sims, from /proc/<pid>/stat (utime + stime).
 first=$(psql -tA "$BENCH_URL" -c "SELECT coalesce(max(substr(iccid, 5)::bigint), 0) + 1000 FROM sims.sims")
-for i in 0 1 2 3 4; do # bodies made before the clock starts
+id0=$(psql -tA "$BENCH_URL" -c "SELECT setval(s, nextval(s) + 50000) - 50000 + 1 FROM
+    pg_get_serial_sequence('sims.sims', 'id') AS s")
+PG_PM=$(psql -tA "$BENCH_URL" -c "SELECT split_part(pg_read_file('postmaster.pid'), E'\n', 1)")
+CALL_JSON='{"u":1,"o":1,"c":"bench","m":"/bench/Copy"}'
+for i in 0 1 2 3 4; do # bodies and files made before the clock starts
     sims_gen import "$WORK/imp$i.bin" $((first + i * 10000)) 10000 >"$WORK/imp$i.meta"
+    awk -v f=$((first + 100000 + i * 10000)) -v id=$((id0 + i * 10000)) -v sims="$WORK/fair$i.sims" \
+        -v ev="$WORK/fair$i.events" 'BEGIN { for (k = 0; k < 10000; k++) {
+        printf "%d\t1\t8988%015d\tdevice %d\t35%013d\n", id + k, f + k, f + k, f + k > sims
+        printf "%d\t1\t8988%015d\tsim_created\tregistry\tSIM imported\tbench\n", id + k, f + k > ev } }'
+    awk -v f=$((first + 200000 + i * 10000)) 'BEGIN { for (i = f; i < f + 10000; i++)
+        printf "1\t8988%015d\tdevice %d\t35%013d\n", i, i, i }' >"$WORK/bare$i.sims"
 done
-codes_mark import "$SIMS_METRICS"
-start=$(date +%s.%N)
+# cpu_ticks PID: utime + stime of PID, of its children reaped and alive
+# (processes that end while cat reads are left out).
+cpu_ticks() {
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v p="$1" '{ pid = $1; s = $0; sub(/^.*\) /, "", s)
+        split(s, f, " ")
+        if (pid == p) t += f[12] + f[13] + f[14] + f[15]; else if (f[2] == p) t += f[12] + f[13] }
+        END { print t }'
+}
+now() { date +%s.%N; }
+TICK_MS=$((1000 / $(getconf CLK_TCK)))
+# Autovacuum off on the written tables while the batches run: a vacuum or
+# analyze of sims (trigram indexes) would otherwise land in one side's CPU.
+AUTOVAC_TABLES=(sims.sims sims.sim_quotas) # (sim_events is partitioned: no such option)
+for t in "${AUTOVAC_TABLES[@]}"; do
+    psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" -c "ALTER TABLE $t SET (autovacuum_enabled = false)"
+done
+declare -A wall cpu
 for i in 0 1 2 3 4; do
+    codes_mark "import$i" "$SIMS_METRICS"
+    p0=$(cpu_ticks "$PG_PM") s0=$(cpu_ticks "$SIMS_PID") t0=$(now)
     h2 "$WORK/imp$i.meta" "$WORK/imp$i.bin" -n 1 -c 1 >/dev/null
-done
-end=$(date +%s.%N)
-codes_check import "$SIMS_METRICS" 5
-imported=$(psql -tA "$BENCH_URL" -c "SELECT count(*) FROM sims.sims WHERE iccid >= '8988' || lpad('$first', 15, '0')")
-[[ "$imported" == 50000 ]] || die "ImportSims stored $imported of 50000 SIMs"
-copy_first=$((first + 100000))
-start_copy=$(date +%s.%N)
-awk -v f="$copy_first" 'BEGIN { for (i = f; i < f + 50000; i++)
-    printf "%d\t8988%015d\tdevice %d\t35%013d\n", 1, i, i, i }' |
+    t1=$(now) p1=$(cpu_ticks "$PG_PM") s1=$(cpu_ticks "$SIMS_PID")
+    codes_check "import$i" "$SIMS_METRICS" 1
+    wall[import]+="$t0 $t1 " cpu[import]=$((${cpu[import]:-0} + p1 - p0 + s1 - s0))
+    cpu[sims]=$((${cpu[sims]:-0} + s1 - s0))
+    p0=$(cpu_ticks "$PG_PM") t0=$(now)
+    psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" -c "BEGIN" \
+        -c "SELECT set_config('onceiot.call', '$CALL_JSON', true)" \
+        -c "\\copy sims.sims (id, organization_id, iccid, label, imei) FROM '$WORK/fair$i.sims'" \
+        -c "\\copy sims.sim_events (sim_id, organization_id, iccid, event_type, event_category, description, triggered_by) FROM '$WORK/fair$i.events'" \
+        -c "COMMIT" >/dev/null
+    t1=$(now) p1=$(cpu_ticks "$PG_PM")
+    wall[fair]+="$t0 $t1 " cpu[fair]=$((${cpu[fair]:-0} + p1 - p0))
+    p0=$(cpu_ticks "$PG_PM") t0=$(now)
     psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" \
-        -c "COPY sims.sims (organization_id, iccid, label, imei) FROM STDIN"
-end_copy=$(date +%s.%N)
-awk -v n="$imported" -v a="$start" -v b="$end" -v c="$start_copy" -v d="$end_copy" 'BEGIN {
-    api = n / (b - a); copy = 50000 / (d - c)
-    printf "ImportSims: %d rows in %.2f s = %.0f rows/s (each with its sim_created event)\n", n, b - a, api
-    printf "COPY:       50000 rows in %.2f s = %.0f rows/s\n", d - c, copy
-    printf "ratio: %.2f (target >= 0.6)\n", api / copy }'
+        -c "\\copy sims.sims (organization_id, iccid, label, imei) FROM '$WORK/bare$i.sims'"
+    t1=$(now) p1=$(cpu_ticks "$PG_PM")
+    wall[bare]+="$t0 $t1 " cpu[bare]=$((${cpu[bare]:-0} + p1 - p0))
+done
+for t in "${AUTOVAC_TABLES[@]}"; do
+    psql -q -v ON_ERROR_STOP=1 "$BENCH_URL" -c "ALTER TABLE $t RESET (autovacuum_enabled)"
+done
+# Every side stored its 50000 SIMs (and the two first their events).
+read -r imported fair bare events < <(psql -tA -F ' ' "$BENCH_URL" -c "SELECT
+    count(*) FILTER (WHERE iccid BETWEEN '8988' || lpad('$first', 15, '0')
+                                     AND '8988' || lpad('$((first + 49999))', 15, '0')),
+    count(*) FILTER (WHERE iccid BETWEEN '8988' || lpad('$((first + 100000))', 15, '0')
+                                     AND '8988' || lpad('$((first + 149999))', 15, '0')),
+    count(*) FILTER (WHERE iccid BETWEEN '8988' || lpad('$((first + 200000))', 15, '0')
+                                     AND '8988' || lpad('$((first + 249999))', 15, '0')),
+    (SELECT count(*) FROM sims.sim_events WHERE event_type = 'sim_created'
+        AND iccid >= '8988' || lpad('$first', 15, '0'))
+    FROM sims.sims WHERE iccid >= '8988' || lpad('$first', 15, '0')")
+[[ "$imported $fair $bare $events" == "50000 50000 50000 100000" ]] ||
+    die "stored: ImportSims $imported, fair COPY $fair, bare COPY $bare of 50000 SIMs, $events of 100000 events"
+# side: rows/s over its five batches (their wall-clock sum), CPU ms per 10k rows.
+for side in import fair bare; do
+    awk -v side="$side" -v w="${wall[$side]}" -v c="${cpu[$side]}" -v ms="$TICK_MS" 'BEGIN {
+        n = split(w, t, " "); s = 0; for (k = 1; k < n; k += 2) s += t[k + 1] - t[k]
+        printf "%s %.0f %.0f %.3f\n", side, 50000 / s, c * ms / 5, s }'
+done >"$WORK/import.res"
+awk -v sims=$((cpu[sims] * TICK_MS / 5)) '{ rps[$1] = $2; cpu[$1] = $3; s[$1] = $4 } END {
+    printf "ImportSims:            50000 rows in %.2f s = %6.0f rows/s, CPU %4.0f ms per 10k rows (PostgreSQL %.0f + onceiot-sims %.0f)\n", s["import"], rps["import"], cpu["import"], cpu["import"] - sims, sims
+    printf "COPY SIMs + events:    50000 rows in %.2f s = %6.0f rows/s, CPU %4.0f ms per 10k rows (PostgreSQL), call set (audited)\n", s["fair"], rps["fair"], cpu["fair"]
+    printf "COPY SIMs only (bare): 50000 rows in %.2f s = %6.0f rows/s, CPU %4.0f ms per 10k rows (PostgreSQL)\n", s["bare"], rps["bare"], cpu["bare"]
+    printf "ratio ImportSims / COPY SIMs + events: %.2f (target >= 0.6); / bare COPY: %.2f\n", rps["import"] / rps["fair"], rps["import"] / rps["bare"]
+}' "$WORK/import.res"

@@ -38,7 +38,7 @@
 
 #include <stdint.h>
 
-#define AUDIT_N_MIGRATIONS 4
+#define AUDIT_N_MIGRATIONS 5
 #define AUDIT_KEEP_MONTHS  84
 #define AUDIT_SUMMARY_MAX  1000 /* characters */
 extern const migrate_embedded_t audit_migrations[AUDIT_N_MIGRATIONS];
