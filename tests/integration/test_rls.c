@@ -40,8 +40,8 @@ static const rls_case_t cases[] = {
      "INSERT INTO users (username, email, password_hash, organization_id)"
      " VALUES ('rls_c', 'c@rls.test', 'x', 2)"},
     {"sims",
-     "INSERT INTO sims (id, organization_id, iccid) OVERRIDING SYSTEM VALUE VALUES"
-     " (1001, 1, '8988303000000000001'), (1002, 2, '8988303000000000002');"
+     "INSERT INTO sims (id, organization_id, iccid, tags) OVERRIDING SYSTEM VALUE VALUES"
+     " (1001, 1, '8988303000000000001', '{a}'), (1002, 2, '8988303000000000002', '{a}');"
      "INSERT INTO sim_quotas (sim_id, quota_type) VALUES (1001, 'data'), (1002, 'data');"
      "INSERT INTO sim_sms (sim_id, organization_id, iccid, direction, message, encoding, segments)"
      " VALUES (1001, 1, '8988303000000000001', 'MT', 'hi', 'GSM7', 1),"
@@ -49,7 +49,7 @@ static const rls_case_t cases[] = {
      "INSERT INTO sim_events (sim_id, organization_id, iccid, event_type, event_category,"
      " triggered_by) VALUES (1001, 1, '8988303000000000001', 'sim_created', 'registry', 'test'),"
      " (1002, 2, '8988303000000000002', 'sim_created', 'registry', 'test')",
-     {"sims", "sim_quotas", "sim_sms", "sim_events", "sim_summaries"},
+     {"sims", "sim_quotas", "sim_sms", "sim_events", "sim_summaries", "sim_tags"},
      "INSERT INTO sims (organization_id, iccid) VALUES (2, '8988303000000000003')"},
     {"usage",
      "INSERT INTO sim_usage (sim_id, organization_id, iccid, \"timestamp\", batch_id) VALUES"
