@@ -1,11 +1,16 @@
--- A tenant's ListSims filtered by a tag, in ICCID order (see docs/schema.md, "sim_tags"):
--- one row per tag of each SIM, kept exact by triggers on sims in the same
--- statement as the change. Under the forced row-level security of sims the
--- GIN index on sims.tags cannot serve "tags @> ARRAY[tag]" (arraycontains is
--- not leakproof, so it must run after the policies, as a filter), and the
--- plain query walked the organization's SIMs in ICCID order filtering each;
+-- A tenant's ListSims filtered by a tag, in ICCID order (see docs/schema.md,
+-- "sim_tags"): one row per tag of each SIM, kept exact by triggers on sims in
+-- the same statement as the change. Under the forced row-level security of
+-- sims the GIN index on sims.tags cannot serve "tags @> ARRAY[tag]"
+-- (arraycontains is not leakproof, so it must run after the policies, as a
+-- filter), and the plain query read the organization's SIMs filtering each;
 -- here a page of 100 is 100 entries of one btree range, in order, each
--- joined to its SIM.
+-- joined to its SIM. The key holds every column a page reads (the policy's
+-- organization too): once vacuumed, a page is an index-only scan, which the
+-- planner prefers to reading all of a large tag's entries and sorting them.
+-- A tenant's list only: a superuser's (every organization) is served as
+-- before, by sims. NULL elements of a tags array (only SQL can write them)
+-- have no entry: no tag filter matches them.
 CREATE TABLE sim_tags (
     organization_id bigint NOT NULL,
     tag             text NOT NULL,
@@ -13,11 +18,6 @@ CREATE TABLE sim_tags (
     sim_id          bigint NOT NULL REFERENCES sims (id) ON DELETE CASCADE,
     PRIMARY KEY (organization_id, tag, iccid) INCLUDE (sim_id)
 );
--- The key holds every column a page reads (the policy's organization too):
--- once vacuumed, a page is an index-only scan of 100 entries, which the
--- planner prefers to reading all of a large tag's entries and sorting them.
--- A tenant's list only: a superuser's (every organization) is served as
--- before, by sims.
 -- The foreign key's cascade finds a SIM's tags.
 CREATE INDEX sim_tags_sim ON sim_tags (sim_id);
 -- Tags are not spread evenly over organizations (a fleet's tag lives in one):
@@ -35,7 +35,7 @@ LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO sim_tags (organization_id, tag, iccid, sim_id)
     SELECT DISTINCT n.organization_id, t.tag, n.iccid, n.id
-      FROM sim_tags_new n, unnest(n.tags) AS t(tag);
+      FROM sim_tags_new n, unnest(n.tags) AS t(tag) WHERE t.tag IS NOT NULL;
     RETURN NULL;
 END;
 $$;
@@ -53,9 +53,10 @@ BEGIN
     DELETE FROM sim_tags
      WHERE sim_id = OLD.id
        AND ((organization_id, iccid) IS DISTINCT FROM (NEW.organization_id, NEW.iccid)
-            OR tag <> ALL (NEW.tags));
+            OR array_position(NEW.tags, tag) IS NULL);
     INSERT INTO sim_tags (organization_id, tag, iccid, sim_id)
     SELECT DISTINCT NEW.organization_id, t, NEW.iccid, NEW.id FROM unnest(NEW.tags) AS t
+     WHERE t IS NOT NULL
     ON CONFLICT DO NOTHING;
     RETURN NULL;
 END;
@@ -79,5 +80,5 @@ CREATE POLICY sim_tags_tenant ON sim_tags
 -- (shared/src/migrate.c), so it reads every organization's SIMs.
 INSERT INTO sim_tags (organization_id, tag, iccid, sim_id)
 SELECT DISTINCT s.organization_id, t.tag, s.iccid, s.id
-  FROM sims s, unnest(s.tags) AS t(tag);
+  FROM sims s, unnest(s.tags) AS t(tag) WHERE t.tag IS NOT NULL;
 ANALYZE sim_tags;

@@ -291,7 +291,8 @@ Test(sims_list_plans, pages_by_tag_are_the_plain_querys_after_every_change)
     expect_same_pages("1", "late", 1000);
 
     /* As the tenant: "rare" removed from 50 SIMs (every 2 000th), added to
-     * 100 others (twice over), another tag added to 10, the labels of all
+     * 100 others (twice over), another tag added to 10 (and a NULL element
+     * and one more tag, removed again: the NULL stays), the labels of all
      * rare SIMs changed (the tags not); 20 rare SIMs deleted. A superuser
      * moves 5 rare SIMs to organization 2. The "late" SIMs are left alone. */
     cr_expect_eq(write_as(1, "UPDATE sims SET tags = array_remove(tags, 'rare')"
@@ -301,6 +302,12 @@ Test(sims_list_plans, pages_by_tag_are_the_plain_querys_after_every_change)
                              " WHERE iccid < '8988304' AND substr(iccid, 8)::int % 1000 = 110"),
                  100);
     cr_expect_eq(write_as(1, "UPDATE sims SET tags = tags || '{new}'"
+                             " WHERE iccid < '8988304' AND substr(iccid, 8)::int % 10000 = 200"),
+                 10);
+    cr_expect_eq(write_as(1, "UPDATE sims SET tags = tags || ARRAY[NULL, 'gone']"
+                             " WHERE iccid < '8988304' AND substr(iccid, 8)::int % 10000 = 200"),
+                 10);
+    cr_expect_eq(write_as(1, "UPDATE sims SET tags = array_remove(tags, 'gone')"
                              " WHERE iccid < '8988304' AND substr(iccid, 8)::int % 10000 = 200"),
                  10);
     cr_expect_eq(write_as(1, "UPDATE sims SET label = 'relabelled' WHERE 'rare' = ANY (tags)"),
@@ -319,15 +326,16 @@ Test(sims_list_plans, pages_by_tag_are_the_plain_querys_after_every_change)
     expect_same_pages("1", "rare", 2035);
     expect_same_pages("2", "rare", 2005);
     expect_same_pages("1", "new", 10);
+    expect_same_pages("1", "gone", 0);
     expect_same_pages("2", "late", 1000);
 
     /* And sim_tags is exactly the SIMs' tags, no more, no less. */
     char *sql = mem_printf(
         "SET search_path = %s; SELECT count(*) FROM ("
-        "(SELECT DISTINCT organization_id, t, iccid, id FROM sims, unnest(tags) AS t"
+        "(SELECT organization_id, t, iccid, id FROM sims, unnest(tags) t WHERE t IS NOT NULL"
         " EXCEPT SELECT organization_id, tag, iccid, sim_id FROM sim_tags) UNION ALL"
-        "(SELECT organization_id, tag, iccid, sim_id FROM sim_tags"
-        " EXCEPT SELECT DISTINCT organization_id, t, iccid, id FROM sims, unnest(tags) AS t)) d",
+        "(SELECT organization_id, tag, iccid, sim_id FROM sim_tags EXCEPT"
+        " SELECT organization_id, t, iccid, id FROM sims, unnest(tags) t WHERE t IS NOT NULL)) d",
         schema);
     PGresult *res = pgh_sql(sql);
     cr_expect_str_eq(PQgetvalue(res, 0, 0), "0", "sim_tags differs from the SIMs' tags");
