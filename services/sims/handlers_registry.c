@@ -29,6 +29,15 @@ int sims_get_sim(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage
 static const db_stmt_t list_by_iccid = {"sims_list_iccid", SIMS_LIST_BY_ICCID, 12};
 static const db_stmt_t list_by_activation = {"sims_list_activation", SIMS_LIST_BY_ACTIVATION, 12};
 static const db_stmt_t list_by_label = {"sims_list_label", SIMS_LIST_BY_LABEL, 12};
+static const db_stmt_t list_by_tag = {"sims_list_tag", SIMS_LIST_BY_TAG, 12};
+
+/* True when r is a tenant's (cx->org set) and filters by a tag and nothing
+ * else: SIMS_LIST_BY_TAG serves it (sims_sql.h). */
+static bool sims__tag_only(const sims_ctx_t *cx, const Onceiot__Sims__V1__ListSimsRequest *r)
+{
+    return cx->org && *r->tag && !r->status && !*r->label_contains && !*r->imei && !*r->msisdn &&
+           !*r->ip_address && !*r->iccid_prefix && !r->customer_org_id;
+}
 
 int sims_list_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
@@ -46,7 +55,8 @@ int sims_list_sims(rpc_call_t *call, const ProtobufCMessage *req, ProtobufCMessa
         r->order_by == ONCEIOT__SIMS__V1__SIM_ORDER_BY__SIM_ORDER_BY_LABEL ? &list_by_label
         : r->order_by == ONCEIOT__SIMS__V1__SIM_ORDER_BY__SIM_ORDER_BY_ACTIVATION_DATE
             ? &list_by_activation
-            : &list_by_iccid;
+        : sims__tag_only(&cx, r) ? &list_by_tag
+                                 : &list_by_iccid;
     if (r->order_by < 0 || r->order_by > ONCEIOT__SIMS__V1__SIM_ORDER_BY__SIM_ORDER_BY_LABEL)
         rpc_violation(call, "order_by", "unknown order %d", (int)r->order_by);
     sims_valid_imei(call, "imei", r->imei);

@@ -47,6 +47,26 @@
     " AND ($12::text IS NULL OR s.iccid > $11::text)" /* key and iccid are one here */             \
     " ORDER BY s.iccid LIMIT $10"
 
+/* A tenant's ListSims ($1 not NULL) filtered by a tag and nothing else, in
+ * ICCID order: the page's entries of sim_tags (schema/sims/0007_sim_tags.sql)
+ * in (organization, tag, ICCID) order, then their SIMs, so a page reads as
+ * many entries as it returns. The filter on sims.tags above cannot use its
+ * GIN index under row-level security (arraycontains is not leakproof), and
+ * in a join the planner multiplies the estimates of both tables' policies
+ * and the tag filter, expects fewer rows than the page and sorts all the
+ * tag's SIMs: the LIMIT inside makes the walk in order explicit.
+ * SIMS_LIST_WHERE only rechecks the SIMs (it names every parameter, as the
+ * others); with another filter set it would make pages short, so the
+ * service uses this statement only without one. */
+#define SIMS_LIST_BY_TAG                                                                           \
+    "SELECT " SIMS_SIM_COLUMNS ", s.iccid AS sort_key"                                             \
+    " FROM (SELECT t.sim_id, t.iccid FROM sim_tags t"                                              \
+    " WHERE t.organization_id = $1::bigint AND t.tag = $4::text"                                   \
+    " AND ($12::text IS NULL OR t.iccid > $11::text)"                                              \
+    " ORDER BY t.iccid LIMIT $10) t"                                                               \
+    " JOIN sim_summaries s ON s.id = t.sim_id WHERE " SIMS_LIST_WHERE                              \
+    " ORDER BY t.iccid LIMIT $10"
+
 #define SIMS_ACTIVATION_KEY "coalesce(s.activation_date, 'infinity'::timestamptz)"
 #define SIMS_LIST_BY_ACTIVATION                                                                    \
     "SELECT " SIMS_SIM_COLUMNS ", " SIMS_ACTIVATION_KEY "::text AS sort_key"                       \

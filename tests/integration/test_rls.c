@@ -40,8 +40,8 @@ static const rls_case_t cases[] = {
      "INSERT INTO users (username, email, password_hash, organization_id)"
      " VALUES ('rls_c', 'c@rls.test', 'x', 2)"},
     {"sims",
-     "INSERT INTO sims (id, organization_id, iccid) OVERRIDING SYSTEM VALUE VALUES"
-     " (1001, 1, '8988303000000000001'), (1002, 2, '8988303000000000002');"
+     "INSERT INTO sims (id, organization_id, iccid, tags) OVERRIDING SYSTEM VALUE VALUES"
+     " (1001, 1, '8988303000000000001', '{a}'), (1002, 2, '8988303000000000002', '{a}');"
      "INSERT INTO sim_quotas (sim_id, quota_type) VALUES (1001, 'data'), (1002, 'data');"
      "INSERT INTO sim_sms (sim_id, organization_id, iccid, direction, message, encoding, segments)"
      " VALUES (1001, 1, '8988303000000000001', 'MT', 'hi', 'GSM7', 1),"
@@ -49,7 +49,7 @@ static const rls_case_t cases[] = {
      "INSERT INTO sim_events (sim_id, organization_id, iccid, event_type, event_category,"
      " triggered_by) VALUES (1001, 1, '8988303000000000001', 'sim_created', 'registry', 'test'),"
      " (1002, 2, '8988303000000000002', 'sim_created', 'registry', 'test')",
-     {"sims", "sim_quotas", "sim_sms", "sim_events", "sim_summaries"},
+     {"sims", "sim_quotas", "sim_sms", "sim_events", "sim_summaries", "sim_tags"},
      "INSERT INTO sims (organization_id, iccid) VALUES (2, '8988303000000000003')"},
     {"usage",
      "INSERT INTO sim_usage (sim_id, organization_id, iccid, \"timestamp\", batch_id) VALUES"
@@ -129,20 +129,8 @@ static db_pool_t *rls_setup(const rls_case_t *k, char **role, char **schema)
 {
     *role = pgh_fresh_role("rls");
     char *prefix = mem_printf("rls_%s", k->service);
-    *schema = pgh_unique_name(prefix);
+    *schema = pgh_service_schema(*role, prefix);
     mem_free(prefix);
-    char *sql = mem_printf(
-        "SET client_min_messages = warning;"
-        "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;"
-        "CREATE SCHEMA IF NOT EXISTS partman;"
-        "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;"
-        "GRANT ALL ON SCHEMA partman TO %1$s; GRANT ALL ON ALL TABLES IN SCHEMA partman TO %1$s;"
-        "GRANT ALL ON ALL SEQUENCES IN SCHEMA partman TO %1$s;"
-        "GRANT EXECUTE ON ALL ROUTINES IN SCHEMA partman TO %1$s;"
-        "CREATE SCHEMA %2$s AUTHORIZATION %1$s",
-        *role, *schema);
-    PQclear(pgh_sql(sql));
-    mem_free(sql);
 
     char *url = pgh_url_as(*role);
     char *src = ph_source_path("schema");
@@ -157,7 +145,7 @@ static db_pool_t *rls_setup(const rls_case_t *k, char **role, char **schema)
     mem_free(src);
     mem_free(dir);
 
-    sql = mem_printf("SET search_path = %s, public; %s", *schema, k->seed);
+    char *sql = mem_printf("SET search_path = %s, public; %s", *schema, k->seed);
     PQclear(pgh_sql(sql));
     mem_free(sql);
 
@@ -180,14 +168,7 @@ static void rls_teardown(db_pool_t *pool, char *role, char *schema)
         mem_free((char *)stmts[i].sql);
     }
     n_stmts = 0;
-    char *sql =
-        mem_printf("DELETE FROM partman.part_config WHERE parent_table LIKE '%s.%%'", schema);
-    PQclear(pgh_sql(sql));
-    mem_free(sql);
-    pgh_drop_schema(schema);
-    pgh_drop_role(role);
-    mem_free(schema);
-    mem_free(role);
+    pgh_drop_service_schema(schema, role);
 }
 
 ParameterizedTestParameters(rls, a_query_without_its_organization_filter_sees_only_its_own_rows)

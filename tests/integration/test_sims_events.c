@@ -233,7 +233,7 @@ Test(sims_events, a_watcher_sees_events_written_by_another_caller_in_its_organiz
 
 typedef struct plan_case {
     char name[24];
-    char order;         /* 'i' iccid, 'a' activation date, 'l' label */
+    char order;         /* 'i' iccid, 't' iccid with a tag, 'a' activation date, 'l' label */
     char params[9][40]; /* $2..$9 and $1 last; "" is NULL */
 } plan_case_t;
 
@@ -244,7 +244,7 @@ ParameterizedTestParameters(sims_events, every_list_filter_and_order_uses_an_ind
         {"no filter", 'i', {""}},
         {"status", 'i', {"Suspended"}},
         {"label substring", 'i', {"", "ice 0123"}},
-        {"tag", 'i', {"", "", "rare"}},
+        {"tag", 't', {"", "", "rare"}},
         {"imei", 'i', {"", "", "", "350000000012345"}},
         {"msisdn", 'i', {"", "", "", "", "4900012345"}},
         {"ip address", 'i', {"", "", "", "", "", "10.0.48.57"}},
@@ -278,6 +278,7 @@ ParameterizedTest(plan_case_t *c, sims_events, every_list_filter_and_order_uses_
     cr_assert(PQstatus(conn) == CONNECTION_OK);
     const char *sql = c->order == 'a'   ? SIMS_LIST_BY_ACTIVATION
                       : c->order == 'l' ? SIMS_LIST_BY_LABEL
+                      : c->order == 't' ? SIMS_LIST_BY_TAG
                                         : SIMS_LIST_BY_ICCID;
     char *prep = mem_printf("PREPARE q(bigint, text, text, text, text, text, inet, text, bigint, "
                             "bigint, text, text) AS %s",

@@ -125,6 +125,38 @@ char *pgh_fresh_schema(const char *prefix)
     return name;
 }
 
+char *pgh_service_schema(const char *role, const char *prefix)
+{
+    char *name = pgh_unique_name(prefix);
+    char *sql = mem_printf(
+        "SET client_min_messages = warning;"
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;"
+        "CREATE SCHEMA IF NOT EXISTS partman;"
+        "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;"
+        "GRANT ALL ON SCHEMA partman TO %1$s; GRANT ALL ON ALL TABLES IN SCHEMA partman TO %1$s;"
+        "GRANT ALL ON ALL SEQUENCES IN SCHEMA partman TO %1$s;"
+        "GRANT EXECUTE ON ALL ROUTINES IN SCHEMA partman TO %1$s;"
+        "CREATE SCHEMA %2$s AUTHORIZATION %1$s",
+        role, name);
+
+    PQclear(pgh_sql(sql));
+    mem_free(sql);
+    return name;
+}
+
+void pgh_drop_service_schema(char *schema, char *role)
+{
+    char *sql =
+        mem_printf("DELETE FROM partman.part_config WHERE parent_table LIKE '%s.%%'", schema);
+
+    PQclear(pgh_sql(sql));
+    mem_free(sql);
+    pgh_drop_schema(schema);
+    pgh_drop_role(role);
+    mem_free(schema);
+    mem_free(role);
+}
+
 char *pgh_fresh_role(const char *prefix)
 {
     char *name = pgh_unique_name(prefix);

@@ -28,6 +28,14 @@ char *pgh_explain_execute(PGconn *conn, const char *name, const char *const *val
 char *pgh_unique_name(const char *prefix);
 /* Creates a new schema, owned by the superuser, and returns its name. */
 char *pgh_fresh_schema(const char *prefix);
+/* Creates a new schema owned by role, for migrations applied as that role
+ * (a service role, bound by row-level security), and returns its name: first
+ * the extensions the sims migrations need, pg_trgm (schema public) and
+ * pg_partman (schema partman), role granted what partman's functions use. */
+char *pgh_service_schema(const char *role, const char *prefix);
+/* Drops a schema made by pgh_service_schema, partman's records of its
+ * tables and then role, and frees both names. */
+void pgh_drop_service_schema(char *schema, char *role);
 /* Creates a new LOGIN role (no superuser, no CREATEDB) whose password is its
  * name, and returns its name. */
 char *pgh_fresh_role(const char *prefix);
