@@ -50,7 +50,7 @@ static const db_stmt_t lock_conn_sims = {
     "'epoch'::timestamptz + u.at * interval '1 microsecond')"
 static const db_stmt_t update_conn_sims = {
     "sims_update_conn_sims",
-    "UPDATE sims s SET connectivity_seq = u.seq, "
+    "UPDATE sims s SET connectivity_seq = u.seq, updated_at = now(), "
     "current_rat = CASE WHEN " SIMS_NET_NEWER " THEN u.rat ELSE s.current_rat END, "
     "current_country = CASE WHEN " SIMS_NET_NEWER " THEN u.country ELSE s.current_country END, "
     "current_operator = CASE WHEN " SIMS_NET_NEWER " THEN u.operator ELSE s.current_operator END, "

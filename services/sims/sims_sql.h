@@ -104,7 +104,7 @@
 #define SIMS_CONSUME_ALL                                                                           \
     "WITH u AS (SELECT * FROM unnest((SELECT $1::bigint[]), (SELECT $2::text[]), "                 \
     "(SELECT $3::bigint[])) WITH ORDINALITY AS u(sim_id, quota_type, n, ord)), "                   \
-    "c AS (UPDATE sim_quotas q SET used_volume = q.used_volume + u.n FROM u "                      \
+    "c AS (UPDATE sim_quotas q SET used_volume = q.used_volume + u.n, updated_at = now() FROM u "  \
     "WHERE u.n > 0 AND q.sim_id = u.sim_id AND q.quota_type = u.quota_type "                       \
     "RETURNING u.ord, " SIMS_CONSUMED_COLUMNS ") "                                                 \
     "SELECT * FROM c UNION ALL SELECT u.ord, " SIMS_CONSUMED_COLUMNS " FROM u JOIN sim_quotas q "  \
@@ -114,7 +114,7 @@
  * now. */
 #define SIMS_RELOAD_ALL                                                                            \
     "UPDATE sim_quotas q SET volume = q.volume + q.auto_reload_amount, "                           \
-    "last_volume_added = q.auto_reload_amount "                                                    \
+    "last_volume_added = q.auto_reload_amount, updated_at = now() "                                \
     "FROM unnest((SELECT $1::bigint[]), (SELECT $2::text[])) WITH ORDINALITY "                     \
     "AS u(sim_id, quota_type, ord) "                                                               \
     "WHERE q.sim_id = u.sim_id AND q.quota_type = u.quota_type "                                   \

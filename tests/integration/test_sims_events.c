@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 TestSuite(sims_events, .init = sims_h_start, .fini = sims_h_stop, .timeout = 180);
 
@@ -456,7 +457,7 @@ static size_t conn_events(const char *iccid)
     return r->n_events;
 }
 
-static const char *current_rat(const char *iccid)
+static Onceiot__Sims__V1__Sim *get_sim(const char *iccid)
 {
     principal_t u = sims_h_user(1);
     Onceiot__Sims__V1__GetSimRequest req = ONCEIOT__SIMS__V1__GET_SIM_REQUEST__INIT;
@@ -466,7 +467,19 @@ static const char *current_rat(const char *iccid)
     cr_assert_eq(sims_h_call("GetSim", &req.base, &onceiot__sims__v1__sim__descriptor, &u, NULL,
                              (ProtobufCMessage **)&s, &st),
                  0, "%s", st.message);
-    return s->current_rat;
+    return s;
+}
+
+static const char *current_rat(const char *iccid)
+{
+    return get_sim(iccid)->current_rat;
+}
+
+static int64_t sim_updated_us(const char *iccid)
+{
+    const Google__Protobuf__Timestamp *t = get_sim(iccid)->updated_at;
+    cr_assert_not_null(t);
+    return t->seconds * 1000000 + t->nanos / 1000;
 }
 
 Test(sims_events, apply_connectivity_records_each_transition_once_and_refuses_whole_batches)
@@ -478,6 +491,8 @@ Test(sims_events, apply_connectivity_records_each_transition_once_and_refuses_wh
     Onceiot__Sims__V1__ApplyConnectivityResponse *r;
     rpc_status_t st;
 
+    int64_t created = sim_updated_us(a);
+    usleep(2000);
     /* Given out of ICCID order: b's one transition, a's two and network. */
     Onceiot__Sims__V1__ConnectivityItem *first[] = {conn_item(b, 1, 1, 0, NULL),
                                                     conn_item(a, 1, 2, 1700000100, "5G")};
@@ -488,6 +503,7 @@ Test(sims_events, apply_connectivity_records_each_transition_once_and_refuses_wh
     cr_assert_eq(conn_events(b), 1);
     cr_assert_str_eq(current_rat(a), "5G");
     cr_assert_str_eq(current_rat(b), "");
+    cr_assert_gt(sim_updated_us(a), created, "the batch's UPDATE moves updated_at");
 
     /* A replay changes nothing and answers as the first time. */
     cr_assert_eq(apply_conn("conn-1", first, 2, &r, &st), 0, "%s", st.message);

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 TestSuite(sims_quota, .init = sims_h_start, .fini = sims_h_stop, .timeout = 180);
 
@@ -147,6 +148,22 @@ Test(sims_quota, quota_policy_is_validated_and_moves_the_threshold)
     cr_assert_eq(q->auto_reload_amount, 250);
 }
 
+/* Sets the data quota's threshold and auto-reload by amount. */
+static void set_auto_reload(const principal_t *who, const char *iccid, int pct, int64_t amount)
+{
+    Onceiot__Sims__V1__SetQuotaPolicyRequest pol =
+        ONCEIOT__SIMS__V1__SET_QUOTA_POLICY_REQUEST__INIT;
+    pol.iccid = (char *)iccid;
+    pol.quota_type = DATA;
+    pol.threshold_percentage = pct;
+    pol.auto_reload = true;
+    pol.auto_reload_amount = amount;
+    ProtobufCMessage *resp;
+    rpc_status_t st;
+    cr_assert_eq(sims_h_call("SetQuotaPolicy", &pol.base, QUOTA, who, NULL, &resp, &st), 0, "%s",
+                 st.message);
+}
+
 Test(sims_quota, usage_records_threshold_depletion_and_auto_reload_events)
 {
     principal_t u = sims_h_user(1);
@@ -166,15 +183,8 @@ Test(sims_quota, usage_records_threshold_depletion_and_auto_reload_events)
     cr_assert_eq(count_events(&u, iccid, "quota_threshold_reached"), 1);
     cr_assert_eq(count_events(&u, iccid, "quota_depleted"), 1);
 
-    Onceiot__Sims__V1__SetQuotaPolicyRequest pol =
-        ONCEIOT__SIMS__V1__SET_QUOTA_POLICY_REQUEST__INIT;
-    pol.iccid = (char *)iccid;
-    pol.quota_type = DATA;
-    pol.threshold_percentage = 80;
-    pol.auto_reload = true;
-    pol.auto_reload_amount = 1000;
+    set_auto_reload(&u, iccid, 80, 1000);
     ProtobufCMessage *resp;
-    cr_assert_eq(sims_h_call("SetQuotaPolicy", &pol.base, QUOTA, &u, NULL, &resp, &st), 0);
     Onceiot__Sims__V1__TopUpQuotaRequest top = ONCEIOT__SIMS__V1__TOP_UP_QUOTA_REQUEST__INIT;
     top.iccid = (char *)iccid;
     top.quota_type = DATA;
@@ -624,4 +634,50 @@ Test(sims_quota, concurrent_batches_over_the_same_sims_in_any_order_never_deadlo
         cr_assert_eq(get_quota(&u, iccids[k], DATA, &q, &st), 0, "%s", st.message);
         cr_assert_eq(q->used_volume, THREADS * ROUNDS, "SIM %d: every batch applied once", k);
     }
+}
+
+static int64_t quota_updated_us(const principal_t *who, const char *iccid)
+{
+    Onceiot__Sims__V1__Quota *q;
+    rpc_status_t st;
+    cr_assert_eq(get_quota(who, iccid, DATA, &q, &st), 0, "%s", st.message);
+    cr_assert_not_null(q->updated_at);
+    return q->updated_at->seconds * 1000000 + q->updated_at->nanos / 1000;
+}
+
+/* The bulk statements set updated_at themselves and the trigger covers the
+ * rest (schema 0009): every path that changes a quota moves it. */
+Test(sims_quota, updated_at_moves_with_usage_reloads_top_ups_and_policies)
+{
+    principal_t u = sims_h_user(1);
+    const char *iccid = sims_h_iccid(8);
+    sims_h_create(&u, iccid);
+    int64_t t = quota_updated_us(&u, iccid);
+    Onceiot__Sims__V1__ApplyUsageResponse *r;
+    rpc_status_t st;
+    usleep(2000);
+    cr_assert_eq(apply(&u, NULL, "upd-1", iccid, 10, 0, &r, &st), 0, "%s", st.message);
+    int64_t after_usage = quota_updated_us(&u, iccid);
+    cr_assert_gt(after_usage, t, "ApplyUsage's UPDATE");
+
+    usleep(2000);
+    set_auto_reload(&u, iccid, 90, 500);
+    ProtobufCMessage *resp;
+    int64_t after_policy = quota_updated_us(&u, iccid);
+    cr_assert_gt(after_policy, after_usage, "the trigger, for a statement that leaves it");
+
+    usleep(2000);
+    cr_assert_eq(apply(&u, NULL, "upd-2", iccid, 990, 0, &r, &st), 0, "%s", st.message);
+    cr_assert_eq(r->outcomes[0]->data_remaining, 500, "depleted, then reloaded");
+    int64_t after_reload = quota_updated_us(&u, iccid);
+    cr_assert_gt(after_reload, after_policy, "the reload's UPDATE");
+
+    Onceiot__Sims__V1__TopUpQuotaRequest top = ONCEIOT__SIMS__V1__TOP_UP_QUOTA_REQUEST__INIT;
+    top.iccid = (char *)iccid;
+    top.quota_type = DATA;
+    top.volume = 100;
+    usleep(2000);
+    cr_assert_eq(sims_h_call("TopUpQuota", &top.base, QUOTA, &u, NULL, &resp, &st), 0, "%s",
+                 st.message);
+    cr_assert_gt(quota_updated_us(&u, iccid), after_reload, "TopUpQuota");
 }
