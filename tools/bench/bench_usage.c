@@ -8,7 +8,10 @@
  *   3. quota lag: usage commit → sims ApplyUsage, p50/p99, under that load;
  *   4. the fleet daily summary over the 30 days: GetFleetUsage via the
  *      gateway next to the seed's v_daily_usage_summary over the same rows;
- *   5. per-SIM daily usage over 6 months (GetSimUsage DAY) p50/p99.
+ *   5. per-SIM daily usage over 6 months (GetSimUsage DAY) p50/p99;
+ * and the CPU per record of the ingest and its quota dispatch alone (from
+ * the start of 2 to the end of 3): of the processes named in
+ * BENCH_USAGE_PIDS ("name=pid ...") and of the bench database's backends.
  *
  * usage: onceiot-bench-usage GATEWAY_ADDR "Bearer <key>" PG_URL SIMS HOURS BATCH
  * PG_URL is a superuser URL of the bench database (sims and usage schemas). */
@@ -20,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now_s(void)
 {
@@ -40,6 +44,78 @@ static PGresult *sql(PGconn *c, const char *q)
     if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
         die(q, PQerrorMessage(c));
     return r;
+}
+
+/* utime + stime of pid in clock ticks (0 when it is gone). */
+static long cpu_ticks(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the fields after "(comm)" */
+    long utime = 0, stime = 0;
+    if (p &&
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &utime, &stime) != 2)
+        utime = stime = 0;
+    return utime + stime;
+}
+
+enum { CPU_MAX = 64 };
+
+/* CPU ticks of the named processes and of the database's client backends
+ * at one moment. */
+typedef struct cpu_sample {
+    int n, pid[CPU_MAX];
+    char name[CPU_MAX][16]; /* "" for a backend */
+    long ticks[CPU_MAX];
+} cpu_sample_t;
+
+static void cpu_sample(PGconn *c, cpu_sample_t *s)
+{
+    s->n = 0;
+    const char *env = getenv("BENCH_USAGE_PIDS");
+    char name[16];
+    int pid, used;
+    for (const char *p = env ? env : "";
+         s->n < CPU_MAX && sscanf(p, " %15[^=]=%d%n", name, &pid, &used) == 2; p += used, s->n++) {
+        snprintf(s->name[s->n], sizeof(s->name[s->n]), "%s", name);
+        s->pid[s->n] = pid;
+    }
+    PGresult *r = sql(c, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                         "AND backend_type = 'client backend'");
+    for (int i = 0; i < PQntuples(r) && s->n < CPU_MAX; i++, s->n++) {
+        s->name[s->n][0] = '\0';
+        s->pid[s->n] = atoi(PQgetvalue(r, i, 0));
+    }
+    PQclear(r);
+    for (int i = 0; i < s->n; i++)
+        s->ticks[i] = cpu_ticks(s->pid[i]);
+}
+
+/* Prints each named process's CPU and the backends' (this client's own
+ * too: the COPY's) between a and b per record; a backend that appeared
+ * meanwhile counts whole. */
+static void cpu_print(const char *what, const cpu_sample_t *a, const cpu_sample_t *b, long records)
+{
+    double per = 1e6 / (double)sysconf(_SC_CLK_TCK) / (double)records, pg = 0;
+    printf("CPU per record of %s (us):", what);
+    for (int i = 0; i < b->n; i++) {
+        long before = 0;
+        for (int k = 0; k < a->n; k++)
+            if (a->pid[k] == b->pid[i])
+                before = a->ticks[k];
+        double d = (double)(b->ticks[i] - before) * per;
+        if (b->name[i][0])
+            printf(" %s %.1f,", b->name[i], d);
+        else
+            pg += d;
+    }
+    printf(" postgres %.1f\n", pg);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -302,9 +378,16 @@ int main(int argc, char **argv)
     if (PQstatus(c) != CONNECTION_OK)
         die("database", PQerrorMessage(c));
     double copy_rate;
+    cpu_sample_t t0, t1;
+    cpu_sample(c, &t0);
     bench_copy(c, &g, &copy_rate);
+    cpu_sample(c, &t1);
+    cpu_print("COPY", &t0, &t1, g.sims * g.hours);
+    cpu_sample(c, &t0);
     bench_ingest(gw, argv[2], &g, batch, copy_rate);
     bench_lag(c);
+    cpu_sample(c, &t1);
+    cpu_print("the ingest and its quota dispatch", &t0, &t1, g.sims * g.hours);
     bench_queries(gw, argv[2], c, &g);
     PQfinish(c);
     rpc_channel_free(gw);

@@ -12,9 +12,10 @@
 #   3. the fleet daily summary (GetFleetUsage) next to the seed's
 #      v_daily_usage_summary over the same rows;
 #   4. per-SIM daily usage over 6 months (GetSimUsage) p50/p99;
-# then the CPU (utime + stime from /proc) the gateway, usage, sims and the
-# database's backends spent over the whole client run, per record: an upper
-# bound of the ingest's CPU per record (the read phases are in it too).
+# with the CPU (utime + stime from /proc) per record of the COPY and of the
+# ingest with its quota dispatch alone (sims, usage, the gateway and the
+# database's backends: the client samples them around each phase); then the
+# same over the whole client run (the read phases are in it too).
 #
 # usage: BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/postgres tools/bench/usage.sh
 # (a superuser URL; ONCEIOT_TEST_PG_URL is used when BENCH_PG_URL is unset).
@@ -80,7 +81,8 @@ echo "== $N_SIMS SIMs x $HOURS hourly records, batches of $BATCH"
 mapfile -t backends < <(pg_backends "$PG_URL" "$DB")
 declare -A before=()
 for p in "${PIDS[@]}" "${backends[@]}"; do before[$p]="$(cpu_ticks "$p")"; done
-"$CLIENT" "127.0.0.1:$GW_PORT" "Bearer $ADMIN_KEY" "$BENCH_URL" "$N_SIMS" "$HOURS" "$BATCH"
+BENCH_USAGE_PIDS="sims=${PIDS[0]} usage=${PIDS[2]} gateway=${PIDS[3]}" \
+    "$CLIENT" "127.0.0.1:$GW_PORT" "Bearer $ADMIN_KEY" "$BENCH_URL" "$N_SIMS" "$HOURS" "$BATCH"
 mapfile -t backends < <(pg_backends "$PG_URL" "$DB") # a backend opened meanwhile counts whole
 names=(sims identity usage gateway)
 pg=0
