@@ -2,7 +2,7 @@
  * connectivity_lost / connectivity_restored events, and the latest network
  * becomes the SIM's current_rat, current_country and current_operator.
  *
- * One batch is one transaction of four statements, whatever its size: the
+ * One batch is one transaction of five statements, whatever its size: the
  * batch id is claimed first (a replay finds it and changes nothing), then
  * all its SIMs are locked at once in ICCID order (so concurrent batches
  * never deadlock) and, in C, each SIM's transitions are taken in seq order
