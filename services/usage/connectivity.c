@@ -259,22 +259,6 @@ static void conn__cols_values(arena_t *a, const conn_cols_t *c, size_t n, db_val
                      : db_value_text_array(a, c->text[k], n);
 }
 
-/* n booleans as a text-format bool[] ("{t,f}"). */
-static db_value_t conn__bools(arena_t *a, const bool *v, size_t n)
-{
-    char *s = arena_alloc(a, 2 * n + 3);
-    size_t at = 0;
-    s[at++] = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            s[at++] = ',';
-        s[at++] = v[i] ? 't' : 'f';
-    }
-    s[at++] = '}';
-    s[at] = '\0';
-    return db_value_text(s);
-}
-
 static Onceiot__Sims__V1__ConnectivityTransition *
 conn__transition(arena_t *a, int64_t seq, const Onceiot__Usage__V1__ConnectivitySample *s,
                  int64_t us)
@@ -484,7 +468,7 @@ static int conn__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
         size_t k = plan.n_state;
         db_value_t up[4 + C_NCOLS + 1] = {
             db_value_int8_array(scratch, plan.sim, NULL, k),
-            conn__bools(scratch, plan.connected, k),
+            db_value_bool_array(scratch, plan.connected, k),
             db_value_int8_array(scratch, plan.since_us, plan.since_null, k),
             db_value_int8_array(scratch, plan.last_us, NULL, k)};
         conn__cols_values(scratch, &plan.cols, k, up + 4);
@@ -496,7 +480,7 @@ static int conn__ingest_one(usage_ctx_t *cx, arena_t *scratch, arena_t *out_a,
                                        db_value_int8_array(scratch, num[S_TS], NULL, n),
                                        db_value_int8_array(scratch, num[S_ORG], NULL, n),
                                        db_value_text_array(scratch, iccid, n),
-                                       conn__bools(scratch, connected, n)};
+                                       db_value_bool_array(scratch, connected, n)};
     conn__cols_values(scratch, &cols, n, ins + 5);
     ins[5 + C_NCOLS] = db_value_text(b->batch_id);
     if ((rc = conn__insert_samples(conn, ins)) < 0)

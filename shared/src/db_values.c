@@ -148,7 +148,7 @@ const char *db_int_array(arena_t *a, const int64_t *v, size_t n)
 
 /* ---- binary parameters (array_recv's format) ---- */
 
-enum { DB__OID_INT8 = 20, DB__OID_TEXT = 25 };
+enum { DB__OID_BOOL = 16, DB__OID_INT8 = 20, DB__OID_TEXT = 25 };
 
 static void db__be32(uint8_t *p, uint32_t v)
 {
@@ -196,6 +196,17 @@ db_value_t db_value_int8_array(arena_t *a, const int64_t *v, const bool *null, s
         db__be32(buf + at + 4, (uint32_t)(x >> 32));
         db__be32(buf + at + 8, (uint32_t)x);
         at += 12;
+    }
+    return (db_value_t){.data = (const char *)buf, .len = (int)at, .binary = true};
+}
+
+db_value_t db_value_bool_array(arena_t *a, const bool *v, size_t n)
+{
+    uint8_t *buf = arena_alloc(a, 20 + n * 5);
+    size_t at = db__array_header(buf, n, false, DB__OID_BOOL);
+    for (size_t i = 0; i < n; i++, at += 5) {
+        db__be32(buf + at, 1);
+        buf[at + 4] = v[i] ? 1 : 0;
     }
     return (db_value_t){.data = (const char *)buf, .len = (int)at, .binary = true};
 }

@@ -130,3 +130,20 @@ Test(db_values, binary_int8_array_carries_nulls_where_the_mask_says)
     }
     PQclear(res);
 }
+
+Test(db_values, binary_bool_array_round_trips)
+{
+    const bool bools[] = {true, false, false, true};
+    db_value_t v[] = {db_value_bool_array(a, bools, 4)};
+    static const db_stmt_t echo_bools = {"test_db_echo_bools",
+                                         "SELECT u.b FROM unnest($1::bool[]) WITH ORDINALITY "
+                                         "AS u(b, ord) ORDER BY u.ord",
+                                         1};
+    PGresult *res = NULL;
+    cr_assert_eq(db_exec_values(c, &echo_bools, v, &res), 4, "%s", db_errmsg(c));
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(db_get_bool(res, i, "b"), bools[i], "row %d", i);
+    PQclear(res);
+    db_value_t e[] = {db_value_bool_array(a, NULL, 0)};
+    cr_assert_eq(db_exec_values(c, &echo_bools, e, NULL), 0, "%s", db_errmsg(c));
+}

@@ -157,6 +157,8 @@ db_value_t db_value_text(const char *s);
 /* n integers as a binary int8[] (bigint[]); entry i is SQL NULL where
  * null[i] is true (null may be NULL: none are). */
 db_value_t db_value_int8_array(arena_t *a, const int64_t *v, const bool *null, size_t n);
+/* n booleans as a binary bool[]. */
+db_value_t db_value_bool_array(arena_t *a, const bool *v, size_t n);
 /* n strings as a binary text[]; NULL entries are SQL NULL. */
 db_value_t db_value_text_array(arena_t *a, const char *const *v, size_t n);
 /* db_exec with such parameters (at most DB_MAX_VALUES). */
