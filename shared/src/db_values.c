@@ -114,38 +114,6 @@ const char *db_text_array(arena_t *a, const char *const *v, size_t n)
     return out;
 }
 
-/* Writes v in decimal at p; returns the end. */
-static char *db__i64(char *p, int64_t v)
-{
-    char digits[20];
-    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + m % 10);
-        m /= 10;
-    } while (m);
-    if (v < 0)
-        *p++ = '-';
-    while (n)
-        *p++ = digits[--n];
-    return p;
-}
-
-const char *db_int_array(arena_t *a, const int64_t *v, size_t n)
-{
-    /* At most 20 characters a number ("-9223372036854775808") and a comma. */
-    char *out = arena_alloc(a, 3 + 21 * n), *p = out;
-    *p++ = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            *p++ = ',';
-        p = db__i64(p, v[i]);
-    }
-    *p++ = '}';
-    *p = 0;
-    return out;
-}
-
 /* ---- binary parameters (array_recv's format) ---- */
 
 enum { DB__OID_BOOL = 16, DB__OID_INT8 = 20, DB__OID_TEXT = 25 };

@@ -235,28 +235,6 @@ Test(db, parameters_with_quotes_unicode_and_nulls_round_trip)
     db_pool_release(pool, c);
 }
 
-Test(db, int_arrays_round_trip_through_postgresql)
-{
-    static const db_stmt_t sum = {"test_int_array",
-                                  "SELECT count(*) AS n, string_agg(v::text, ' ' ORDER BY o) AS vs "
-                                  "FROM unnest($1::bigint[]) WITH ORDINALITY AS u(v, o)",
-                                  1};
-    const int64_t v[] = {0, 7, -1, 1234567890123, INT64_MAX, INT64_MIN};
-    arena_t *a = arena_new();
-    cr_assert_str_eq(db_int_array(a, v, 0), "{}");
-    cr_assert_str_eq(db_int_array(a, v, 3), "{0,7,-1}");
-    db_conn_t *c = acquire(pool);
-    const char *params[] = {db_int_array(a, v, 6)};
-    PGresult *res = NULL;
-    cr_assert_eq(db_exec(c, &sum, params, &res), 1, "%s", db_errmsg(c));
-    cr_assert_eq(db_get_int(res, 0, "n", 0), 6);
-    cr_assert_str_eq(db_get(res, 0, "vs"),
-                     "0 7 -1 1234567890123 9223372036854775807 -9223372036854775808");
-    PQclear(res);
-    db_pool_release(pool, c);
-    arena_free(a);
-}
-
 Test(db, exec_returns_rows_returned_or_affected)
 {
     static const db_stmt_t bump = {"test_db_bump", "UPDATE items SET qty = qty + 1", 0};

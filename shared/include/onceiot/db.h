@@ -135,11 +135,6 @@ PGconn *db_pgconn(db_conn_t *conn);
  * SQL NULL. Batches travel as one array per column, not one row per
  * statement. */
 const char *db_text_array(arena_t *a, const char *const *v, size_t n);
-/* The same for n integers ("{1,-2,3}"), written without printf: a batch's
- * numeric columns cost a few nanoseconds a value to build, and PostgreSQL
- * parses int8 much faster than timestamps or dates (so times travel as
- * epoch microseconds, days as day numbers). */
-const char *db_int_array(arena_t *a, const int64_t *v, size_t n);
 
 /* A statement's parameter as text or in PostgreSQL's binary format. Binary
  * arrays spare the server array_in's parsing, which costs a bulk upsert of
