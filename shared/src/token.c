@@ -483,7 +483,7 @@ int token_verify(const token_key_t *keys, size_t n_keys, const char *token, int6
         *why = "the token's claims are malformed";
         return ERR_UNAUTHENTICATED;
     }
-    if (out->issued_at_ms / 1000 > now) {
+    if (out->issued_at_ms / 1000 > now + TOKEN_CLOCK_SKEW_S) {
         *why = "the token is not valid yet";
         return ERR_UNAUTHENTICATED;
     }

@@ -39,9 +39,17 @@ void token_kid(const uint8_t public_key[32], char kid[40]);
  * secret key (libsodium's 64-byte form). Returns the token in the arena. */
 char *token_sign(const uint8_t secret_key[64], const token_claims_t *claims, arena_t *a);
 
+/* How far a token's iat may lie ahead of the verifier's clock. identity
+ * stamps iat with PostgreSQL's clock, the gateway checks it with its own
+ * (time(), which on Linux reads the coarse clock and trails
+ * clock_gettime by up to a tick); without a leeway a token can be refused as
+ * "not valid yet" the instant it is issued. */
+#define TOKEN_CLOCK_SKEW_S 30
+
 /* Verifies a token against the published keys at unix time now: the format,
- * the footer's kid among keys, the signature, and iat <= now < exp. Returns 0
- * with *out filled, or ERR_UNAUTHENTICATED with *why set. */
+ * the footer's kid among keys, the signature, and
+ * iat <= now + TOKEN_CLOCK_SKEW_S, now < exp. Returns 0 with *out filled, or
+ * ERR_UNAUTHENTICATED with *why set. */
 int token_verify(const token_key_t *keys, size_t n_keys, const char *token, int64_t now,
                  token_claims_t *out, const char **why) ONCEIOT_MUSTCHECK;
 
