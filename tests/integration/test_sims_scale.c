@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SIMS          "/onceiot.sims.v1.SimService/"
 #define N_REPLICAS    4
@@ -263,12 +264,24 @@ Test(sims_scale, calls_spread_survive_a_kill_and_reach_a_new_replica, .timeout =
                      killed_after);
     /* A call answered by the replica killed may be missing from its log (or
      * served there and again on another): count the later phases from
-     * what the logs hold now, once the survivors have logged theirs. */
-    int64_t settle = now_ms() + 10000;
-    do
+     * what the logs hold now, once the survivors have logged theirs. A
+     * line is written just after its answer left, so the sum can still grow
+     * once it has reached the bound: it must also hold still for 300 ms. */
+    int64_t settle = now_ms() + 10000, still_since = now_ms();
+    long base = -1;
+    for (;;) {
         served(c2);
-    while (c2[0] + c2[1] + c2[2] < 1500 - N_STREAMS && now_ms() < settle);
-    long base = c2[0] + c2[1] + c2[2];
+        long sum = c2[0] + c2[1] + c2[2];
+        if (sum != base) {
+            base = sum;
+            still_since = now_ms();
+        } else if (sum >= 1500 - N_STREAMS && now_ms() - still_since >= 300) {
+            break;
+        }
+        if (now_ms() >= settle)
+            break;
+        usleep(20000);
+    }
 
     /* Its share moved to the two others. */
     calls(&g, 400);
