@@ -65,7 +65,12 @@ grpc_channel *rpc_channel_create(const char *target, const rpc_channel_cfg_t *cf
     grpc_arg args[7] = {
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = max}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = max}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_RETRIES, {.integer = cfg->n_retry_methods > 0}},
+        /* On for every channel, with a retry policy only for the methods
+         * listed: a call core knows the server never saw (sent as a GOAWAY
+         * of connection age arrived, or refused past the GOAWAY's last
+         * stream) is then sent again on another connection, whatever the
+         * method; off, it failed UNAVAILABLE "GOAWAY received". */
+        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_RETRIES, {.integer = 1}},
         {GRPC_ARG_STRING, GRPC_ARG_SERVICE_CONFIG, {.string = sc}},
         {GRPC_ARG_INTEGER,
          GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS,

@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -522,6 +523,76 @@ Test(gateway, upstream_killed_mid_stream_gives_unavailable)
     cr_assert_eq(rpc_stream_finish(s, &stt), ERR_UNAVAILABLE, "%s: %s", err_grpc_name(stt.code),
                  stt.message);
     cr_assert_eq(health_of(""), 1);
+}
+
+/* One thread's share of concurrent Echo calls through the gateway. */
+typedef struct echo_loop {
+    int calls;
+    int failed;
+    char first[256]; /* the first failure */
+} echo_loop_t;
+
+static void *echo_loop_main(void *arg)
+{
+    echo_loop_t *l = arg;
+    arena_t *a = arena_new();
+    rpc_md_t md = {"authorization", bearer, 0};
+    for (int i = 0; i < l->calls; i++) {
+        Onceiot__Test__V1__EchoRequest req = ONCEIOT__TEST__V1__ECHO_REQUEST__INIT;
+        req.text = "aged";
+        rpc_call_opts_t o = {.timeout_ms = 10000, .metadata = &md, .n_metadata = 1};
+        ProtobufCMessage *resp = NULL;
+        rpc_status_t s;
+        if (rpc_unary(gw, ECHO, &req.base, &onceiot__test__v1__echo_reply__descriptor, a, &o, &resp,
+                      &s) != 0 &&
+            l->failed++ == 0)
+            snprintf(l->first, sizeof(l->first), "%s: %s", err_grpc_name(s.code), s.message);
+        if (i % 64 == 63) {
+            arena_free(a);
+            a = arena_new();
+        }
+    }
+    arena_free(a);
+    return NULL;
+}
+
+/* A server ages its connections out with a GOAWAY (the runtime's
+ * ONCEIOT_MAX_CONNECTION_AGE_MS). A call the gateway starts on such a
+ * connection as the GOAWAY arrives never reached the server and is sent
+ * again on a new connection, whatever the method: none of many concurrent
+ * calls fails while the test service (no method of which is retried: it has
+ * no standard reads) ages its connections every 20 ms. */
+Test(gateway, calls_racing_a_connection_age_goaway_are_sent_again, .timeout = 120)
+{
+    teardown();
+    start_with(NULL, (const char *const[]){"ONCEIOT_RATE_LIMIT_RPS=1000000",
+                                           "ONCEIOT_RATE_LIMIT_BURST=1000000", NULL});
+    int port = st.testsvc.port;
+    ph_stop(&st.testsvc, SIGTERM, 10000);
+    ph_start_testsvc_at(
+        &st.testsvc, port, false,
+        (const char *const[]){arena_printf(arena, "ONCEIOT_PRINCIPAL_KEY=%s", st.principal_key),
+                              "ONCEIOT_MAX_CONNECTION_AGE_MS=20", NULL});
+    rpc_status_t s;
+    int64_t until = now_ms() + 10000;
+    while (echo_as(bearer, "back", NULL, &s) != 0 && now_ms() < until)
+        usleep(20000);
+    enum { THREADS = 16, CALLS = 300 };
+    echo_loop_t loops[THREADS];
+    pthread_t th[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        loops[i] = (echo_loop_t){.calls = CALLS};
+        cr_assert_eq(pthread_create(&th[i], NULL, echo_loop_main, &loops[i]), 0);
+    }
+    int failed = 0;
+    const char *first = NULL;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        failed += loops[i].failed;
+        if (loops[i].failed && !first)
+            first = loops[i].first;
+    }
+    cr_assert_eq(failed, 0, "%d of %d calls failed, first: %s", failed, THREADS * CALLS, first);
 }
 
 /* ---- authentication and authorization ---- */
