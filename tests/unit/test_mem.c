@@ -75,6 +75,23 @@ Test(mem, a_large_allocation_leaves_the_current_block_usable)
     cr_assert_lt((size_t)(small2 - small1), 4096);
 }
 
+/* A gateway call uses about 1.4 kB of its arena: that much comes out of the
+ * arena's own allocation, with no block of its own. */
+Test(mem, the_first_allocations_share_the_arenas_own_allocation)
+{
+    unsigned char *first = arena_alloc(a, 16);
+    unsigned char *last = arena_alloc(a, 1400);
+    cr_assert_lt((size_t)(first - (unsigned char *)a), 2048, "%p in arena %p", first, (void *)a);
+    cr_assert_leq((size_t)(last + 1400 - (unsigned char *)a), 2048, "%p in arena %p", last,
+                  (void *)a);
+    memset(last, 0x5a, 1400);
+    /* Past it, allocations go on in a block of their own, all usable. */
+    unsigned char *next = arena_alloc(a, 1000);
+    memset(next, 0xa5, 1000);
+    cr_assert_eq(last[1399], 0x5a);
+    cr_assert_eq(next[0], 0xa5);
+}
+
 Test(mem, calloc_zeroes)
 {
     /* Dirty the arena's memory first so zeroes cannot be luck. */
