@@ -15,35 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define D(x)     (&onceiot__identity__v1__##x##__descriptor)
-#define ADMIN    ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN
-#define USER     ONCEIOT__COMMON__V1__ROLE__ROLE_USER
-#define READONLY ONCEIOT__COMMON__V1__ROLE__ROLE_READONLY
-
-typedef Onceiot__Identity__V1__User user_t;
-typedef Onceiot__Identity__V1__LoginResponse login_resp_t;
-typedef Onceiot__Identity__V1__CreateApiKeyResponse key_resp_t;
-typedef Onceiot__Identity__V1__AuthenticateResponse auth_resp_t;
-typedef Onceiot__Identity__V1__GetVerificationKeysResponse keys_resp_t;
-
-static ih_t h;
-static principal_t *su; /* the bootstrap admin: id 1, organization 1, superuser */
-
-static void setup(void)
-{
-    cr_assert(sodium_init() >= 0);
-    ih_start(&h, true);
-    su = ih_principal(&h, 1, 1, ADMIN, true);
-}
-
-static void teardown(void)
-{
-    ih_stop(&h);
-    unlink(h.key_file);
-    arena_free(h.arena);
-}
-
-TestSuite(identity, .init = setup, .fini = teardown, .timeout = 120);
+IH_SUITE(identity);
 
 static void sleep_ms(int ms)
 {
@@ -51,86 +23,9 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static user_t *create_user(const char *username, int64_t org, Onceiot__Common__V1__Role role,
-                           const char *password)
-{
-    Onceiot__Identity__V1__CreateUserRequest req = ONCEIOT__IDENTITY__V1__CREATE_USER_REQUEST__INIT;
-    req.username = (char *)username;
-    req.email = arena_printf(h.arena, "%s@example.com", username);
-    req.password = (char *)password;
-    req.full_name = "Test User";
-    req.role = role;
-    req.organization_id = org;
-    user_t *u = NULL;
-    rpc_status_t st;
-    cr_assert_eq(ih_call(&h, "CreateUser", &req, D(user), su, &u, &st), 0, "%s", st.message);
-    return u;
-}
-
-static int login(const char *username, const char *password, login_resp_t **out, rpc_status_t *st)
-{
-    Onceiot__Identity__V1__LoginRequest req = ONCEIOT__IDENTITY__V1__LOGIN_REQUEST__INIT;
-    req.username = (char *)username;
-    req.password = (char *)password;
-    return ih_call(&h, "Login", &req, D(login_response), NULL, out, st);
-}
-
-static key_resp_t *create_key(const principal_t *p, int64_t user_id, const char *scope,
-                              int64_t expires_at)
-{
-    Onceiot__Identity__V1__CreateApiKeyRequest req =
-        ONCEIOT__IDENTITY__V1__CREATE_API_KEY_REQUEST__INIT;
-    req.name = "test key";
-    char *scopes[] = {(char *)scope};
-    req.scopes = scopes;
-    req.n_scopes = 1;
-    req.user_id = user_id;
-    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
-    if (expires_at) {
-        ts.seconds = expires_at;
-        req.expires_at = &ts;
-    }
-    key_resp_t *out = NULL;
-    rpc_status_t st;
-    cr_assert_eq(ih_call(&h, "CreateApiKey", &req, D(create_api_key_response), p, &out, &st), 0,
-                 "%s", st.message);
-    return out;
-}
-
-static int authenticate(const char *secret, auth_resp_t **out, rpc_status_t *st)
-{
-    Onceiot__Identity__V1__AuthenticateRequest req =
-        ONCEIOT__IDENTITY__V1__AUTHENTICATE_REQUEST__INIT;
-    req.secret = (char *)secret;
-    return ih_call(&h, "Authenticate", &req, D(authenticate_response), ih_gateway(&h), out, st);
-}
-
-static user_t *get_user(const principal_t *p, int64_t id, rpc_status_t *st, int *rc)
-{
-    Onceiot__Identity__V1__GetUserRequest req = ONCEIOT__IDENTITY__V1__GET_USER_REQUEST__INIT;
-    req.id = id;
-    user_t *u = NULL;
-    *rc = ih_call(&h, "GetUser", &req, D(user), p, &u, st);
-    return u;
-}
-
-static keys_resp_t *verification_keys(void)
-{
-    Onceiot__Identity__V1__GetVerificationKeysRequest req =
-        ONCEIOT__IDENTITY__V1__GET_VERIFICATION_KEYS_REQUEST__INIT;
-    keys_resp_t *out = NULL;
-    rpc_status_t st;
-    cr_assert_eq(ih_call(&h, "GetVerificationKeys", &req, D(get_verification_keys_response),
-                         ih_gateway(&h), &out, &st),
-                 0, "%s", st.message);
-    cr_assert_eq(out->n_keys, 1);
-    cr_assert_eq(out->keys[0]->public_key.len, 32);
-    return out;
-}
-
 static token_key_t published_key(void)
 {
-    keys_resp_t *k = verification_keys();
+    keys_resp_t *k = ih_verification_keys(&h);
     token_key_t key;
     snprintf(key.kid, sizeof(key.kid), "%s", k->keys[0]->kid);
     memcpy(key.public_key, k->keys[0]->public_key.data, 32);
@@ -164,7 +59,7 @@ Test(identity, bootstrap_key_file_is_private_and_authenticates_as_superuser_admi
     cr_assert_eq(strlen(secret), 51, "exactly the secret, no newline: \"%s\"", secret);
     auth_resp_t *a;
     rpc_status_t st;
-    cr_assert_eq(authenticate(secret, &a, &st), 0, "%s", st.message);
+    cr_assert_eq(ih_authenticate(&h, secret, &a, &st), 0, "%s", st.message);
     cr_assert(a->principal->is_superuser);
     cr_assert_eq(a->principal->role, ADMIN);
     cr_assert_eq(a->principal->organization_id, 1);
@@ -176,7 +71,7 @@ Test(identity, bootstrap_key_file_is_private_and_authenticates_as_superuser_admi
     cr_assert(!ph_log_contains(&h.proc, secret), "the key's secret is in the log");
     cr_assert(!ph_log_contains(&h.proc, IH_ADMIN_PASS), "a configured password is never logged");
     login_resp_t *l;
-    cr_assert_eq(login("admin", IH_ADMIN_PASS, &l, &st), 0, "%s", st.message);
+    cr_assert_eq(ih_login(&h, "admin", IH_ADMIN_PASS, &l, &st), 0, "%s", st.message);
 }
 
 Test(identity, restart_does_not_create_a_second_admin)
@@ -197,14 +92,14 @@ Test(identity, calls_without_or_with_a_forged_principal_are_unauthenticated)
 {
     rpc_status_t st;
     int rc;
-    get_user(NULL, 1, &st, &rc);
+    ih_get_user(&h, NULL, 1, &st, &rc);
     cr_assert_eq(rc, ERR_UNAUTHENTICATED);
     cr_assert_eq(st.code, GRPC_STATUS_UNAUTHENTICATED);
 
     /* Signed with a key that is not the shared one. */
     principal_key_t real = h.pkey;
     h.pkey.bytes[0] ^= 1;
-    get_user(su, 1, &st, &rc);
+    ih_get_user(&h, su, 1, &st, &rc);
     h.pkey = real;
     cr_assert_eq(rc, ERR_UNAUTHENTICATED);
 
@@ -221,7 +116,7 @@ Test(identity, calls_without_or_with_a_forged_principal_are_unauthenticated)
                  ERR_UNAUTHENTICATED);
 
     /* The real thing works. */
-    user_t *u = get_user(su, 1, &st, &rc);
+    user_t *u = ih_get_user(&h, su, 1, &st, &rc);
     cr_assert_eq(rc, 0, "%s", st.message);
     cr_assert_str_eq(u->username, "admin");
 }
@@ -249,7 +144,7 @@ Test(identity, gateway_methods_refuse_other_callers)
 
 Test(identity, create_user_then_get_returns_it)
 {
-    user_t *u = create_user("alice", 0, USER, "correct horse battery");
+    user_t *u = ih_create_user(&h, su, "alice", 0, USER, "correct horse battery");
     cr_assert_gt(u->id, 1);
     cr_assert_str_eq(u->username, "alice");
     cr_assert_str_eq(u->email, "alice@example.com");
@@ -261,12 +156,12 @@ Test(identity, create_user_then_get_returns_it)
     cr_assert_null(u->last_login_at);
     rpc_status_t st;
     int rc;
-    user_t *g = get_user(su, u->id, &st, &rc);
+    user_t *g = ih_get_user(&h, su, u->id, &st, &rc);
     cr_assert_eq(rc, 0);
     cr_assert_str_eq(g->username, "alice");
-    get_user(su, 99999, &st, &rc);
+    ih_get_user(&h, su, 99999, &st, &rc);
     cr_assert_eq(rc, ERR_NOT_FOUND);
-    get_user(su, 0, &st, &rc);
+    ih_get_user(&h, su, 0, &st, &rc);
     cr_assert_eq(rc, ERR_INVALID_ARGUMENT);
 }
 
@@ -295,7 +190,7 @@ Test(identity, create_user_bad_inputs_name_each_field_and_change_nothing)
 
 Test(identity, duplicate_username_or_email_is_already_exists)
 {
-    create_user("bob", 0, USER, "correct horse battery");
+    ih_create_user(&h, su, "bob", 0, USER, "correct horse battery");
     Onceiot__Identity__V1__CreateUserRequest req = ONCEIOT__IDENTITY__V1__CREATE_USER_REQUEST__INIT;
     req.username = "bob";
     req.email = "other@example.com";
@@ -312,7 +207,7 @@ Test(identity, duplicate_username_or_email_is_already_exists)
 
 Test(identity, update_user_changes_only_the_masked_fields)
 {
-    user_t *u = create_user("carol", 0, USER, "correct horse battery");
+    user_t *u = ih_create_user(&h, su, "carol", 0, USER, "correct horse battery");
     user_t in = *u;
     in.full_name = "Carol C.";
     in.email = "carol@new.example.org";
@@ -337,7 +232,7 @@ Test(identity, update_user_changes_only_the_masked_fields)
     mask.n_paths = 1;
     cr_assert_eq(ih_call(&h, "UpdateUser", &req, D(user), su, &out, &st), 0, "%s", st.message);
     cr_assert_eq(out->role, READONLY);
-    keys_resp_t *vk = verification_keys();
+    keys_resp_t *vk = ih_verification_keys(&h);
     bool revoked = false;
     for (size_t i = 0; i < vk->n_revocations; i++)
         revoked |= vk->revocations[i]->user_id == u->id;
@@ -361,8 +256,9 @@ Test(identity, update_user_changes_only_the_masked_fields)
 Test(identity, list_users_pages_by_id_and_rejects_a_token_for_other_filters)
 {
     for (int i = 0; i < 5; i++)
-        create_user(arena_printf(h.arena, "pager%d", i), 3, READONLY, "correct horse battery");
-    create_user("pager-other", 3, USER, "correct horse battery");
+        ih_create_user(&h, su, arena_printf(h.arena, "pager%d", i), 3, READONLY,
+                       "correct horse battery");
+    ih_create_user(&h, su, "pager-other", 3, USER, "correct horse battery");
     Onceiot__Identity__V1__ListUsersRequest req = ONCEIOT__IDENTITY__V1__LIST_USERS_REQUEST__INIT;
     req.organization_id = 3;
     req.role = READONLY;
@@ -409,16 +305,16 @@ Test(identity, list_users_pages_by_id_and_rejects_a_token_for_other_filters)
 
 Test(identity, another_organizations_users_are_not_found)
 {
-    user_t *victim = create_user("victim", 1, USER, "correct horse battery");
-    user_t *admin2 = create_user("admin-two", 2, ADMIN, "correct horse battery");
-    user_t *peer = create_user("peer-two", 2, USER, "correct horse battery");
+    user_t *victim = ih_create_user(&h, su, "victim", 1, USER, "correct horse battery");
+    user_t *admin2 = ih_create_user(&h, su, "admin-two", 2, ADMIN, "correct horse battery");
+    user_t *peer = ih_create_user(&h, su, "peer-two", 2, USER, "correct horse battery");
     principal_t *p = ih_principal(&h, admin2->id, 2, ADMIN, false);
     rpc_status_t st;
     int rc;
-    get_user(p, victim->id, &st, &rc);
+    ih_get_user(&h, p, victim->id, &st, &rc);
     cr_assert_eq(rc, ERR_NOT_FOUND);
     cr_assert_eq(st.code, GRPC_STATUS_NOT_FOUND);
-    get_user(p, peer->id, &st, &rc);
+    ih_get_user(&h, p, peer->id, &st, &rc);
     cr_assert_eq(rc, 0, "own organization: %s", st.message);
 
     Onceiot__Identity__V1__DeactivateUserRequest d =
@@ -448,7 +344,7 @@ Test(identity, another_organizations_users_are_not_found)
     cr_assert_eq(out->organization_id, 2);
 
     /* Another organization's API keys are not found either. */
-    key_resp_t *k = create_key(su, victim->id, "sims:read", 0);
+    key_resp_t *k = ih_create_key(&h, su, victim->id, "sims:read", 0);
     Onceiot__Identity__V1__GetApiKeyRequest g = ONCEIOT__IDENTITY__V1__GET_API_KEY_REQUEST__INIT;
     g.id = k->api_key->id;
     Onceiot__Identity__V1__ApiKey *ak;
@@ -457,19 +353,19 @@ Test(identity, another_organizations_users_are_not_found)
         ONCEIOT__IDENTITY__V1__REVOKE_API_KEY_REQUEST__INIT;
     r.id = k->api_key->id;
     cr_assert_eq(ih_call(&h, "RevokeApiKey", &r, D(api_key), p, &ak, &st), ERR_NOT_FOUND);
-    cr_assert_eq(authenticate(k->secret, (auth_resp_t **)&ak, &st), 0, "still active");
+    cr_assert_eq(ih_authenticate(&h, k->secret, (auth_resp_t **)&ak, &st), 0, "still active");
 }
 
 Test(identity, plain_users_see_only_themselves)
 {
-    user_t *me = create_user("plain", 1, USER, "correct horse battery");
-    user_t *other = create_user("neighbour", 1, USER, "correct horse battery");
+    user_t *me = ih_create_user(&h, su, "plain", 1, USER, "correct horse battery");
+    user_t *other = ih_create_user(&h, su, "neighbour", 1, USER, "correct horse battery");
     principal_t *p = ih_principal(&h, me->id, 1, USER, false);
     rpc_status_t st;
     int rc;
-    get_user(p, other->id, &st, &rc);
+    ih_get_user(&h, p, other->id, &st, &rc);
     cr_assert_eq(rc, ERR_NOT_FOUND);
-    user_t *u = get_user(p, me->id, &st, &rc);
+    user_t *u = ih_get_user(&h, p, me->id, &st, &rc);
     cr_assert_eq(rc, 0);
     cr_assert_str_eq(u->username, "plain");
     Onceiot__Identity__V1__ListUsersRequest l = ONCEIOT__IDENTITY__V1__LIST_USERS_REQUEST__INIT;
@@ -486,7 +382,7 @@ Test(identity, plain_users_see_only_themselves)
 
 Test(identity, change_password_needs_the_old_one_for_yourself_only)
 {
-    user_t *me = create_user("changer", 1, USER, "correct horse battery");
+    user_t *me = ih_create_user(&h, su, "changer", 1, USER, "correct horse battery");
     principal_t *p = ih_principal(&h, me->id, 1, USER, false);
     Onceiot__Identity__V1__ChangePasswordRequest req =
         ONCEIOT__IDENTITY__V1__CHANGE_PASSWORD_REQUEST__INIT;
@@ -503,8 +399,8 @@ Test(identity, change_password_needs_the_old_one_for_yourself_only)
     cr_assert_eq(ih_call(&h, "ChangePassword", &req, D(change_password_response), p, &out, &st), 0,
                  "%s", st.message);
     login_resp_t *l;
-    cr_assert_eq(login("changer", "correct horse battery", &l, &st), ERR_UNAUTHENTICATED);
-    cr_assert_eq(login("changer", "a brand new passphrase", &l, &st), 0, "%s", st.message);
+    cr_assert_eq(ih_login(&h, "changer", "correct horse battery", &l, &st), ERR_UNAUTHENTICATED);
+    cr_assert_eq(ih_login(&h, "changer", "a brand new passphrase", &l, &st), 0, "%s", st.message);
 
     /* An admin sets another user's password without the old one; a plain
      * user cannot touch someone else's. */
@@ -513,7 +409,7 @@ Test(identity, change_password_needs_the_old_one_for_yourself_only)
     req.new_password = "set by the admin 123";
     cr_assert_eq(ih_call(&h, "ChangePassword", &req, D(change_password_response), su, &out, &st), 0,
                  "%s", st.message);
-    cr_assert_eq(login("changer", "set by the admin 123", &l, &st), 0);
+    cr_assert_eq(ih_login(&h, "changer", "set by the admin 123", &l, &st), 0);
     req.user_id = 1;
     cr_assert_eq(ih_call(&h, "ChangePassword", &req, D(change_password_response), p, &out, &st),
                  ERR_PERMISSION_DENIED);
@@ -523,10 +419,10 @@ Test(identity, change_password_needs_the_old_one_for_yourself_only)
 
 Test(identity, login_returns_a_token_the_published_key_verifies)
 {
-    user_t *u = create_user("dave", 4, ADMIN, "correct horse battery");
+    user_t *u = ih_create_user(&h, su, "dave", 4, ADMIN, "correct horse battery");
     login_resp_t *l;
     rpc_status_t st;
-    cr_assert_eq(login("dave", "correct horse battery", &l, &st), 0, "%s", st.message);
+    cr_assert_eq(ih_login(&h, "dave", "correct horse battery", &l, &st), 0, "%s", st.message);
     cr_assert_eq(strncmp(l->token, "v4.public.", 10), 0);
     cr_assert_eq(l->user->id, u->id);
     cr_assert_not_null(l->user->last_login_at, "last_login_at is recorded");
@@ -546,77 +442,63 @@ Test(identity, login_returns_a_token_the_published_key_verifies)
 
 Test(identity, wrong_password_and_unknown_user_get_the_same_answer)
 {
-    create_user("erin", 1, USER, "correct horse battery");
+    ih_create_user(&h, su, "erin", 1, USER, "correct horse battery");
     login_resp_t *l;
     rpc_status_t st;
-    cr_assert_eq(login("erin", "wrong password!!", &l, &st), ERR_UNAUTHENTICATED);
+    cr_assert_eq(ih_login(&h, "erin", "wrong password!!", &l, &st), ERR_UNAUTHENTICATED);
     char *msg = arena_strdup(h.arena, st.message);
     cr_assert_str_eq(msg, "invalid username or password");
-    cr_assert_eq(login("nobody-here", "wrong password!!", &l, &st), ERR_UNAUTHENTICATED);
+    cr_assert_eq(ih_login(&h, "nobody-here", "wrong password!!", &l, &st), ERR_UNAUTHENTICATED);
     cr_assert_str_eq(st.message, msg);
-    cr_assert_eq(login("", "", &l, &st), ERR_UNAUTHENTICATED);
+    cr_assert_eq(ih_login(&h, "", "", &l, &st), ERR_UNAUTHENTICATED);
     cr_assert_str_eq(st.message, msg);
     cr_assert(!ph_log_contains(&h.proc, "wrong password!!"), "passwords never reach the log");
 }
 
 Test(identity, repeated_failures_slow_down_one_username)
 {
-    create_user("frank", 1, USER, "correct horse battery");
+    ih_create_user(&h, su, "frank", 1, USER, "correct horse battery");
     login_resp_t *l;
     rpc_status_t st;
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(login("frank", "not the password", &l, &st), ERR_UNAUTHENTICATED);
-    cr_assert_eq(login("frank", "correct horse battery", &l, &st), ERR_UNAUTHENTICATED,
+        cr_assert_eq(ih_login(&h, "frank", "not the password", &l, &st), ERR_UNAUTHENTICATED);
+    cr_assert_eq(ih_login(&h, "frank", "correct horse battery", &l, &st), ERR_UNAUTHENTICATED,
                  "locked for a second after three failures");
     cr_assert_str_eq(st.message, "invalid username or password");
     sleep_ms(1300);
-    cr_assert_eq(login("frank", "correct horse battery", &l, &st), 0, "%s", st.message);
+    cr_assert_eq(ih_login(&h, "frank", "correct horse battery", &l, &st), 0, "%s", st.message);
     PGresult *r = pgh_sql("SELECT count(*) FROM identity.login_failures WHERE username = 'frank'");
     cr_assert_str_eq(PQgetvalue(r, 0, 0), "0", "success clears the backoff");
     PQclear(r);
 }
 
-/* Login from a client address, as the gateway's anonymous principal tells it. */
-static int login_from(const char *address, const char *username, const char *password,
-                      login_resp_t **out, rpc_status_t *st)
-{
-    principal_t *p = ih_principal(&h, 0, 0, ONCEIOT__COMMON__V1__ROLE__ROLE_UNSPECIFIED, false);
-    p->credential = "anonymous";
-    p->n_scopes = 0;
-    p->client_address = (char *)address;
-    Onceiot__Identity__V1__LoginRequest req = ONCEIOT__IDENTITY__V1__LOGIN_REQUEST__INIT;
-    req.username = (char *)username;
-    req.password = (char *)password;
-    return ih_call(&h, "Login", &req, D(login_response), p, out, st);
-}
-
 Test(identity, failures_from_one_address_do_not_lock_the_user_out_elsewhere)
 {
-    create_user("hank", 1, USER, "correct horse battery");
+    ih_create_user(&h, su, "hank", 1, USER, "correct horse battery");
     login_resp_t *l;
     rpc_status_t st;
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(login_from("192.0.2.1", "hank", "not the password", &l, &st),
+        cr_assert_eq(ih_login_from(&h, "192.0.2.1", "hank", "not the password", &l, &st),
                      ERR_UNAUTHENTICATED);
-    cr_assert_eq(login_from("192.0.2.1", "hank", "correct horse battery", &l, &st),
+    cr_assert_eq(ih_login_from(&h, "192.0.2.1", "hank", "correct horse battery", &l, &st),
                  ERR_UNAUTHENTICATED, "the attacking address waits");
-    cr_assert_eq(login_from("198.51.100.7", "hank", "correct horse battery", &l, &st), 0,
+    cr_assert_eq(ih_login_from(&h, "198.51.100.7", "hank", "correct horse battery", &l, &st), 0,
                  "the user logs in from elsewhere: %s", st.message);
-    cr_assert_eq(login_from("192.0.2.1", "hank", "correct horse battery", &l, &st),
+    cr_assert_eq(ih_login_from(&h, "192.0.2.1", "hank", "correct horse battery", &l, &st),
                  ERR_UNAUTHENTICATED, "a success elsewhere does not lift the attacker's wait");
 }
 
 Test(identity, deactivated_user_cannot_log_in_and_its_tokens_and_keys_stop)
 {
-    user_t *u = create_user("gina", 1, USER, "correct horse battery");
+    user_t *u = ih_create_user(&h, su, "gina", 1, USER, "correct horse battery");
     login_resp_t *l;
     rpc_status_t st;
-    cr_assert_eq(login("gina", "correct horse battery", &l, &st), 0);
+    cr_assert_eq(ih_login(&h, "gina", "correct horse battery", &l, &st), 0);
     int64_t iat = time(NULL);
     principal_t *p = ih_principal(&h, u->id, 1, USER, false);
-    key_resp_t *k = create_key(p, 0, "sims:read", 0);
+    key_resp_t *k = ih_create_key(&h, p, 0, "sims:read", 0);
     auth_resp_t *a;
-    cr_assert_eq(authenticate(k->secret, &a, &st), 0, "%s", st.message);
+    cr_assert_eq(ih_authenticate(&h, k->secret, &a, &st), 0, "%s", st.message);
 
     Onceiot__Identity__V1__DeactivateUserRequest d =
         ONCEIOT__IDENTITY__V1__DEACTIVATE_USER_REQUEST__INIT;
@@ -624,11 +506,11 @@ Test(identity, deactivated_user_cannot_log_in_and_its_tokens_and_keys_stop)
     user_t *out;
     cr_assert_eq(ih_call(&h, "DeactivateUser", &d, D(user), su, &out, &st), 0, "%s", st.message);
     cr_assert(!out->is_active);
-    cr_assert_eq(login("gina", "correct horse battery", &l, &st), ERR_UNAUTHENTICATED);
+    cr_assert_eq(ih_login(&h, "gina", "correct horse battery", &l, &st), ERR_UNAUTHENTICATED);
     cr_assert_str_eq(st.message, "invalid username or password");
-    cr_assert_eq(authenticate(k->secret, &a, &st), ERR_UNAUTHENTICATED,
+    cr_assert_eq(ih_authenticate(&h, k->secret, &a, &st), ERR_UNAUTHENTICATED,
                  "the cached answer was forgotten");
-    keys_resp_t *vk = verification_keys();
+    keys_resp_t *vk = ih_verification_keys(&h);
     bool revoked = false;
     for (size_t i = 0; i < vk->n_revocations; i++)
         if (vk->revocations[i]->user_id == u->id)
@@ -640,10 +522,10 @@ Test(identity, deactivated_user_cannot_log_in_and_its_tokens_and_keys_stop)
 
 Test(identity, tampered_foreign_and_expired_tokens_are_refused)
 {
-    create_user("hank", 1, USER, "correct horse battery");
+    ih_create_user(&h, su, "hank", 1, USER, "correct horse battery");
     login_resp_t *l;
     rpc_status_t st;
-    cr_assert_eq(login("hank", "correct horse battery", &l, &st), 0);
+    cr_assert_eq(ih_login(&h, "hank", "correct horse battery", &l, &st), 0);
     token_key_t key = published_key();
     token_claims_t c;
     const char *why;
@@ -687,19 +569,19 @@ Test(identity, legacy_bcrypt_hash_is_upgraded_on_login)
                      1, params));
     login_resp_t *l;
     rpc_status_t st;
-    cr_assert_eq(login("legacy", "legacy password 2", &l, &st), ERR_UNAUTHENTICATED);
-    cr_assert_eq(login("legacy", "legacy password 1", &l, &st), 0, "%s", st.message);
+    cr_assert_eq(ih_login(&h, "legacy", "legacy password 2", &l, &st), ERR_UNAUTHENTICATED);
+    cr_assert_eq(ih_login(&h, "legacy", "legacy password 1", &l, &st), 0, "%s", st.message);
     PGresult *r = pgh_sql("SELECT password_hash FROM identity.users WHERE username = 'legacy'");
     cr_assert_eq(strncmp(PQgetvalue(r, 0, 0), "$argon2id$", 10), 0, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
-    cr_assert_eq(login("legacy", "legacy password 1", &l, &st), 0, "the new hash verifies");
+    cr_assert_eq(ih_login(&h, "legacy", "legacy password 1", &l, &st), 0, "the new hash verifies");
 }
 
 /* ---- API keys ---- */
 
 Test(identity, api_key_secret_appears_only_in_the_creating_response)
 {
-    key_resp_t *k = create_key(su, 0, "sims:read", 0);
+    key_resp_t *k = ih_create_key(&h, su, 0, "sims:read", 0);
     cr_assert_eq(strlen(k->secret), 51);
     cr_assert_eq(strncmp(k->secret, "sk_live_", 8), 0);
     cr_assert_eq(strncmp(k->api_key->prefix, k->secret, 16), 0);
@@ -718,7 +600,7 @@ Test(identity, api_key_secret_appears_only_in_the_creating_response)
 
     auth_resp_t *a;
     rpc_status_t st;
-    cr_assert_eq(authenticate(k->secret, &a, &st), 0, "%s", st.message);
+    cr_assert_eq(ih_authenticate(&h, k->secret, &a, &st), 0, "%s", st.message);
     cr_assert_eq(a->principal->user_id, 1);
     cr_assert_str_eq(a->principal->scopes[0], "sims:read");
     cr_assert_str_eq(a->principal->credential,
@@ -761,35 +643,36 @@ Test(identity, api_key_secret_appears_only_in_the_creating_response)
 
 Test(identity, revoked_key_is_refused_at_once)
 {
-    key_resp_t *k = create_key(su, 0, "sims:write", 0);
+    key_resp_t *k = ih_create_key(&h, su, 0, "sims:write", 0);
     auth_resp_t *a;
     rpc_status_t st;
-    cr_assert_eq(authenticate(k->secret, &a, &st), 0, "%s", st.message);
+    cr_assert_eq(ih_authenticate(&h, k->secret, &a, &st), 0, "%s", st.message);
     Onceiot__Identity__V1__RevokeApiKeyRequest r =
         ONCEIOT__IDENTITY__V1__REVOKE_API_KEY_REQUEST__INIT;
     r.id = k->api_key->id;
     Onceiot__Identity__V1__ApiKey *out;
     cr_assert_eq(ih_call(&h, "RevokeApiKey", &r, D(api_key), su, &out, &st), 0, "%s", st.message);
     cr_assert(!out->is_active);
-    cr_assert_eq(authenticate(k->secret, &a, &st), ERR_UNAUTHENTICATED);
+    cr_assert_eq(ih_authenticate(&h, k->secret, &a, &st), ERR_UNAUTHENTICATED);
     cr_assert_str_eq(st.message, "invalid API key");
     cr_assert_eq(ih_call(&h, "RevokeApiKey", &r, D(api_key), su, &out, &st), 0, "idempotent");
-    cr_assert_eq(authenticate("sk_live_0000000000000000000000000000000000000000000", &a, &st),
-                 ERR_UNAUTHENTICATED);
-    cr_assert_eq(authenticate("garbage", &a, &st), ERR_UNAUTHENTICATED);
+    cr_assert_eq(
+        ih_authenticate(&h, "sk_live_0000000000000000000000000000000000000000000", &a, &st),
+        ERR_UNAUTHENTICATED);
+    cr_assert_eq(ih_authenticate(&h, "garbage", &a, &st), ERR_UNAUTHENTICATED);
     cr_assert_str_eq(st.message, "invalid API key");
 }
 
 Test(identity, expired_key_is_refused)
 {
-    key_resp_t *k = create_key(su, 0, "sims:read", time(NULL) + 2);
+    key_resp_t *k = ih_create_key(&h, su, 0, "sims:read", time(NULL) + 2);
     cr_assert_not_null(k->api_key->expires_at);
     auth_resp_t *a;
     rpc_status_t st;
-    cr_assert_eq(authenticate(k->secret, &a, &st), 0, "%s", st.message);
+    cr_assert_eq(ih_authenticate(&h, k->secret, &a, &st), 0, "%s", st.message);
     cr_assert_eq(a->principal->expires_at, k->api_key->expires_at->seconds);
     sleep_ms(2600);
-    cr_assert_eq(authenticate(k->secret, &a, &st), ERR_UNAUTHENTICATED,
+    cr_assert_eq(ih_authenticate(&h, k->secret, &a, &st), ERR_UNAUTHENTICATED,
                  "refused even while cached");
 }
 
@@ -811,7 +694,7 @@ Test(identity, create_api_key_bad_inputs_name_each_field)
     cr_assert(ih_violation(&h, &st, "scopes"));
     cr_assert(ih_violation(&h, &st, "expires_at"));
     /* A plain user may not mint an "admin" key. */
-    user_t *u = create_user("ivan", 1, USER, "correct horse battery");
+    user_t *u = ih_create_user(&h, su, "ivan", 1, USER, "correct horse battery");
     principal_t *p = ih_principal(&h, u->id, 1, USER, false);
     char *admin[] = {"admin"};
     req.name = "escalate";
@@ -826,11 +709,11 @@ Test(identity, create_api_key_bad_inputs_name_each_field)
 
 Test(identity, usage_is_counted_in_batches)
 {
-    key_resp_t *k = create_key(su, 0, "usage:write", 0);
+    key_resp_t *k = ih_create_key(&h, su, 0, "usage:write", 0);
     auth_resp_t *a;
     rpc_status_t st;
     for (int i = 0; i < 25; i++)
-        cr_assert_eq(authenticate(k->secret, &a, &st), 0, "%s", st.message);
+        cr_assert_eq(ih_authenticate(&h, k->secret, &a, &st), 0, "%s", st.message);
     Onceiot__Identity__V1__GetApiKeyRequest g = ONCEIOT__IDENTITY__V1__GET_API_KEY_REQUEST__INIT;
     g.id = k->api_key->id;
     Onceiot__Identity__V1__ApiKey *out = NULL;
@@ -847,10 +730,10 @@ Test(identity, usage_is_counted_in_batches)
 
 Test(identity, list_api_keys_pages_and_an_admin_lists_its_users_keys)
 {
-    user_t *u = create_user("julia", 1, USER, "correct horse battery");
+    user_t *u = ih_create_user(&h, su, "julia", 1, USER, "correct horse battery");
     principal_t *p = ih_principal(&h, u->id, 1, USER, false);
     for (int i = 0; i < 3; i++)
-        create_key(p, 0, "sims:read", 0);
+        ih_create_key(&h, p, 0, "sims:read", 0);
     Onceiot__Identity__V1__ListApiKeysRequest req =
         ONCEIOT__IDENTITY__V1__LIST_API_KEYS_REQUEST__INIT;
     req.page_size = 2;
@@ -871,206 +754,4 @@ Test(identity, list_api_keys_pages_and_an_admin_lists_its_users_keys)
     req.user_id = 1;
     cr_assert_eq(ih_call(&h, "ListApiKeys", &req, D(list_api_keys_response), p, &out, &st),
                  ERR_NOT_FOUND, "a plain user cannot list another user's keys");
-}
-
-/* ---- erasure ---- */
-
-static int erase(const principal_t *p, int64_t id, user_t **out, rpc_status_t *st)
-{
-    Onceiot__Identity__V1__EraseUserRequest req = ONCEIOT__IDENTITY__V1__ERASE_USER_REQUEST__INIT;
-    req.id = id;
-    return ih_call(&h, "EraseUser", &req, D(user), p, out, st);
-}
-
-/* Rows of any table of the identity schema whose text holds needle, plus
- * stored request answers (bytea) that hold it. */
-static long personal_rows(const char *needle)
-{
-    PGresult *t = pgh_sql("SELECT table_name FROM information_schema.tables WHERE table_schema = "
-                          "'identity' AND table_type = 'BASE TABLE'");
-    long n = 0;
-    for (int i = 0; i < PQntuples(t); i++) {
-        char sql[300];
-        snprintf(sql, sizeof(sql),
-                 "SELECT count(*) FROM identity.%s x WHERE strpos(lower(row_to_json(x)::text), "
-                 "lower($1)) > 0",
-                 PQgetvalue(t, i, 0));
-        const char *params[] = {needle};
-        PGresult *r = pgh_sqlf(sql, 1, params);
-        n += atol(PQgetvalue(r, 0, 0));
-        PQclear(r);
-    }
-    PQclear(t);
-    const char *params[] = {needle};
-    PGresult *r = pgh_sqlf("SELECT count(*) FROM identity.request_ids WHERE "
-                           "position(convert_to($1, 'UTF8') IN response) > 0",
-                           1, params);
-    n += atol(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return n;
-}
-
-static bool user_mentions(const user_t *u, const char *needle)
-{
-    return strstr(u->username, needle) || strstr(u->email, needle) || strstr(u->full_name, needle);
-}
-
-/* Everything personal of an erased user is gone from every table and every
- * answer (users, keys, login failures, stored request answers), while its id
- * stays; it cannot log in, its key and tokens stop, and it cannot be changed
- * or given a key again. */
-Test(identity, an_erased_user_keeps_its_id_and_nothing_personal_of_it_remains)
-{
-    static const char *const personal[] = {"zelda.quartermain", "Zelda Q. Quartermain",
-                                           "zeldas-laptop"};
-    Onceiot__Identity__V1__CreateUserRequest cu = ONCEIOT__IDENTITY__V1__CREATE_USER_REQUEST__INIT;
-    cu.username = "zelda.quartermain";
-    cu.email = "zelda.quartermain@example.com";
-    cu.password = "correct horse battery";
-    cu.full_name = "Zelda Q. Quartermain";
-    cu.role = USER;
-    cu.organization_id = 1;
-    cu.request_id = "erase-create-zelda";
-    user_t *u;
-    rpc_status_t st;
-    cr_assert_eq(ih_call(&h, "CreateUser", &cu, D(user), su, &u, &st), 0, "%s", st.message);
-    login_resp_t *l;
-    cr_assert_eq(login("zelda.quartermain", "correct horse battery", &l, &st), 0, "%s", st.message);
-    cr_assert_eq(login_from("192.0.2.9", "zelda.quartermain", "a wrong password", &l, &st),
-                 ERR_UNAUTHENTICATED);
-    principal_t *self = ih_principal(&h, u->id, 1, USER, false);
-    Onceiot__Identity__V1__CreateApiKeyRequest ck =
-        ONCEIOT__IDENTITY__V1__CREATE_API_KEY_REQUEST__INIT;
-    ck.name = "zeldas-laptop";
-    ck.description = "Zelda Q. Quartermain at home";
-    char *scopes[] = {"sims:read"};
-    ck.scopes = scopes;
-    ck.n_scopes = 1;
-    ck.request_id = "erase-key-zelda";
-    key_resp_t *k;
-    cr_assert_eq(ih_call(&h, "CreateApiKey", &ck, D(create_api_key_response), self, &k, &st), 0,
-                 "%s", st.message);
-    auth_resp_t *a;
-    cr_assert_eq(authenticate(k->secret, &a, &st), 0, "%s", st.message);
-    for (size_t i = 0; i < sizeof(personal) / sizeof(*personal); i++)
-        cr_assert_gt(personal_rows(personal[i]), 0, "the test's data holds %s", personal[i]);
-
-    int64_t iat = time(NULL);
-    user_t *e;
-    cr_assert_eq(erase(su, u->id, &e, &st), 0, "%s", st.message);
-    cr_assert_eq(e->id, u->id, "the id stays");
-    cr_assert_not_null(e->erased_at);
-    cr_assert(!e->is_active);
-    cr_assert_str_eq(e->username, arena_printf(h.arena, "erased-%lld", (long long)u->id));
-    cr_assert_str_eq(e->email,
-                     arena_printf(h.arena, "erased-%lld@erased.invalid", (long long)u->id));
-    cr_assert_str_eq(e->full_name, "");
-    for (size_t i = 0; i < sizeof(personal) / sizeof(*personal); i++)
-        cr_assert_eq(personal_rows(personal[i]), 0, "%s is still stored", personal[i]);
-    PGresult *r = pgh_sql("SELECT count(*) FROM identity.users WHERE password_hash LIKE '$%' AND "
-                          "erased_at IS NOT NULL");
-    cr_assert_str_eq(PQgetvalue(r, 0, 0), "0", "no password hash is kept");
-    PQclear(r);
-
-    /* Through every method that reads users or keys. */
-    int rc;
-    user_t *g = get_user(su, u->id, &st, &rc);
-    cr_assert_eq(rc, 0, "%s", st.message);
-    cr_assert_not_null(g->erased_at);
-    Onceiot__Identity__V1__ListUsersRequest lu = ONCEIOT__IDENTITY__V1__LIST_USERS_REQUEST__INIT;
-    lu.page_size = 1000;
-    Onceiot__Identity__V1__ListUsersResponse *users;
-    cr_assert_eq(ih_call(&h, "ListUsers", &lu, D(list_users_response), su, &users, &st), 0);
-    for (size_t i = 0; i < users->n_users; i++)
-        for (size_t j = 0; j < sizeof(personal) / sizeof(*personal); j++)
-            cr_assert(!user_mentions(users->users[i], "zelda"), "ListUsers shows %s",
-                      users->users[i]->username);
-    Onceiot__Identity__V1__ListApiKeysRequest lk =
-        ONCEIOT__IDENTITY__V1__LIST_API_KEYS_REQUEST__INIT;
-    lk.user_id = u->id;
-    Onceiot__Identity__V1__ListApiKeysResponse *keys;
-    cr_assert_eq(ih_call(&h, "ListApiKeys", &lk, D(list_api_keys_response), su, &keys, &st), 0,
-                 "%s", st.message);
-    cr_assert_eq(keys->n_api_keys, 1);
-    cr_assert(!keys->api_keys[0]->is_active, "the key is revoked");
-    cr_assert_null(strstr(keys->api_keys[0]->name, "zelda"));
-    cr_assert_str_eq(keys->api_keys[0]->description, "");
-
-    /* It stops working at once. */
-    cr_assert_eq(login("zelda.quartermain", "correct horse battery", &l, &st), ERR_UNAUTHENTICATED);
-    cr_assert_eq(login(e->username, "correct horse battery", &l, &st), ERR_UNAUTHENTICATED);
-    cr_assert_eq(authenticate(k->secret, &a, &st), ERR_UNAUTHENTICATED);
-    keys_resp_t *vk = verification_keys();
-    bool revoked = false;
-    for (size_t i = 0; i < vk->n_revocations; i++)
-        revoked |=
-            vk->revocations[i]->user_id == u->id && vk->revocations[i]->not_before->seconds >= iat;
-    cr_assert(revoked, "its tokens are refused from now on");
-
-    /* Erasing again answers the tombstone; nothing changes it any more. */
-    user_t *again;
-    cr_assert_eq(erase(su, u->id, &again, &st), 0, "%s", st.message);
-    cr_assert_str_eq(again->username, e->username);
-    Onceiot__Identity__V1__UpdateUserRequest up = ONCEIOT__IDENTITY__V1__UPDATE_USER_REQUEST__INIT;
-    user_t in = ONCEIOT__IDENTITY__V1__USER__INIT;
-    in.id = u->id;
-    in.full_name = "Zelda again";
-    char *paths[] = {"full_name"};
-    Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
-    mask.paths = paths;
-    mask.n_paths = 1;
-    up.user = &in;
-    up.update_mask = &mask;
-    user_t *out;
-    cr_assert_eq(ih_call(&h, "UpdateUser", &up, D(user), su, &out, &st), ERR_FAILED_PRECONDITION);
-    Onceiot__Identity__V1__ChangePasswordRequest cp =
-        ONCEIOT__IDENTITY__V1__CHANGE_PASSWORD_REQUEST__INIT;
-    cp.user_id = u->id;
-    cp.new_password = "another long password";
-    Onceiot__Identity__V1__ChangePasswordResponse *cpr;
-    cr_assert_eq(ih_call(&h, "ChangePassword", &cp, D(change_password_response), su, &cpr, &st),
-                 ERR_FAILED_PRECONDITION);
-    ck.request_id = "";
-    ck.user_id = u->id;
-    cr_assert_eq(ih_call(&h, "CreateApiKey", &ck, D(create_api_key_response), su, &k, &st),
-                 ERR_FAILED_PRECONDITION);
-    /* (The logins tried above with the old username are counted as for
-     * any unknown username, and pruned as those are.) */
-    cr_assert_eq(personal_rows("Zelda again"), 0, "the refused calls stored nothing");
-    cr_assert_eq(personal_rows("zeldas-laptop"), 0);
-}
-
-Test(identity, erase_is_for_admins_of_the_users_organization_and_never_of_yourself)
-{
-    user_t *u = create_user("yves", 1, USER, "correct horse battery");
-    user_t *admin2 = create_user("xena", 2, ADMIN, "correct horse battery");
-    user_t *e;
-    rpc_status_t st;
-    cr_assert_eq(erase(ih_principal(&h, admin2->id, 2, ADMIN, false), u->id, &e, &st),
-                 ERR_NOT_FOUND, "another organization's user is not there");
-    cr_assert_eq(erase(ih_principal(&h, u->id, 1, USER, false), u->id, &e, &st),
-                 ERR_PERMISSION_DENIED, "users do not erase");
-    cr_assert_eq(erase(ih_principal(&h, admin2->id, 2, ADMIN, false), admin2->id, &e, &st),
-                 ERR_FAILED_PRECONDITION, "nobody erases themselves");
-    user_t *admin1 = create_user("wanda", 1, ADMIN, "correct horse battery");
-    cr_assert_eq(erase(ih_principal(&h, admin1->id, 1, ADMIN, false), 1, &e, &st),
-                 ERR_PERMISSION_DENIED, "only superusers erase superusers");
-    cr_assert_eq(erase(su, 0, &e, &st), ERR_INVALID_ARGUMENT);
-    cr_assert(ih_violation(&h, &st, "id"));
-    cr_assert_eq(erase(su, 999999, &e, &st), ERR_NOT_FOUND);
-    int rc;
-    user_t *g = get_user(su, u->id, &st, &rc);
-    cr_assert_eq(rc, 0);
-    cr_assert_null(g->erased_at, "refused erasures changed nothing");
-    cr_assert_str_eq(g->username, "yves");
-    /* The tombstones' names are kept for them. */
-    Onceiot__Identity__V1__CreateUserRequest cu = ONCEIOT__IDENTITY__V1__CREATE_USER_REQUEST__INIT;
-    cu.username = "erased-12345";
-    cu.email = "someone@erased.invalid";
-    cu.password = "correct horse battery";
-    cu.role = USER;
-    user_t *out;
-    cr_assert_eq(ih_call(&h, "CreateUser", &cu, D(user), su, &out, &st), ERR_INVALID_ARGUMENT);
-    cr_assert(ih_violation(&h, &st, "username"));
-    cr_assert(ih_violation(&h, &st, "email"));
 }

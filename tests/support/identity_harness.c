@@ -5,6 +5,7 @@
 
 #include <criterion/criterion.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -107,4 +108,113 @@ bool ih_violation(ih_t *h, const rpc_status_t *st, const char *field)
         if (strcmp(fields[i], field) == 0)
             return true;
     return false;
+}
+
+void ih_setup(ih_t *h, principal_t **su)
+{
+    cr_assert(sodium_init() >= 0);
+    ih_start(h, true);
+    *su = ih_principal(h, 1, 1, ONCEIOT__COMMON__V1__ROLE__ROLE_ADMIN, true);
+}
+
+void ih_teardown(ih_t *h)
+{
+    ih_stop(h);
+    unlink(h->key_file);
+    arena_free(h->arena);
+}
+
+Onceiot__Identity__V1__User *ih_create_user(ih_t *h, const principal_t *as, const char *username,
+                                            int64_t org, Onceiot__Common__V1__Role role,
+                                            const char *password)
+{
+    Onceiot__Identity__V1__CreateUserRequest req = ONCEIOT__IDENTITY__V1__CREATE_USER_REQUEST__INIT;
+    req.username = (char *)username;
+    req.email = arena_printf(h->arena, "%s@example.com", username);
+    req.password = (char *)password;
+    req.full_name = "Test User";
+    req.role = role;
+    req.organization_id = org;
+    Onceiot__Identity__V1__User *u = NULL;
+    rpc_status_t st;
+    cr_assert_eq(ih_call(h, "CreateUser", &req, D(user), as, &u, &st), 0, "%s", st.message);
+    return u;
+}
+
+int ih_login(ih_t *h, const char *username, const char *password,
+             Onceiot__Identity__V1__LoginResponse **out, rpc_status_t *st)
+{
+    Onceiot__Identity__V1__LoginRequest req = ONCEIOT__IDENTITY__V1__LOGIN_REQUEST__INIT;
+    req.username = (char *)username;
+    req.password = (char *)password;
+    return ih_call(h, "Login", &req, D(login_response), NULL, out, st);
+}
+
+Onceiot__Identity__V1__CreateApiKeyResponse *ih_create_key(ih_t *h, const principal_t *as,
+                                                           int64_t user_id, const char *scope,
+                                                           int64_t expires_at)
+{
+    Onceiot__Identity__V1__CreateApiKeyRequest req =
+        ONCEIOT__IDENTITY__V1__CREATE_API_KEY_REQUEST__INIT;
+    req.name = "test key";
+    char *scopes[] = {(char *)scope};
+    req.scopes = scopes;
+    req.n_scopes = 1;
+    req.user_id = user_id;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    if (expires_at) {
+        ts.seconds = expires_at;
+        req.expires_at = &ts;
+    }
+    Onceiot__Identity__V1__CreateApiKeyResponse *out = NULL;
+    rpc_status_t st;
+    cr_assert_eq(ih_call(h, "CreateApiKey", &req, D(create_api_key_response), as, &out, &st), 0,
+                 "%s", st.message);
+    return out;
+}
+
+int ih_authenticate(ih_t *h, const char *secret, Onceiot__Identity__V1__AuthenticateResponse **out,
+                    rpc_status_t *st)
+{
+    Onceiot__Identity__V1__AuthenticateRequest req =
+        ONCEIOT__IDENTITY__V1__AUTHENTICATE_REQUEST__INIT;
+    req.secret = (char *)secret;
+    return ih_call(h, "Authenticate", &req, D(authenticate_response), ih_gateway(h), out, st);
+}
+
+Onceiot__Identity__V1__User *ih_get_user(ih_t *h, const principal_t *as, int64_t id,
+                                         rpc_status_t *st, int *rc)
+{
+    Onceiot__Identity__V1__GetUserRequest req = ONCEIOT__IDENTITY__V1__GET_USER_REQUEST__INIT;
+    req.id = id;
+    Onceiot__Identity__V1__User *u = NULL;
+    *rc = ih_call(h, "GetUser", &req, D(user), as, &u, st);
+    return u;
+}
+
+Onceiot__Identity__V1__GetVerificationKeysResponse *ih_verification_keys(ih_t *h)
+{
+    Onceiot__Identity__V1__GetVerificationKeysRequest req =
+        ONCEIOT__IDENTITY__V1__GET_VERIFICATION_KEYS_REQUEST__INIT;
+    Onceiot__Identity__V1__GetVerificationKeysResponse *out = NULL;
+    rpc_status_t st;
+    cr_assert_eq(ih_call(h, "GetVerificationKeys", &req, D(get_verification_keys_response),
+                         ih_gateway(h), &out, &st),
+                 0, "%s", st.message);
+    cr_assert_eq(out->n_keys, 1);
+    cr_assert_eq(out->keys[0]->public_key.len, 32);
+    return out;
+}
+
+int ih_login_from(ih_t *h, const char *address, const char *username, const char *password,
+                  Onceiot__Identity__V1__LoginResponse **out, rpc_status_t *st)
+{
+    principal_t *p = ih_principal(h, 0, 0, ONCEIOT__COMMON__V1__ROLE__ROLE_UNSPECIFIED, false);
+    p->credential = "anonymous";
+    p->n_scopes = 0;
+    p->client_address = (char *)address;
+    Onceiot__Identity__V1__LoginRequest req = ONCEIOT__IDENTITY__V1__LOGIN_REQUEST__INIT;
+    req.username = (char *)username;
+    req.password = (char *)password;
+    return ih_call(h, "Login", &req, D(login_response), p, out, st);
 }
