@@ -205,3 +205,65 @@ Onceiot__Sims__V1__Sim *sims_h_act(const principal_t *who, const char *method, c
     cr_assert_eq(rc, 0, "%s %s: %s", method, iccid, st.message);
     return (Onceiot__Sims__V1__Sim *)resp;
 }
+
+int sims_h_get(const principal_t *who, const char *iccid, Onceiot__Sims__V1__Sim **out,
+               rpc_status_t *st)
+{
+    Onceiot__Sims__V1__GetSimRequest req = ONCEIOT__SIMS__V1__GET_SIM_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    return sims_h_call("GetSim", &req.base, &onceiot__sims__v1__sim__descriptor, who, NULL,
+                       (ProtobufCMessage **)out, st);
+}
+
+int sims_h_list(const principal_t *who, Onceiot__Sims__V1__ListSimsRequest *req,
+                Onceiot__Sims__V1__ListSimsResponse **out, rpc_status_t *st)
+{
+    return sims_h_call("ListSims", &req->base, &onceiot__sims__v1__list_sims_response__descriptor,
+                       who, NULL, (ProtobufCMessage **)out, st);
+}
+
+size_t sims_h_count_all(const principal_t *who, Onceiot__Sims__V1__ListSimsRequest *req)
+{
+    size_t total = 0;
+    Onceiot__Sims__V1__ListSimsResponse *page;
+    rpc_status_t st;
+    req->page_token = "";
+    do {
+        cr_assert_eq(sims_h_list(who, req, &page, &st), 0, "%s", st.message);
+        total += page->n_sims;
+        req->page_token = page->next_page_token;
+    } while (*req->page_token);
+    return total;
+}
+
+int sims_h_import(const principal_t *who, long long first, int n, rpc_status_t *st,
+                  int32_t *imported)
+{
+    Onceiot__Sims__V1__ImportSimsRequest req = ONCEIOT__SIMS__V1__IMPORT_SIMS_REQUEST__INIT;
+    req.sims = arena_alloc(sims_h.arena, (size_t)n * sizeof(*req.sims));
+    static char *tags[] = {"fleet-a", "eu"};
+    for (int i = 0; i < n; i++) {
+        Onceiot__Sims__V1__SimInput *in = arena_alloc(sims_h.arena, sizeof(*in));
+        onceiot__sims__v1__sim_input__init(in);
+        in->iccid = (char *)sims_h_iccid(first + i);
+        in->label = arena_printf(sims_h.arena, "tracker %05lld", first + i);
+        in->imei = arena_printf(sims_h.arena, "35%013lld", first + i);
+        in->msisdn = arena_printf(sims_h.arena, "49%010lld", first + i);
+        in->ip_address = arena_printf(sims_h.arena, "10.%lld.%lld.%lld", ((first + i) >> 16) & 255,
+                                      ((first + i) >> 8) & 255, (first + i) & 255);
+        in->customer_org_id = (first + i) % 3 + 1;
+        in->tags = tags;
+        in->n_tags = (first + i) % 2 ? 2 : 1;
+        in->data_volume = 1 << 20;
+        in->organization_id = who->organization_id;
+        req.sims[req.n_sims++] = in;
+    }
+    ProtobufCMessage *resp;
+    principal_t staff = sims_h_root();
+    int rc =
+        sims_h_call("ImportSims", &req.base, &onceiot__sims__v1__import_sims_response__descriptor,
+                    &staff, NULL, &resp, st);
+    if (rc == 0 && imported)
+        *imported = ((Onceiot__Sims__V1__ImportSimsResponse *)resp)->imported;
+    return rc;
+}

@@ -58,6 +58,20 @@ int sims_h_call(const char *method, const ProtobufCMessage *req,
  * staff do (a superuser: tenants may not register SIMs). */
 Onceiot__Sims__V1__Sim *sims_h_create(const principal_t *who, const char *iccid);
 Onceiot__Sims__V1__Sim *sims_h_act(const principal_t *who, const char *method, const char *iccid);
+/* GetSim and ListSims as who, returning like sims_h_call (the answer in
+ * sims_h.arena); sims_h_count_all pages through req (from its first page)
+ * and counts, asserting each page succeeds. */
+int sims_h_get(const principal_t *who, const char *iccid, Onceiot__Sims__V1__Sim **out,
+               rpc_status_t *st);
+int sims_h_list(const principal_t *who, Onceiot__Sims__V1__ListSimsRequest *req,
+                Onceiot__Sims__V1__ListSimsResponse **out, rpc_status_t *st);
+size_t sims_h_count_all(const principal_t *who, Onceiot__Sims__V1__ListSimsRequest *req);
+/* Imports n SIMs numbered from first into who's organization as the
+ * operator's staff (a superuser), with labels, IMEIs, MSISDNs, addresses,
+ * tags and a quota made from the number; returns the call's result and, on
+ * success, how many were imported. */
+int sims_h_import(const principal_t *who, long long first, int n, rpc_status_t *st,
+                  int32_t *imported);
 /* True when a violation in st's BadRequest names field exactly. */
 bool sims_h_violation(const rpc_status_t *st, const char *field);
 /* An ICCID made of prefix and a number, 19 digits. */
