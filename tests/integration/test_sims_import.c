@@ -5,6 +5,7 @@
 #include "sims_harness.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,4 +161,92 @@ Test(sims_import, import_of_a_bad_item_names_its_index)
                              &onceiot__sims__v1__import_sims_response__descriptor, &staff, NULL,
                              &resp, &st),
                  ERR_INVALID_ARGUMENT);
+}
+
+/* One of two imports racing each other. */
+typedef struct racer {
+    Onceiot__Sims__V1__ImportSimsRequest *req;
+    arena_t *arena;
+    int rc;
+    rpc_status_t st;
+} racer_t;
+
+static void *race_main(void *arg)
+{
+    racer_t *r = arg;
+    principal_t staff = sims_h_root();
+    ProtobufCMessage *resp;
+    r->rc = sims_h_call("ImportSims", &r->req->base,
+                        &onceiot__sims__v1__import_sims_response__descriptor, &staff, r->arena,
+                        &resp, &r->st);
+    return NULL;
+}
+
+static long count_sql(const char *sql)
+{
+    PGresult *res = pgh_sql(sql);
+    long n = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return n;
+}
+
+/* Two imports whose batches share 500 ICCIDs, sent at once, ten times: the
+ * one that commits first lands whole, the other changes nothing and says
+ * why (ALREADY_EXISTS naming a shared ICCID when it waited for the first;
+ * ABORTED when the two deadlocked, which the second batch's reversed order
+ * makes possible). Never both, never a part of either. */
+Test(sims_import, two_overlapping_imports_at_once_land_one_whole_and_nothing_of_the_other)
+{
+    principal_t admin = sims_h_admin(1);
+    enum { ROUNDS = 10, N = 1500, SHARED = 500 };
+    int outcomes[2] = {0, 0}; /* ALREADY_EXISTS, ABORTED */
+    for (int round = 0; round < ROUNDS; round++) {
+        long long base = 100000 + (long long)round * 10000;
+        racer_t r[2] = {{.arena = sims_h_thread_arena()}, {.arena = sims_h_thread_arena()}};
+        r[0].req = sims_h_import_request(&admin, base, N, sims_h.arena);
+        r[1].req = sims_h_import_request(&admin, base + N - SHARED, N, sims_h.arena);
+        if (round % 2) { /* the second batch in descending order */
+            Onceiot__Sims__V1__SimInput **v = r[1].req->sims;
+            for (size_t i = 0, j = N - 1; i < j; i++, j--) {
+                Onceiot__Sims__V1__SimInput *t = v[i];
+                v[i] = v[j];
+                v[j] = t;
+            }
+        }
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++)
+            cr_assert_eq(pthread_create(&th[i], NULL, race_main, &r[i]), 0);
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        int won = r[0].rc == 0 ? 0 : 1, lost = 1 - won;
+        cr_assert_eq(r[won].rc, 0, "round %d: neither landed: %s / %s", round, r[0].st.message,
+                     r[1].st.message);
+        cr_assert(r[lost].rc == ERR_ALREADY_EXISTS || r[lost].rc == ERR_ABORTED,
+                  "round %d: the other got %s: %s", round, err_grpc_name(r[lost].st.code),
+                  r[lost].st.message);
+        outcomes[r[lost].rc == ERR_ABORTED]++;
+        const char *why = r[lost].st.message;
+        if (r[lost].rc == ERR_ALREADY_EXISTS)
+            cr_assert(strstr(why, "already exists"), "%s", why);
+        else
+            cr_assert(strstr(why, "concurrent") || strstr(why, "meanwhile"), "%s", why);
+        /* The winner's SIMs, each with its sim_created event, and nothing else. */
+        char *lo = arena_strdup(sims_h.arena, sims_h_iccid(base));
+        char *hi = arena_strdup(sims_h.arena, sims_h_iccid(base + 2 * N - SHARED - 1));
+        long sims = count_sql(arena_printf(
+            sims_h.arena, "SELECT count(*) FROM sims.sims WHERE iccid BETWEEN '%s' AND '%s'", lo,
+            hi));
+        long events = count_sql(arena_printf(sims_h.arena,
+                                             "SELECT count(*) FROM sims.sim_events WHERE "
+                                             "event_type = 'sim_created' AND iccid BETWEEN '%s' "
+                                             "AND '%s'",
+                                             lo, hi));
+        cr_assert_eq(sims, N, "round %d: %ld SIMs landed", round, sims);
+        cr_assert_eq(events, N, "round %d: %ld sim_created events", round, events);
+        long own = count_sql(arena_printf(
+            sims_h.arena, "SELECT count(*) FROM sims.sims WHERE iccid = ANY(ARRAY['%s','%s'])",
+            r[won].req->sims[0]->iccid, r[won].req->sims[N - 1]->iccid));
+        cr_assert_eq(own, 2, "round %d: the SIMs that landed are the winner's", round);
+    }
+    cr_log_info("the losing import: %d ALREADY_EXISTS, %d ABORTED", outcomes[0], outcomes[1]);
 }

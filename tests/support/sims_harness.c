@@ -236,32 +236,40 @@ size_t sims_h_count_all(const principal_t *who, Onceiot__Sims__V1__ListSimsReque
     return total;
 }
 
-int sims_h_import(const principal_t *who, long long first, int n, rpc_status_t *st,
-                  int32_t *imported)
+Onceiot__Sims__V1__ImportSimsRequest *sims_h_import_request(const principal_t *who, long long first,
+                                                            int n, arena_t *a)
 {
-    Onceiot__Sims__V1__ImportSimsRequest req = ONCEIOT__SIMS__V1__IMPORT_SIMS_REQUEST__INIT;
-    req.sims = arena_alloc(sims_h.arena, (size_t)n * sizeof(*req.sims));
+    Onceiot__Sims__V1__ImportSimsRequest *req = arena_alloc(a, sizeof(*req));
+    onceiot__sims__v1__import_sims_request__init(req);
+    req->sims = arena_alloc(a, (size_t)n * sizeof(*req->sims));
     static char *tags[] = {"fleet-a", "eu"};
     for (int i = 0; i < n; i++) {
-        Onceiot__Sims__V1__SimInput *in = arena_alloc(sims_h.arena, sizeof(*in));
+        Onceiot__Sims__V1__SimInput *in = arena_alloc(a, sizeof(*in));
         onceiot__sims__v1__sim_input__init(in);
-        in->iccid = (char *)sims_h_iccid(first + i);
-        in->label = arena_printf(sims_h.arena, "tracker %05lld", first + i);
-        in->imei = arena_printf(sims_h.arena, "35%013lld", first + i);
-        in->msisdn = arena_printf(sims_h.arena, "49%010lld", first + i);
-        in->ip_address = arena_printf(sims_h.arena, "10.%lld.%lld.%lld", ((first + i) >> 16) & 255,
+        in->iccid = arena_strdup(a, sims_h_iccid(first + i));
+        in->label = arena_printf(a, "tracker %05lld", first + i);
+        in->imei = arena_printf(a, "35%013lld", first + i);
+        in->msisdn = arena_printf(a, "49%010lld", first + i);
+        in->ip_address = arena_printf(a, "10.%lld.%lld.%lld", ((first + i) >> 16) & 255,
                                       ((first + i) >> 8) & 255, (first + i) & 255);
         in->customer_org_id = (first + i) % 3 + 1;
         in->tags = tags;
         in->n_tags = (first + i) % 2 ? 2 : 1;
         in->data_volume = 1 << 20;
         in->organization_id = who->organization_id;
-        req.sims[req.n_sims++] = in;
+        req->sims[req->n_sims++] = in;
     }
+    return req;
+}
+
+int sims_h_import(const principal_t *who, long long first, int n, rpc_status_t *st,
+                  int32_t *imported)
+{
+    Onceiot__Sims__V1__ImportSimsRequest *req = sims_h_import_request(who, first, n, sims_h.arena);
     ProtobufCMessage *resp;
     principal_t staff = sims_h_root();
     int rc =
-        sims_h_call("ImportSims", &req.base, &onceiot__sims__v1__import_sims_response__descriptor,
+        sims_h_call("ImportSims", &req->base, &onceiot__sims__v1__import_sims_response__descriptor,
                     &staff, NULL, &resp, st);
     if (rc == 0 && imported)
         *imported = ((Onceiot__Sims__V1__ImportSimsResponse *)resp)->imported;
