@@ -34,10 +34,7 @@ static token_key_t published_key(void)
 
 static int64_t count_users(void)
 {
-    PGresult *r = pgh_sql("SELECT count(*) AS n FROM identity.users");
-    int64_t n = atoll(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return n;
+    return pgh_count("SELECT count(*) FROM identity.users", 0, NULL);
 }
 
 static bool contains(const void *hay, size_t len, const char *needle)

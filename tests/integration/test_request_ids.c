@@ -50,10 +50,7 @@ static void teardown(void)
 static long count_of(const char *sql, const char *param)
 {
     const char *params[] = {param};
-    PGresult *r = pgh_sqlf(sql, param ? 1 : 0, params);
-    long n = atol(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return n;
+    return pgh_count(sql, param ? 1 : 0, params);
 }
 
 static void create_sim(const char *iccid, int64_t data, int64_t sms)

@@ -182,14 +182,6 @@ static void *race_main(void *arg)
     return NULL;
 }
 
-static long count_sql(const char *sql)
-{
-    PGresult *res = pgh_sql(sql);
-    long n = atol(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return n;
-}
-
 /* Two imports whose batches share 500 ICCIDs, sent at once, ten times: the
  * one that commits first lands whole, the other changes nothing and says
  * why (ALREADY_EXISTS naming a shared ICCID when it waited for the first;
@@ -203,8 +195,8 @@ Test(sims_import, two_overlapping_imports_at_once_land_one_whole_and_nothing_of_
     for (int round = 0; round < ROUNDS; round++) {
         long long base = 100000 + (long long)round * 10000;
         racer_t r[2] = {{.arena = sims_h_thread_arena()}, {.arena = sims_h_thread_arena()}};
-        r[0].req = sims_h_import_request(&admin, base, N, sims_h.arena);
-        r[1].req = sims_h_import_request(&admin, base + N - SHARED, N, sims_h.arena);
+        r[0].req = sims_h_import_request(&admin, base, N);
+        r[1].req = sims_h_import_request(&admin, base + N - SHARED, N);
         if (round % 2) { /* the second batch in descending order */
             Onceiot__Sims__V1__SimInput **v = r[1].req->sims;
             for (size_t i = 0, j = N - 1; i < j; i++, j--) {
@@ -231,21 +223,16 @@ Test(sims_import, two_overlapping_imports_at_once_land_one_whole_and_nothing_of_
         else
             cr_assert(strstr(why, "concurrent") || strstr(why, "meanwhile"), "%s", why);
         /* The winner's SIMs, each with its sim_created event, and nothing else. */
-        char *lo = arena_strdup(sims_h.arena, sims_h_iccid(base));
-        char *hi = arena_strdup(sims_h.arena, sims_h_iccid(base + 2 * N - SHARED - 1));
-        long sims = count_sql(arena_printf(
-            sims_h.arena, "SELECT count(*) FROM sims.sims WHERE iccid BETWEEN '%s' AND '%s'", lo,
-            hi));
-        long events = count_sql(arena_printf(sims_h.arena,
-                                             "SELECT count(*) FROM sims.sim_events WHERE "
-                                             "event_type = 'sim_created' AND iccid BETWEEN '%s' "
-                                             "AND '%s'",
-                                             lo, hi));
+        const char *range[] = {sims_h_iccid(base), sims_h_iccid(base + 2 * N - SHARED - 1)};
+        long sims =
+            pgh_count("SELECT count(*) FROM sims.sims WHERE iccid BETWEEN $1 AND $2", 2, range);
+        long events = pgh_count("SELECT count(*) FROM sims.sim_events WHERE event_type = "
+                                "'sim_created' AND iccid BETWEEN $1 AND $2",
+                                2, range);
         cr_assert_eq(sims, N, "round %d: %ld SIMs landed", round, sims);
         cr_assert_eq(events, N, "round %d: %ld sim_created events", round, events);
-        long own = count_sql(arena_printf(
-            sims_h.arena, "SELECT count(*) FROM sims.sims WHERE iccid = ANY(ARRAY['%s','%s'])",
-            r[won].req->sims[0]->iccid, r[won].req->sims[N - 1]->iccid));
+        const char *ends[] = {r[won].req->sims[0]->iccid, r[won].req->sims[N - 1]->iccid};
+        long own = pgh_count("SELECT count(*) FROM sims.sims WHERE iccid IN ($1, $2)", 2, ends);
         cr_assert_eq(own, 2, "round %d: the SIMs that landed are the winner's", round);
     }
     cr_log_info("the losing import: %d ALREADY_EXISTS, %d ABORTED", outcomes[0], outcomes[1]);

@@ -93,6 +93,14 @@ PGresult *pgh_sqlf(const char *sql, int nparams, const char *const *params)
     return pgh__check(res, sql);
 }
 
+long pgh_count(const char *sql, int nparams, const char *const *params)
+{
+    PGresult *res = pgh_sqlf(sql, nparams, params);
+    long n = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return n;
+}
+
 char *pgh_unique_name(const char *prefix)
 {
     unsigned char rnd[5];

@@ -19,6 +19,9 @@ PGresult *pgh_sql(const char *sql);
 /* Runs one statement with text parameters as the superuser, asserting
  * success. PQclear the result. */
 PGresult *pgh_sqlf(const char *sql, int nparams, const char *const *params);
+/* The first column of the first row of such a statement as a number (a
+ * count(*), say). */
+long pgh_count(const char *sql, int nparams, const char *const *params);
 /* EXPLAIN EXECUTE of the statement prepared as name on conn with n text
  * values (NULL: SQL NULL), asserting success; returns the plan's lines, one
  * a line (mem_free it). EXPLAIN EXECUTE takes no bind parameters: the values

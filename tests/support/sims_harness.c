@@ -237,8 +237,9 @@ size_t sims_h_count_all(const principal_t *who, Onceiot__Sims__V1__ListSimsReque
 }
 
 Onceiot__Sims__V1__ImportSimsRequest *sims_h_import_request(const principal_t *who, long long first,
-                                                            int n, arena_t *a)
+                                                            int n)
 {
+    arena_t *a = sims_h.arena;
     Onceiot__Sims__V1__ImportSimsRequest *req = arena_alloc(a, sizeof(*req));
     onceiot__sims__v1__import_sims_request__init(req);
     req->sims = arena_alloc(a, (size_t)n * sizeof(*req->sims));
@@ -246,7 +247,7 @@ Onceiot__Sims__V1__ImportSimsRequest *sims_h_import_request(const principal_t *w
     for (int i = 0; i < n; i++) {
         Onceiot__Sims__V1__SimInput *in = arena_alloc(a, sizeof(*in));
         onceiot__sims__v1__sim_input__init(in);
-        in->iccid = arena_strdup(a, sims_h_iccid(first + i));
+        in->iccid = (char *)sims_h_iccid(first + i);
         in->label = arena_printf(a, "tracker %05lld", first + i);
         in->imei = arena_printf(a, "35%013lld", first + i);
         in->msisdn = arena_printf(a, "49%010lld", first + i);
@@ -265,7 +266,7 @@ Onceiot__Sims__V1__ImportSimsRequest *sims_h_import_request(const principal_t *w
 int sims_h_import(const principal_t *who, long long first, int n, rpc_status_t *st,
                   int32_t *imported)
 {
-    Onceiot__Sims__V1__ImportSimsRequest *req = sims_h_import_request(who, first, n, sims_h.arena);
+    Onceiot__Sims__V1__ImportSimsRequest *req = sims_h_import_request(who, first, n);
     ProtobufCMessage *resp;
     principal_t staff = sims_h_root();
     int rc =

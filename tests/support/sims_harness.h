@@ -72,9 +72,9 @@ size_t sims_h_count_all(const principal_t *who, Onceiot__Sims__V1__ListSimsReque
  * success, how many were imported. */
 int sims_h_import(const principal_t *who, long long first, int n, rpc_status_t *st,
                   int32_t *imported);
-/* sims_h_import's request, in arena a; from the test's own thread. */
+/* sims_h_import's request, in sims_h.arena: the test's own thread only. */
 Onceiot__Sims__V1__ImportSimsRequest *sims_h_import_request(const principal_t *who, long long first,
-                                                            int n, arena_t *a);
+                                                            int n);
 /* True when a violation in st's BadRequest names field exactly. */
 bool sims_h_violation(const rpc_status_t *st, const char *field);
 /* An ICCID made of prefix and a number, 19 digits. */
