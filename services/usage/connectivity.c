@@ -41,23 +41,23 @@ static int conn__check_sample(rpc_call_t *call, size_t i,
                               const Onceiot__Usage__V1__ConnectivitySample *s, int64_t now_us)
 {
     arena_t *a = rpc_call_arena(call);
+    const usage_at_t at = {"samples", i};
     int bad = 0;
 #define BAD(field, ...)                                                                            \
     do {                                                                                           \
-        rpc_violation(call, arena_printf(a, "samples[%zu]." field, i), __VA_ARGS__);               \
+        rpc_violation(call, usage_field_name(a, at, field), __VA_ARGS__);                          \
         bad++;                                                                                     \
     } while (0)
-    if (!usage_valid_iccid(call, arena_printf(a, "samples[%zu].iccid", i), s->iccid))
+    if (!usage_valid_iccid(call, at, "iccid", s->iccid))
         bad++;
-    if (!usage_check_time(call, arena_printf(a, "samples[%zu].timestamp", i), s->timestamp, now_us,
-                          USAGE_CONN_RETENTION_DAYS))
+    if (!usage_check_time(call, at, "timestamp", s->timestamp, now_us, USAGE_CONN_RETENTION_DAYS))
         bad++;
     if (s->signal_strength && (s->signal_strength->value < -150 || s->signal_strength->value > 0))
         BAD("signal_strength", "must be -150 to 0 dBm");
     if (s->signal_quality && (s->signal_quality->value < 0 || s->signal_quality->value > 100))
         BAD("signal_quality", "must be 0 to 100");
     const usage_network_t net = {s->mcc, s->mnc, s->country_code, s->rat};
-    bad += usage_check_network(call, arena_printf(a, "samples[%zu].", i), "country_code", &net);
+    bad += usage_check_network(call, at, "country_code", &net);
     if (!conn__text(s->cell_id, 50))
         BAD("cell_id", "must be at most 50 characters without control characters");
     if (!conn__text(s->operator_name, 100))

@@ -45,7 +45,7 @@ int usage_sim_list_or_status(usage_ctx_t *cx, const char *list, const char *icci
 {
     rpc_call_t *call = cx->call;
     memset(out, 0, sizeof(*out));
-    usage_valid_iccid(call, "iccid", iccid);
+    usage_valid_iccid(call, USAGE_AT_TOP, "iccid", iccid);
     out->size = pagetoken_page_size(call, page_size, 100, 1000);
     out->from = start ? usage_ts_text(cx->a, usage_ts_us(start)) : NULL;
     out->to = end ? usage_ts_text(cx->a, usage_ts_us(end)) : NULL;

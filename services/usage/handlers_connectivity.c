@@ -84,7 +84,7 @@ int usage_get_connectivity(rpc_call_t *call, const ProtobufCMessage *req, Protob
     int rc = usage_ctx_or_status(call, &cx);
     if (rc < 0)
         return rc;
-    usage_valid_iccid(call, "iccid", r->iccid);
+    usage_valid_iccid(call, USAGE_AT_TOP, "iccid", r->iccid);
     if ((rc = rpc_check_violations(call)) < 0)
         return rc;
     usage_sim_t sim;

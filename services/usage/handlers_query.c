@@ -106,7 +106,7 @@ int usage_get_sim_usage(rpc_call_t *call, const ProtobufCMessage *req, ProtobufC
     int rc = usage_ctx_or_status(call, &cx);
     if (rc < 0)
         return rc;
-    usage_valid_iccid(call, "iccid", r->iccid);
+    usage_valid_iccid(call, USAGE_AT_TOP, "iccid", r->iccid);
     const db_stmt_t *stmt = NULL;
     int max_days = MAX_RANGE_DAYS;
     switch (r->granularity) {

@@ -52,8 +52,19 @@ int usage_ctx_or_status(rpc_call_t *call, usage_ctx_t *cx) ONCEIOT_MUSTCHECK;
  * gateway already enforces the rule; this keeps the service safe on its own.
  * PERMISSION_DENIED (status set) for anyone but a superuser. */
 int usage_staff_ctx_or_status(rpc_call_t *call, usage_ctx_t *cx) ONCEIOT_MUSTCHECK;
-/* A valid ICCID (19 or 20 digits), else a violation on field. */
-bool usage_valid_iccid(rpc_call_t *call, const char *field, const char *iccid);
+/* Where a checked value sits in a request: "<list>[<i>].<field>", or the
+ * bare field when list is NULL (USAGE_AT_TOP). The name is printed only
+ * for a violation, never for a value that passes: a batch checks 1,000
+ * records and three names a record. */
+typedef struct usage_at {
+    const char *list;
+    size_t i;
+} usage_at_t;
+#define USAGE_AT_TOP ((usage_at_t){NULL, 0})
+/* The field's name at at, in a. */
+const char *usage_field_name(arena_t *a, usage_at_t at, const char *field);
+/* A valid ICCID (19 or 20 digits), else a violation on field at at. */
+bool usage_valid_iccid(rpc_call_t *call, usage_at_t at, const char *field, const char *iccid);
 /* Runs stmt on the call's connection (status set on failure). */
 int usage_exec(usage_ctx_t *cx, const db_stmt_t *stmt, const char *const *params,
                PGresult **res) ONCEIOT_MUSTCHECK;
@@ -181,16 +192,16 @@ bool usage_valid_batch(rpc_call_t *call, const Onceiot__Usage__V1__IngestUsageBa
  * -1 when the count is wrong (the items are not worth checking). */
 int usage_check_batch_shape(rpc_call_t *call, const char *batch_id, const char *items, size_t n);
 /* A required timestamp at most 5 minutes ahead of now_us and within
- * retention_days; else a violation on field. */
-bool usage_check_time(rpc_call_t *call, const char *field, const Google__Protobuf__Timestamp *ts,
-                      int64_t now_us, int retention_days);
+ * retention_days; else a violation on field at at. */
+bool usage_check_time(rpc_call_t *call, usage_at_t at, const char *field,
+                      const Google__Protobuf__Timestamp *ts, int64_t now_us, int retention_days);
 /* The optional network fields of a record or sample ("" when unknown). */
 typedef struct usage_network {
     const char *mcc, *mnc, *country, *rat;
 } usage_network_t;
-/* Checks them, recording violations named prefix + field (the country's
+/* Checks them, recording violations on their fields at at (the country's
  * field is named country_field); returns how many it found. */
-int usage_check_network(rpc_call_t *call, const char *prefix, const char *country_field,
+int usage_check_network(rpc_call_t *call, usage_at_t at, const char *country_field,
                         const usage_network_t *n);
 /* Epoch microseconds, hours and days (bigint) as PostgreSQL values, in a
  * statement's text: the numbers travel as binary int8, which the server

@@ -57,15 +57,19 @@ static bool usage__digits(const char *s, size_t min, size_t max)
     return true;
 }
 
-bool usage_valid_iccid(rpc_call_t *call, const char *field, const char *iccid)
+const char *usage_field_name(arena_t *a, usage_at_t at, const char *field)
 {
-    if (!iccid[0])
-        rpc_violation(call, field, "is required");
-    else if (!usage__digits(iccid, 19, 20))
-        rpc_violation(call, field, "must be 19 or 20 digits");
-    else
-        return true;
-    return false;
+    return at.list ? arena_printf(a, "%s[%zu].%s", at.list, at.i, field) : field;
+}
+
+bool usage_valid_iccid(rpc_call_t *call, usage_at_t at, const char *field, const char *iccid)
+{
+    const char *why = !iccid[0]                       ? "is required"
+                      : !usage__digits(iccid, 19, 20) ? "must be 19 or 20 digits"
+                                                      : NULL;
+    if (why)
+        rpc_violation(call, usage_field_name(rpc_call_arena(call), at, field), "%s", why);
+    return why == NULL;
 }
 
 static const char *const rats[] = {"2G", "3G", "LTE", "LTE-M", "NB-IoT", "5G"};
@@ -76,16 +80,16 @@ static int usage__check_record(rpc_call_t *call, size_t i, const Onceiot__Usage_
                                int64_t now_us)
 {
     arena_t *a = rpc_call_arena(call);
+    const usage_at_t at = {"records", i};
     int bad = 0;
 #define BAD(field, ...)                                                                            \
     do {                                                                                           \
-        rpc_violation(call, arena_printf(a, "records[%zu]." field, i), __VA_ARGS__);               \
+        rpc_violation(call, usage_field_name(a, at, field), __VA_ARGS__);                          \
         bad++;                                                                                     \
     } while (0)
-    if (!usage_valid_iccid(call, arena_printf(a, "records[%zu].iccid", i), r->iccid))
+    if (!usage_valid_iccid(call, at, "iccid", r->iccid))
         bad++;
-    if (!usage_check_time(call, arena_printf(a, "records[%zu].timestamp", i), r->timestamp, now_us,
-                          USAGE_RETENTION_DAYS))
+    if (!usage_check_time(call, at, "timestamp", r->timestamp, now_us, USAGE_RETENTION_DAYS))
         bad++;
     if (r->volume_rx < 0)
         BAD("volume_rx", "must not be negative");
@@ -102,34 +106,35 @@ static int usage__check_record(rpc_call_t *call, size_t i, const Onceiot__Usage_
     if (r->total_volume != 0 && r->total_volume != r->volume_rx + r->volume_tx)
         BAD("total_volume", "is derived (volume_rx + volume_tx); leave it unset");
     const usage_network_t net = {r->mcc, r->mnc, r->country, r->rat};
-    bad += usage_check_network(call, arena_printf(a, "records[%zu].", i), "country", &net);
+    bad += usage_check_network(call, at, "country", &net);
 #undef BAD
     return bad;
 }
 
-bool usage_check_time(rpc_call_t *call, const char *field, const Google__Protobuf__Timestamp *ts,
-                      int64_t now_us, int retention_days)
+bool usage_check_time(rpc_call_t *call, usage_at_t at, const char *field,
+                      const Google__Protobuf__Timestamp *ts, int64_t now_us, int retention_days)
 {
     int64_t us = usage_ts_us(ts);
-    if (!ts)
-        rpc_violation(call, field, "is required");
-    else if (us > now_us + USAGE_FUTURE_US)
-        rpc_violation(call, field, "is more than 5 minutes in the future");
-    else if (us < now_us - (int64_t)retention_days * 86400 * 1000000)
-        rpc_violation(call, field, "is older than the retention of %d days", retention_days);
-    else
-        return true;
-    return false;
+    bool late = ts && us < now_us - (int64_t)retention_days * 86400 * 1000000;
+    const char *why = !ts                             ? "is required"
+                      : us > now_us + USAGE_FUTURE_US ? "is more than 5 minutes in the future"
+                                                      : NULL;
+    const char *name = why || late ? usage_field_name(rpc_call_arena(call), at, field) : NULL;
+    if (why)
+        rpc_violation(call, name, "%s", why);
+    else if (late)
+        rpc_violation(call, name, "is older than the retention of %d days", retention_days);
+    return !why && !late;
 }
 
-int usage_check_network(rpc_call_t *call, const char *prefix, const char *country_field,
+int usage_check_network(rpc_call_t *call, usage_at_t at, const char *country_field,
                         const usage_network_t *n)
 {
     arena_t *a = rpc_call_arena(call);
     int bad = 0;
 #define BAD(field, ...)                                                                            \
     do {                                                                                           \
-        rpc_violation(call, arena_printf(a, "%s%s", prefix, field), __VA_ARGS__);                  \
+        rpc_violation(call, usage_field_name(a, at, field), __VA_ARGS__);                          \
         bad++;                                                                                     \
     } while (0)
     if (n->mcc[0] && !usage__digits(n->mcc, 3, 3))

@@ -65,7 +65,7 @@ static void fuzz__string(rpc_call_t *call, arena_t *a, const char *name, const c
         return;
     if (strcmp(name, "iccid") == 0) {
         sims_valid_iccid(call, name, v);
-        usage_valid_iccid(call, name, v);
+        usage_valid_iccid(call, USAGE_AT_TOP, name, v);
     } else if (strcmp(name, "imei") == 0) {
         sims_valid_imei(call, name, v);
     } else if (strcmp(name, "msisdn") == 0) {
