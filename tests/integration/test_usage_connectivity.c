@@ -738,8 +738,12 @@ Test(usage_connectivity, events_wait_while_sims_is_down_and_arrive_in_order)
 
 /* ---- concurrent batches of the same SIMs ---- */
 
+/* A writer thread: its SIMs, and for the new-SIM rounds below, each
+ * round's new SIMs and the barrier that starts it. */
 typedef struct writer {
     const char *const *sims;
+    const char *(*fresh)[4];
+    pthread_barrier_t *go;
     int id;
     arena_t *a;
     int failures;
@@ -810,6 +814,88 @@ Test(usage_connectivity, concurrent_batches_keep_the_state_exact_and_the_events_
             assert_events(sims[s], n, NULL, true);
         for (size_t i = 1; i < n; i++)
             cr_assert_geq(ts_us(ev[i]->occurred_at), ts_us(ev[i - 1]->occurred_at));
+    }
+}
+
+/* ---- concurrent first batches of new SIMs ---- */
+
+#define NEW_ROUNDS 6
+
+/* Each round, one batch of the 4 known SIMs and that round's 4 new ones, in
+ * an order of this writer's, sent with the other writers' at once: each
+ * first finds SIMs without a state row, and all create them together while
+ * they hold the known SIMs' rows. */
+static void *write_new_sims(void *p)
+{
+    writer_t *w = p;
+    principal_t who = usage_h_writer();
+    unsigned seed = (unsigned)w->id * 104729u + 3;
+    int64_t base = usage_h_now_us() - 2 * HOUR;
+    for (int r = 0; r < NEW_ROUNDS; r++) {
+        sample_t *v[8];
+        for (int i = 0; i < 8; i++) {
+            int k = (i + w->id) % 8; /* every writer starts elsewhere */
+            const char *iccid = k < 4 ? w->sims[k] : w->fresh[r][k - 4];
+            /* Distinct instants per writer and round. */
+            int64_t us = base + ((int64_t)r * 40 + w->id * 8 + i) * 1000000;
+            v[i] = sample(w->a, iccid, us, rand_r(&seed) % 2, NULL);
+        }
+        const char *id = arena_printf(w->a, "new-%d-%d", w->id, r);
+        size_t n = 8;
+        sample_t **vv = v;
+        rpc_status_t st;
+        pthread_barrier_wait(w->go);
+        if (ingest_as(w->a, &who, &id, &vv, &n, 1, NULL, &st) != 0 && w->failures++ == 0)
+            snprintf(w->first, sizeof(w->first), "round %d: %s", r, st.message);
+    }
+    return NULL;
+}
+
+Test(usage_connectivity, concurrent_first_batches_of_new_sims_create_each_state_once)
+{
+    const char *known[4], *fresh[NEW_ROUNDS][4];
+    sample_t *warm[4];
+    for (int s = 0; s < 4; s++) {
+        known[s] = usage_h_sim(1, 500 + s, 0, 0);
+        warm[s] = sample(arena, known[s], usage_h_now_us() - 3 * HOUR, true, NULL);
+    }
+    for (int r = 0; r < NEW_ROUNDS; r++)
+        for (int s = 0; s < 4; s++)
+            fresh[r][s] = usage_h_sim(1, 600 + r * 4 + s, 0, 0);
+    ingest_ok("new-warm", warm, 4);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 4);
+    writer_t w[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (writer_t){
+            .sims = known, .fresh = fresh, .go = &go, .id = i, .a = sims_h_thread_arena()};
+        pthread_create(&th[i], NULL, write_new_sims, &w[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+    /* No batch deadlocked or failed; each SIM has one state, its newest sample. */
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(w[i].failures, 0, "writer %d: %s", i, w[i].first);
+    cr_assert_eq(usage_h_sql_int("SELECT count(*) FROM usage.sim_connectivity"),
+                 4 + 4 * NEW_ROUNDS * 8);
+    cr_assert_eq(
+        usage_h_sql_int("SELECT count(*) FROM usage.sim_connectivity_state s JOIN LATERAL "
+                        "(SELECT * FROM usage.sim_connectivity c WHERE c.sim_id = s.sim_id "
+                        "ORDER BY \"timestamp\" DESC LIMIT 1) c ON true "
+                        "WHERE c.\"timestamp\" = s.last_seen AND c.connected = s.connected"),
+        4 + 4 * NEW_ROUNDS);
+    drain();
+    /* Each SIM's events alternate, numbered without gaps, as the state counts. */
+    for (int s = 0; s < 4 + 4 * NEW_ROUNDS; s++) {
+        const char *iccid = s < 4 ? known[s] : fresh[(s - 4) / 4][(s - 4) % 4];
+        state_t *st = state_of(iccid);
+        size_t n;
+        Onceiot__Sims__V1__SimEvent **ev = events_of(iccid, &n);
+        cr_assert_eq((int64_t)n, st->transitions, "SIM %s", iccid);
+        if (n > 0)
+            assert_events(iccid, n, NULL, strcmp(ev[0]->event_type, "connectivity_lost") == 0);
     }
 }
 
