@@ -170,6 +170,10 @@ static void db__settings_params(const db_conn_t *c, char bufs[2][24], const char
     params[3] = c->call_info ? c->call_info : "";
 }
 
+/* The most steps one round trip carries: the settings, the plan mode and
+ * the statement. */
+#define DB__MAX_STEPS 3
+
 /* One step of a pipelined round trip: a prepared statement (prepared first
  * in the same round trip if this connection has not yet) or fixed SQL. */
 typedef struct db__step {
@@ -200,8 +204,8 @@ static int db__pipeline_lost(db_conn_t *c)
  * result handed over in *out as db_exec does) or the first error. */
 static int db__pipeline(db_conn_t *c, const db__step_t *steps, int n, int keep, PGresult **out)
 {
-    const db_stmt_t *prepares[4] = {NULL}; /* per query sent: the statement it prepares */
-    int kept[4];                           /* per query sent: the step whose result it is, or -1 */
+    const db_stmt_t *prepares[2 * DB__MAX_STEPS] = {NULL}; /* per query sent: what it prepares */
+    int kept[2 * DB__MAX_STEPS]; /* per query sent: the step whose result it is, or -1 */
     int nq = 0;
     int rc = 0;
     int rows = 0;
@@ -352,6 +356,42 @@ int db_exec_values(db_conn_t *conn, const db_stmt_t *stmt, const db_value_t *val
         formats[i] = values[i].binary ? 1 : 0;
     }
     return db__exec(conn, stmt, params, lengths, formats, res);
+}
+
+/* db_exec_generic's plan mode, transaction-local like the settings. */
+static const db_stmt_t db__generic_plan = {
+    "onceiot_db_generic_plan",
+    "SELECT pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true)", 0};
+
+int db_exec_generic(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params,
+                    PGresult **res)
+{
+    if (res != NULL)
+        *res = NULL;
+    if (conn->pg == NULL)
+        return db__lost(conn);
+    if (PQtransactionStatus(conn->pg) != PQTRANS_IDLE) {
+        snprintf(conn->errmsg, sizeof conn->errmsg,
+                 "%s: db_exec_generic runs outside a transaction block only", stmt->name);
+        conn->sqlstate[0] = conn->constraint[0] = '\0';
+        return ERR_INTERNAL;
+    }
+    char bufs[2][24];
+    const char *sp[4];
+    db__step_t steps[DB__MAX_STEPS];
+    int n = 0;
+    bool settings = db__needs_settings(conn);
+
+    if (settings) {
+        db__settings_params(conn, bufs, sp);
+        steps[n++] = (db__step_t){.stmt = &db__settings, .params = sp};
+    }
+    steps[n++] = (db__step_t){.stmt = &db__generic_plan};
+    steps[n++] = (db__step_t){.stmt = stmt, .params = params};
+    int rc = db__pipeline(conn, steps, n, n - 1, res);
+    if (settings)
+        db__settings_sent(conn, rc);
+    return rc;
 }
 
 int db_exec_custom(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params,

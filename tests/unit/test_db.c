@@ -848,3 +848,57 @@ Test(db, custom_plan_statement_gets_the_scope_and_timeout)
     assert_seen(v, "42/false/1500ms");
     db_pool_release(pool, c);
 }
+
+/* db_exec_generic (ListSims by a tag): a LIMIT $1 statement, whose custom
+ * plans PostgreSQL's plan cache would keep choosing, runs on its generic
+ * plan from the first call, answers each call's parameters, and the plan
+ * mode ends with the call's implicit transaction. */
+Test(db, generic_plan_statement_is_planned_once_and_the_mode_ends_with_the_call)
+{
+    static const db_stmt_t generic = {"test_db_generic",
+                                      "SELECT g AS v, current_setting('plan_cache_mode') AS mode"
+                                      " FROM generate_series(1, 1000) g ORDER BY g LIMIT $1",
+                                      1};
+    static const db_stmt_t plans = {
+        "test_db_generic_plans",
+        "SELECT generic_plans, custom_plans, current_setting('plan_cache_mode') AS mode"
+        " FROM pg_prepared_statements WHERE name = $1",
+        1};
+    const char *name[1] = {generic.name};
+    db_pool_t *one = open_pool(pgh_url(), schema, 1);
+    db_conn_t *c = acquire(one);
+    PGresult *res = NULL;
+
+    for (int i = 0; i < 8; i++) {
+        char lim[8];
+        snprintf(lim, sizeof lim, "%d", 1 + i * 3);
+        const char *limit[1] = {lim};
+        cr_assert_eq(db_exec_generic(c, &generic, limit, &res), 1 + i * 3, "%s", db_errmsg(c));
+        cr_assert_str_eq(db_get(res, 0, "mode"), "force_generic_plan");
+        PQclear(res);
+        res = NULL;
+    }
+    cr_assert_eq(db_exec(c, &plans, name, &res), 1, "%s", db_errmsg(c));
+    cr_assert_eq(db_get_int(res, 0, "generic_plans", -1), 8);
+    cr_assert_eq(db_get_int(res, 0, "custom_plans", -1), 0);
+    cr_assert_str_eq(db_get(res, 0, "mode"), "auto", "the plan mode outlived its call");
+    PQclear(res);
+    res = NULL;
+
+    /* The scope travels with it, as with every statement. */
+    db_set_scope(c, 42, false);
+    cr_assert_eq(db_exec_generic(c, &read_scope, NULL, &res), 1, "%s", db_errmsg(c));
+    cr_assert_str_eq(db_get(res, 0, "org"), "42");
+    PQclear(res);
+    res = NULL;
+
+    /* Inside a transaction block the mode would outlive the statement. */
+    cr_assert_eq(db_begin(c), 0);
+    const char *two[1] = {"2"};
+    cr_assert_eq(db_exec_generic(c, &generic, two, &res), ERR_INTERNAL);
+    cr_assert_null(res);
+    cr_assert(strstr(db_errmsg(c), "outside a transaction block") != NULL, "%s", db_errmsg(c));
+    db_rollback(c);
+    db_pool_release(one, c);
+    db_pool_close(one);
+}

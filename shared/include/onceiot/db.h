@@ -115,6 +115,14 @@ int db_exec(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params,
  * SET plan_cache_mode round trip of its own. */
 int db_exec_custom(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params,
                    PGresult **res) ONCEIOT_MUSTCHECK;
+/* As db_exec, but always with the generic plan: planned once per connection,
+ * whatever the parameters. For a statement whose best plan does not depend
+ * on them, where PostgreSQL's plan cache, comparing estimates, would plan it
+ * again for every call (a "LIMIT $n" makes the generic plan look costlier).
+ * plan_cache_mode is set transaction-locally in the same round trip, so it
+ * runs outside a transaction block only (else ERR_INTERNAL). */
+int db_exec_generic(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params,
+                    PGresult **res) ONCEIOT_MUSTCHECK;
 /* Executes fixed SQL with no parameters (BEGIN, SET ...). */
 int db_exec_simple(db_conn_t *conn, const char *sql) ONCEIOT_MUSTCHECK;
 
