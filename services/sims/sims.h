@@ -174,7 +174,9 @@ typedef struct sims_page {
     uint64_t hash;        /* pagetoken_hash of the list's filters and order */
     const char *key_col;  /* column of the last row that is the next token's key */
     const char *last_col; /* column that is its tie-breaker; NULL: none ("") */
-    bool custom_plan;     /* run with db_exec_custom (planned for each call) */
+    /* How stmt runs: db_exec_custom (planned for each call), db_exec_generic
+     * (planned once), or NULL: sims_exec (prepared, PostgreSQL's choice). */
+    int (*exec)(db_conn_t *conn, const db_stmt_t *stmt, const char *const *params, PGresult **res);
 } sims_page_t;
 /* Runs a list's stmt (status set on failure). *n gets the rows to answer
  * with (at most page->size) and, when more came, *next the token of the next

@@ -57,12 +57,18 @@
  * tag's SIMs: the LIMIT inside makes the walk in order explicit.
  * SIMS_LIST_WHERE only rechecks the SIMs (it names every parameter, as the
  * others); with another filter set it would make pages short, so the
- * service uses this statement only without one. */
+ * service uses this statement only without one. It runs on its generic
+ * plan (db_exec_generic), and planning anew for each call was 0.5 to 0.8 ms
+ * of the statement's 2 ms. So that plan's scan of sim_tags starts at the
+ * page's key on any page, $11 is '' on the first (every ICCID sorts after
+ * it), never NULL: under the policies only a leakproof condition is an
+ * index condition, and neither "$11 IS NULL OR" nor coalesce($11, '') is
+ * one until a custom plan folds it ($12, the same ICCID, only rechecks). */
 #define SIMS_LIST_BY_TAG                                                                           \
     "SELECT " SIMS_SIM_COLUMNS ", s.iccid AS sort_key"                                             \
     " FROM (SELECT t.sim_id, t.iccid FROM sim_tags t"                                              \
     " WHERE t.organization_id = $1::bigint AND t.tag = $4::text"                                   \
-    " AND ($12::text IS NULL OR t.iccid > $11::text)"                                              \
+    " AND t.iccid > $11::text AND ($12::text IS NULL OR t.iccid > $12::text)"                      \
     " ORDER BY t.iccid LIMIT $10) t"                                                               \
     " JOIN sim_summaries s ON s.id = t.sim_id WHERE " SIMS_LIST_WHERE                              \
     " ORDER BY t.iccid LIMIT $10"

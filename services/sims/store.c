@@ -461,11 +461,11 @@ int sims_page_exec(sims_ctx_t *cx, const db_stmt_t *stmt, const char *const *par
                    const sims_page_t *page, PGresult **res, int *n, char **next)
 {
     int rc;
-    if (page->custom_plan) {
+    if (page->exec) {
         db_conn_t *conn = svc_db_or_status(cx->call);
         if (!conn)
             return ERR_UNAVAILABLE;
-        if ((rc = db_exec_custom(conn, stmt, params, res)) < 0)
+        if ((rc = page->exec(conn, stmt, params, res)) < 0)
             return svc_db_fail(cx->call, conn, rc);
     } else if ((rc = sims_exec(cx, stmt, params, res)) < 0) {
         return rc;

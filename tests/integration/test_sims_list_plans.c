@@ -139,15 +139,57 @@ static PGresult *run(const db_stmt_t *stmt, const char *org, const char *tag, in
 {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
-    const char *params[12] = {org,  NULL, NULL, tag, NULL,  NULL,
-                              NULL, NULL, NULL, lim, after, after};
+    /* The first page's key is '' (what the tag's statement needs, and the
+     * plain one ignores while $12 is NULL). */
+    const char *params[12] = {
+        org, NULL, NULL, tag, NULL, NULL, NULL, NULL, NULL, lim, after ? after : "", after};
     db_conn_t *c = NULL;
     cr_assert_eq(db_pool_acquire(pool, 2000, &c), 0);
     db_set_scope(c, strtoll(org, NULL, 10), false);
     PGresult *res = NULL;
-    int rc = db_exec_custom(c, stmt, params, &res);
+    /* As the service runs them: the tag's list on its generic plan. */
+    int rc = stmt == &by_tag ? db_exec_generic(c, stmt, params, &res)
+                             : db_exec_custom(c, stmt, params, &res);
     cr_assert_geq(rc, 0, "%s: %s", stmt->name, db_errmsg(c));
     db_pool_release(pool, c);
+    return res;
+}
+
+/* EXPLAIN (ANALYZE, opts) of SIMS_LIST_BY_TAG with run's parameters as org's
+ * tenant: planned for them (a custom plan), or, when generic, the generic
+ * plan the service runs (PostgreSQL 15 explains a prepared statement's
+ * generic plan only through EXECUTE under force_generic_plan). PQclear the
+ * result. */
+static PGresult *explain_of(bool generic, const char *opts, const char *org, const char *tag,
+                            int limit, const char *after)
+{
+    if (!generic)
+        return run(strcmp(opts, "FORMAT JSON") == 0 ? &explain : &explain_text, org, tag, limit,
+                   after);
+    static bool prepared; /* on the pool's one connection */
+    db_conn_t *c = NULL;
+    cr_assert_eq(db_pool_acquire(pool, 2000, &c), 0);
+    db_set_scope(c, strtoll(org, NULL, 10), false);
+    if (!prepared) {
+        cr_assert_geq(
+            db_exec_simple(c, "PREPARE test_list_generic(bigint, text, text, text, text, "
+                              "text, inet, text, bigint, bigint, text, text) AS " SIMS_LIST_BY_TAG),
+            0, "%s", db_errmsg(c));
+        prepared = true;
+    }
+    char *last = after ? mem_printf("'%s'", after) : mem_strdup("NULL");
+    char *sql = mem_printf("EXPLAIN (ANALYZE, %s) EXECUTE test_list_generic(%s, NULL, NULL, '%s', "
+                           "NULL, NULL, NULL, NULL, NULL, %d, '%s', %s)",
+                           opts, org, tag, limit, after ? after : "", last);
+    const db_stmt_t st = {"test_list_explain_generic", sql, 0};
+    PGresult *res = NULL;
+    cr_assert_geq(db_exec_simple(c, "SET plan_cache_mode = force_generic_plan"), 0);
+    int rc = db_exec_custom(c, &st, NULL, &res);
+    cr_assert_geq(rc, 0, "%s: %s", sql, db_errmsg(c));
+    cr_assert_geq(db_exec_simple(c, "RESET plan_cache_mode"), 0);
+    db_pool_release(pool, c);
+    mem_free(sql);
+    mem_free(last);
     return res;
 }
 
@@ -240,17 +282,18 @@ static void expect_same_pages(const char *org, const char *tag, int n)
  * the first) reads sim_tags_pkey, and at most
  * ten rows per SIM of the page in all its scans (what each node read and
  * returned, summed by PostgreSQL from the JSON plan). */
-static void expect_bounded(const char *who, const char *org, const char *tag, const char *after)
+static void expect_bounded_plan(bool generic, const char *who, const char *org, const char *tag,
+                                const char *after)
 {
-    PGresult *res = run(&explain_text, org, tag, PAGE + 1, after);
-    printf("-- ListSims by tag \"%s\", %s, page of %d%s\n", tag, who, PAGE,
-           after ? ", a later page" : "");
+    PGresult *res = explain_of(generic, "COSTS OFF", org, tag, PAGE + 1, after);
+    printf("-- ListSims by tag \"%s\", %s, page of %d%s, %s plan\n", tag, who, PAGE,
+           after ? ", a later page" : "", generic ? "the generic" : "a custom");
     for (int i = 0; i < PQntuples(res); i++)
         printf("%s\n", PQgetvalue(res, i, 0));
     fflush(stdout);
     PQclear(res);
 
-    res = run(&explain, org, tag, PAGE + 1, after);
+    res = explain_of(generic, "FORMAT JSON", org, tag, PAGE + 1, after);
     const char *params[] = {PQgetvalue(res, 0, 0)};
     PGresult *sum = pgh_sqlf("SELECT coalesce(sum(((n->>'Actual Rows')::numeric"
                              " + coalesce((n->>'Rows Removed by Filter')::numeric, 0)"
@@ -272,6 +315,14 @@ static void expect_bounded(const char *who, const char *org, const char *tag, co
                   PQgetvalue(res, 0, 0));
     PQclear(sum);
     PQclear(res);
+}
+
+/* expect_bounded_plan for the plan the service runs (generic) and for one
+ * planned for the page's parameters. */
+static void expect_bounded(const char *who, const char *org, const char *tag, const char *after)
+{
+    expect_bounded_plan(true, who, org, tag, after);
+    expect_bounded_plan(false, who, org, tag, after);
 }
 
 Test(sims_list_plans, a_page_by_tag_reads_about_as_many_rows_as_it_returns)
