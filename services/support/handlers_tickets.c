@@ -173,10 +173,8 @@ int support_list_tickets(rpc_call_t *call, const ProtobufCMessage *req, Protobuf
     db_conn_t *conn = svc_db_or_status(call);
     if (!conn)
         return ERR_UNAVAILABLE;
-    if ((rc = db_exec_simple(conn, "SET plan_cache_mode = force_custom_plan")) < 0)
+    if ((rc = db_exec_custom(conn, stmt, params, &res)) < 0)
         return svc_db_fail(call, conn, rc);
-    if ((rc = support_exec(&cx, stmt, params, &res)) < 0)
-        return rc;
     Onceiot__Support__V1__ListTicketsResponse *out = arena_alloc(cx.a, sizeof(*out));
     onceiot__support__v1__list_tickets_response__init(out);
     int n = rc > size ? size : rc;

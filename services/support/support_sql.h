@@ -27,8 +27,9 @@
  *   $12 overdue (true or NULL)  $13 due within (seconds)
  *   $14 LIMIT (page + 1)  $15, $16 the page token's key and tie-breaker.
  * Every filter is "($n IS NULL OR condition)"; the statements run with
- * custom plans (plan_cache_mode = force_custom_plan), so PostgreSQL folds the
- * unused filters away and picks the index of the ones used. A customer's
+ * custom plans (db_exec_custom: unnamed, planned for each call's
+ * parameters), so PostgreSQL folds the unused filters away and picks the
+ * index of the ones used. A customer's
  * search never reads search_staff: only staff's parameter does. */
 #define SUPPORT_LIST_FILTERS                                                                       \
     "FROM tickets t WHERE ($1::bigint IS NULL OR t.organization_id = $1) "                         \
