@@ -16,9 +16,8 @@
 
 #define HOUR (3600LL * 1000000)
 #define DAY  (24 * HOUR)
-#define CONN "/onceiot.usage.v1.UsageService/IngestConnectivity"
 
-typedef Onceiot__Usage__V1__ConnectivitySample sample_t;
+typedef usage_sample_t sample_t;
 
 /* The served process never compacts by itself here: the tests run the
  * subcommand. */
@@ -31,55 +30,14 @@ static arena_t *arena;
 static const char *s1, *s2, *s3; /* organizations 1, 1, 2 */
 static int64_t day0;             /* 10 days ago, 00:00 UTC */
 
-static Google__Protobuf__Timestamp *ts(int64_t us)
-{
-    Google__Protobuf__Timestamp *t = arena_alloc(arena, sizeof(*t));
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / 1000000;
-    t->nanos = (int32_t)(us % 1000000) * 1000;
-    return t;
-}
-
-static sample_t *sample(const char *iccid, int64_t us, bool connected)
-{
-    sample_t *s = arena_alloc(arena, sizeof(*s));
-    onceiot__usage__v1__connectivity_sample__init(s);
-    s->iccid = (char *)iccid;
-    s->timestamp = ts(us);
-    s->connected = connected;
-    if (connected) {
-        s->rat = "LTE";
-        s->country_code = "DE";
-        s->operator_name = "Telekom";
-        s->mcc = "262";
-        s->mnc = "01";
-        s->cell_id = "cell-4711";
-        s->apn = "iot.1nce.net";
-    }
-    return s;
-}
-
 /* One IngestConnectivity stream of one batch as the pipeline. */
 static void ingest_conn(const char *id, sample_t **v, size_t n)
 {
-    rpc_md_t md[2];
     principal_t w = usage_h_writer();
-    principal_sign(&sims_h.key, &w, CONN, arena, md);
-    rpc_call_opts_t o = {.timeout_ms = 30000, .metadata = md, .n_metadata = 2};
-    rpc_stream_t *s;
-    cr_assert_eq(rpc_stream_open(usage_h.ch, CONN, arena, &o, &s), 0);
-    Onceiot__Usage__V1__IngestConnectivityBatchRequest r =
-        ONCEIOT__USAGE__V1__INGEST_CONNECTIVITY_BATCH_REQUEST__INIT;
-    r.batch_id = (char *)id;
-    r.samples = v;
-    r.n_samples = n;
-    cr_assert_eq(rpc_stream_send(s, &r.base), 0);
-    cr_assert_eq(rpc_stream_close_send(s), 0);
-    ProtobufCMessage *m = NULL;
-    int got = rpc_stream_recv(s, &onceiot__usage__v1__ingest_connectivity_response__descriptor, &m);
+    Onceiot__Usage__V1__IngestConnectivityResponse *r = NULL;
     rpc_status_t st;
-    cr_assert_eq(rpc_stream_finish(s, &st), 0, "%s", st.message);
-    cr_assert_eq(got, 1, "no answer to the batch");
+    cr_assert_eq(usage_h_ingest_conn(arena, &w, &id, &v, &n, 1, &r, &st), 0, "%s", st.message);
+    cr_assert_not_null(r, "no answer to the batch");
 }
 
 static void ingest_usage(const char *id, usage_rec_t **v, size_t n)
@@ -112,13 +70,13 @@ static void setup(void)
     ingest_usage("fixture-1", recs, 5);
     ingest_usage("fixture-2", recs + 5, 4);
     sample_t *samples[] = {
-        sample(s1, day0 + HOUR, true),
-        sample(s1, day0 + 2 * HOUR, false),
-        sample(s1, day0 + 3 * HOUR, true),
-        sample(s1, day0 + DAY + HOUR, false),
-        sample(s2, day0 + HOUR, true),
-        sample(s3, day0 + 4 * HOUR, false),
-        sample(s1, now, true),
+        usage_h_sample(arena, s1, day0 + HOUR, true, NULL),
+        usage_h_sample(arena, s1, day0 + 2 * HOUR, false, NULL),
+        usage_h_sample(arena, s1, day0 + 3 * HOUR, true, NULL),
+        usage_h_sample(arena, s1, day0 + DAY + HOUR, false, NULL),
+        usage_h_sample(arena, s2, day0 + HOUR, true, NULL),
+        usage_h_sample(arena, s3, day0 + 4 * HOUR, false, NULL),
+        usage_h_sample(arena, s1, now, true, NULL),
     };
     ingest_conn("conn-1", samples, 7);
     cr_assert(usage_h_wait_outbox_empty(20000));
@@ -174,8 +132,8 @@ static void add_pages(answers_t *o, bool conn, const char *iccid, int64_t from, 
             r.iccid = (char *)iccid;
             r.page_size = 2;
             r.page_token = (char *)token;
-            r.start = from ? ts(from) : NULL;
-            r.end = to ? ts(to) : NULL;
+            r.start = from ? usage_h_ts(arena, from) : NULL;
+            r.end = to ? usage_h_ts(arena, to) : NULL;
             cr_assert_eq(usage_h_call("ListConnectivity", &r.base,
                                       &onceiot__usage__v1__list_connectivity_response__descriptor,
                                       who, arena, &resp, &st),
@@ -187,8 +145,8 @@ static void add_pages(answers_t *o, bool conn, const char *iccid, int64_t from, 
             r.iccid = (char *)iccid;
             r.page_size = 2;
             r.page_token = (char *)token;
-            r.start = from ? ts(from) : NULL;
-            r.end = to ? ts(to) : NULL;
+            r.start = from ? usage_h_ts(arena, from) : NULL;
+            r.end = to ? usage_h_ts(arena, to) : NULL;
             cr_assert_eq(usage_h_call("ListUsageRecords", &r.base,
                                       &onceiot__usage__v1__list_usage_records_response__descriptor,
                                       who, arena, &resp, &st),
@@ -218,8 +176,8 @@ static answers_t all_answers(void)
         Onceiot__Usage__V1__GetSimUsageRequest r = ONCEIOT__USAGE__V1__GET_SIM_USAGE_REQUEST__INIT;
         r.iccid = (char *)s1;
         r.granularity = g;
-        r.start = ts(day0 - (g == 1 ? 0 : 40 * DAY));
-        r.end = ts(day0 + 3 * DAY);
+        r.start = usage_h_ts(arena, day0 - (g == 1 ? 0 : 40 * DAY));
+        r.end = usage_h_ts(arena, day0 + 3 * DAY);
         add(&o, "GetSimUsage", &r.base, &onceiot__usage__v1__get_sim_usage_response__descriptor,
             &r1);
     }
@@ -229,15 +187,15 @@ static answers_t all_answers(void)
                 ONCEIOT__USAGE__V1__GET_FLEET_USAGE_REQUEST__INIT;
             r.granularity = g;
             r.group_by = by;
-            r.start = ts(day0 - 40 * DAY);
-            r.end = ts(day0 + 11 * DAY);
+            r.start = usage_h_ts(arena, day0 - 40 * DAY);
+            r.end = usage_h_ts(arena, day0 + 11 * DAY);
             add(&o, "GetFleetUsage", &r.base,
                 &onceiot__usage__v1__get_fleet_usage_response__descriptor, &op);
         }
     Onceiot__Usage__V1__ListTopSimsRequest t = ONCEIOT__USAGE__V1__LIST_TOP_SIMS_REQUEST__INIT;
     t.by = ONCEIOT__USAGE__V1__TOP_SIMS_BY__TOP_SIMS_BY_DATA;
-    t.start = ts(day0);
-    t.end = ts(day0 + 11 * DAY);
+    t.start = usage_h_ts(arena, day0);
+    t.end = usage_h_ts(arena, day0 + 11 * DAY);
     add(&o, "ListTopSims", &t.base, &onceiot__usage__v1__list_top_sims_response__descriptor, &op);
     for (int i = 0; i < 3; i++) {
         Onceiot__Usage__V1__GetConnectivityRequest r =
@@ -330,7 +288,7 @@ Test(usage_compact, a_page_whose_newest_day_is_cut_still_reaches_the_older_days)
     sample_t *samples[4];
     for (int i = 0; i < 4; i++) {
         recs[i] = usage_h_rec(arena, s4, hours[i], 10 + i, 0, 0, 0, "DE", "262", "01");
-        samples[i] = sample(s4, hours[i], i % 2 == 0);
+        samples[i] = usage_h_sample(arena, s4, hours[i], i % 2 == 0, NULL);
     }
     ingest_usage("cut-1", recs, 4);
     ingest_conn("cut-conn", samples, 4);
@@ -348,7 +306,8 @@ Test(usage_compact, late_data_for_a_compacted_day_is_visible_counted_once_and_me
     usage_rec_t *late[] = {usage_h_rec(arena, s1, day0 + 3 * HOUR, 40, 0, 0, 0, NULL, NULL, NULL)};
     ingest_usage("late-1", late, 1);
     ingest_usage("late-1", late, 1); /* a retry changes nothing */
-    sample_t *again[] = {sample(s1, day0 + 2 * HOUR, true), sample(s1, day0 + 4 * HOUR, false)};
+    sample_t *again[] = {usage_h_sample(arena, s1, day0 + 2 * HOUR, true, NULL),
+                         usage_h_sample(arena, s1, day0 + 4 * HOUR, false, NULL)};
     ingest_conn("late-conn", again, 2); /* one sent again (differently), one new */
     answers_t with_late = all_answers();
     /* Visible in the raw list, once in the day's rollup. */

@@ -6,7 +6,6 @@
  * with sims down for a while, and under concurrent batches. Real
  * onceiot-sims and onceiot-usage processes on the test PostgreSQL. */
 #include "google/protobuf/duration.pb-c.h"
-#include "google/protobuf/wrappers.pb-c.h"
 #include "pg_harness.h"
 #include "usage_harness.h"
 
@@ -22,9 +21,8 @@
 #define MIN  (60 * SEC)
 #define HOUR (60 * MIN)
 #define DAY  (24 * HOUR)
-#define PATH "/onceiot.usage.v1.UsageService/IngestConnectivity"
 
-typedef Onceiot__Usage__V1__ConnectivitySample sample_t;
+typedef usage_sample_t sample_t;
 typedef Onceiot__Usage__V1__ConnectivityState state_t;
 
 static arena_t *arena;
@@ -44,97 +42,12 @@ static void teardown(void)
 
 TestSuite(usage_connectivity, .init = setup, .fini = teardown, .timeout = 300);
 
-static Google__Protobuf__Timestamp *ts(arena_t *a, int64_t us)
-{
-    Google__Protobuf__Timestamp *t = arena_alloc(a, sizeof(*t));
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / SEC;
-    t->nanos = (int32_t)(us % SEC) * 1000;
-    return t;
-}
-
-/* Unix microseconds of t; 0 when unset. */
-static int64_t ts_us(const Google__Protobuf__Timestamp *t)
-{
-    return t ? (int64_t)t->seconds * SEC + t->nanos / 1000 : 0;
-}
-
-static Google__Protobuf__Int32Value *i32(arena_t *a, int32_t v)
-{
-    Google__Protobuf__Int32Value *w = arena_alloc(a, sizeof(*w));
-    google__protobuf__int32_value__init(w);
-    w->value = v;
-    return w;
-}
-
-/* A sample in a: connected ones are on LTE with Telekom in DE unless op is
- * given; disconnected ones carry no network. */
-static sample_t *sample(arena_t *a, const char *iccid, int64_t us, bool connected, const char *op)
-{
-    sample_t *s = arena_alloc(a, sizeof(*s));
-    onceiot__usage__v1__connectivity_sample__init(s);
-    s->iccid = (char *)iccid;
-    s->timestamp = ts(a, us);
-    s->connected = connected;
-    if (connected) {
-        s->rat = "LTE";
-        s->country_code = "DE";
-        s->operator_name = (char *)(op ? op : "Telekom");
-        s->mcc = "262";
-        s->mnc = "01";
-        s->cell_id = "cell-4711";
-        s->apn = "iot.1nce.net";
-        s->signal_strength = i32(a, -85);
-        s->signal_quality = i32(a, 70);
-    }
-    return s;
-}
-
-/* Sends batches over one IngestConnectivity stream as who; the answer in
- * *out (a). Returns like rpc_stream_finish. No Criterion asserts: threads
- * call it. */
-static int ingest_as(arena_t *a, const principal_t *who, const char *const *ids,
-                     sample_t ***batches, const size_t *ns, size_t n_batches,
-                     Onceiot__Usage__V1__IngestConnectivityResponse **out, rpc_status_t *st)
-{
-    rpc_md_t *md = arena_alloc(a, 2 * sizeof(*md));
-    principal_t signer = *who;
-    principal_sign(&sims_h.key, &signer, PATH, a, md);
-    rpc_call_opts_t o = {.timeout_ms = 60000, .metadata = md, .n_metadata = 2};
-    rpc_stream_t *s;
-    memset(st, 0, sizeof(*st));
-    if (rpc_stream_open(usage_h.ch, PATH, a, &o, &s) < 0) {
-        st->code = GRPC_STATUS_UNAVAILABLE;
-        return -1;
-    }
-    for (size_t b = 0; b < n_batches; b++) {
-        Onceiot__Usage__V1__IngestConnectivityBatchRequest r =
-            ONCEIOT__USAGE__V1__INGEST_CONNECTIVITY_BATCH_REQUEST__INIT;
-        r.batch_id = (char *)ids[b];
-        r.samples = batches[b];
-        r.n_samples = ns[b];
-        if (rpc_stream_send(s, &r.base) < 0)
-            break;
-    }
-    /* A refused batch ends the call early: the status below says why. */
-    int closed = rpc_stream_close_send(s);
-    ProtobufCMessage *m = NULL;
-    int got =
-        closed < 0
-            ? 0
-            : rpc_stream_recv(s, &onceiot__usage__v1__ingest_connectivity_response__descriptor, &m);
-    int rc = rpc_stream_finish(s, st);
-    if (out)
-        *out = got == 1 ? (void *)m : NULL;
-    return rc;
-}
-
 /* One batch as the telemetry pipeline. */
 static int ingest(const char *id, sample_t **v, size_t n,
                   Onceiot__Usage__V1__IngestConnectivityResponse **out, rpc_status_t *st)
 {
     principal_t w = usage_h_writer();
-    return ingest_as(arena, &w, &id, &v, &n, 1, out, st);
+    return usage_h_ingest_conn(arena, &w, &id, &v, &n, 1, out, st);
 }
 
 static void ingest_ok(const char *id, sample_t **v, size_t n)
@@ -248,7 +161,7 @@ static void assert_events(const char *iccid, size_t want, const int64_t *at, boo
                 seq = ev[i]->data->fields[k]->value->number_value;
         cr_assert_eq(seq, (double)(i + 1), "event %zu of %s: seq %g", i, iccid, seq);
         if (at)
-            cr_assert_eq(ts_us(ev[i]->occurred_at), at[i], "time of event %zu", i);
+            cr_assert_eq(usage_h_ts_us(ev[i]->occurred_at), at[i], "time of event %zu", i);
     }
     char q[200];
     snprintf(q, sizeof(q), "SELECT connectivity_seq FROM sims.sims WHERE iccid = '%s'", iccid);
@@ -259,15 +172,16 @@ Test(usage_connectivity, history_and_latest_state_of_a_sim)
 {
     const char *sim = usage_h_sim(1, 1, 0, 0);
     int64_t t = usage_h_now_us() - 3 * HOUR;
-    sample_t *v[] = {sample(arena, sim, t, true, NULL), sample(arena, sim, t + MIN, true, NULL),
-                     sample(arena, sim, t + 2 * MIN, false, NULL),
-                     sample(arena, sim, t + 3 * MIN, false, NULL),
-                     sample(arena, sim, t + 4 * MIN, true, "Vodafone")};
+    sample_t *v[] = {usage_h_sample(arena, sim, t, true, NULL),
+                     usage_h_sample(arena, sim, t + MIN, true, NULL),
+                     usage_h_sample(arena, sim, t + 2 * MIN, false, NULL),
+                     usage_h_sample(arena, sim, t + 3 * MIN, false, NULL),
+                     usage_h_sample(arena, sim, t + 4 * MIN, true, "Vodafone")};
     ingest_ok("hist-1", v, 5);
     state_t *s = state_of(sim);
     cr_assert(s->online);
-    cr_assert_eq(ts_us(s->since), t + 4 * MIN);
-    cr_assert_eq(ts_us(s->last_seen), t + 4 * MIN);
+    cr_assert_eq(usage_h_ts_us(s->since), t + 4 * MIN);
+    cr_assert_eq(usage_h_ts_us(s->last_seen), t + 4 * MIN);
     cr_assert_str_eq(s->latest->operator_name, "Vodafone");
     cr_assert_str_eq(s->latest->rat, "LTE");
     cr_assert_str_eq(s->latest->country_code, "DE");
@@ -291,7 +205,7 @@ Test(usage_connectivity, history_and_latest_state_of_a_sim)
         cr_assert_eq(list_conn(&req, &reader, &r, &st), 0, "%s", st.message);
         for (size_t i = 0; i < r->n_samples; i++) {
             cr_assert_lt(n_seen, 8);
-            seen[n_seen++] = ts_us(r->samples[i]->timestamp);
+            seen[n_seen++] = usage_h_ts_us(r->samples[i]->timestamp);
         }
         if (!r->next_page_token[0])
             break;
@@ -302,22 +216,22 @@ Test(usage_connectivity, history_and_latest_state_of_a_sim)
         cr_assert_eq(seen[i], t + (int64_t)(4 - i) * MIN, "sample %zu", i);
     req.page_token = "";
     req.page_size = 0;
-    req.start = ts(arena, t + MIN);
-    req.end = ts(arena, t + 3 * MIN);
+    req.start = usage_h_ts(arena, t + MIN);
+    req.end = usage_h_ts(arena, t + 3 * MIN);
     Onceiot__Usage__V1__ListConnectivityResponse *r;
     rpc_status_t st;
     cr_assert_eq(list_conn(&req, &reader, &r, &st), 0, "%s", st.message);
     cr_assert_eq(r->n_samples, 2);
-    cr_assert_eq(ts_us(r->samples[0]->timestamp), t + 2 * MIN);
+    cr_assert_eq(usage_h_ts_us(r->samples[0]->timestamp), t + 2 * MIN);
     cr_assert(!r->samples[0]->connected);
     cr_assert_null(r->samples[0]->signal_strength);
-    cr_assert_eq(ts_us(r->samples[1]->timestamp), t + MIN);
+    cr_assert_eq(usage_h_ts_us(r->samples[1]->timestamp), t + MIN);
 
     /* A page token is bound to its range. */
     req.page_size = 1;
     cr_assert_eq(list_conn(&req, &reader, &r, &st), 0, "%s", st.message);
     req.page_token = r->next_page_token;
-    req.start = ts(arena, t);
+    req.start = usage_h_ts(arena, t);
     cr_assert_neq(list_conn(&req, &reader, &r, &st), 0);
     cr_assert_eq(st.code, GRPC_STATUS_INVALID_ARGUMENT);
 
@@ -333,11 +247,12 @@ Test(usage_connectivity, transitions_become_events_once_in_order_and_the_network
     const char *sim = usage_h_sim(1, 10, 0, 0);
     int64_t t = usage_h_now_us() - 2 * HOUR;
     /* Shuffled within the batch: the order is the samples' time. */
-    sample_t *b1[] = {sample(arena, sim, t + 2 * MIN, false, NULL),
-                      sample(arena, sim, t, true, NULL), sample(arena, sim, t + MIN, true, NULL)};
+    sample_t *b1[] = {usage_h_sample(arena, sim, t + 2 * MIN, false, NULL),
+                      usage_h_sample(arena, sim, t, true, NULL),
+                      usage_h_sample(arena, sim, t + MIN, true, NULL)};
     ingest_ok("events-1", b1, 3);
-    sample_t *b2[] = {sample(arena, sim, t + 4 * MIN, false, NULL),
-                      sample(arena, sim, t + 3 * MIN, true, "Vodafone")};
+    sample_t *b2[] = {usage_h_sample(arena, sim, t + 4 * MIN, false, NULL),
+                      usage_h_sample(arena, sim, t + 3 * MIN, true, "Vodafone")};
     ingest_ok("events-2", b2, 2);
     drain();
     int64_t at[] = {t + 2 * MIN, t + 3 * MIN, t + 4 * MIN};
@@ -358,7 +273,7 @@ Test(usage_connectivity, transitions_become_events_once_in_order_and_the_network
     cr_assert_eq(r->replayed_batches, 1);
 
     /* Back online on another network: restored, and GetSim shows it. */
-    sample_t *b3[] = {sample(arena, sim, t + 5 * MIN, true, "O2")};
+    sample_t *b3[] = {usage_h_sample(arena, sim, t + 5 * MIN, true, "O2")};
     ingest_ok("events-3", b3, 1);
     drain();
     int64_t at3[] = {t + 2 * MIN, t + 3 * MIN, t + 4 * MIN, t + 5 * MIN};
@@ -367,7 +282,7 @@ Test(usage_connectivity, transitions_become_events_once_in_order_and_the_network
     cr_assert_str_eq(s->current_operator, "O2");
     cr_assert_str_eq(s->current_rat, "LTE");
     cr_assert_str_eq(s->current_country, "DE");
-    cr_assert_eq(ts_us(s->network_observed_at), t + 5 * MIN);
+    cr_assert_eq(usage_h_ts_us(s->network_observed_at), t + 5 * MIN);
     cr_assert_eq(usage_h_sql_int("SELECT count(*) FROM usage.sim_connectivity"), 6);
     cr_assert_eq(usage_h_sql_int("SELECT count(*) FROM sims.processed_connectivity_batches"), 3);
 }
@@ -376,20 +291,20 @@ Test(usage_connectivity, a_late_older_sample_never_overwrites_a_newer_state)
 {
     const char *sim = usage_h_sim(1, 20, 0, 0);
     int64_t t = usage_h_now_us() - 5 * HOUR;
-    sample_t *b1[] = {sample(arena, sim, t, true, NULL),
-                      sample(arena, sim, t + 10 * MIN, false, NULL)};
+    sample_t *b1[] = {usage_h_sample(arena, sim, t, true, NULL),
+                      usage_h_sample(arena, sim, t + 10 * MIN, false, NULL)};
     ingest_ok("late-1", b1, 2);
     /* Late: older than the state, connected, on another network. */
-    sample_t *b2[] = {sample(arena, sim, t + 5 * MIN, true, "Late"),
-                      sample(arena, sim, t + 6 * MIN, true, "Late")};
+    sample_t *b2[] = {usage_h_sample(arena, sim, t + 5 * MIN, true, "Late"),
+                      usage_h_sample(arena, sim, t + 6 * MIN, true, "Late")};
     ingest_ok("late-2", b2, 2);
     state_t *s = state_of(sim);
     cr_assert(!s->online);
-    cr_assert_eq(ts_us(s->since), t + 10 * MIN);
-    cr_assert_eq(ts_us(s->last_seen), t + 10 * MIN);
+    cr_assert_eq(usage_h_ts_us(s->since), t + 10 * MIN);
+    cr_assert_eq(usage_h_ts_us(s->last_seen), t + 10 * MIN);
     cr_assert_eq(s->transitions, 1);
     /* A sample sent again under another batch id stays as first stored. */
-    sample_t *b3[] = {sample(arena, sim, t, false, NULL)};
+    sample_t *b3[] = {usage_h_sample(arena, sim, t, false, NULL)};
     ingest_ok("late-3", b3, 1);
     cr_assert_eq(usage_h_sql_int("SELECT count(*) FROM usage.sim_connectivity"), 4);
     cr_assert_eq(usage_h_sql_int("SELECT count(*) FROM usage.sim_connectivity WHERE connected"), 3);
@@ -424,12 +339,12 @@ static void spoil_quality(sample_t **v, const char *other)
 static void spoil_future(sample_t **v, const char *other)
 {
     (void)other;
-    v[1]->timestamp = ts(arena, usage_h_now_us() + 10 * MIN);
+    v[1]->timestamp = usage_h_ts(arena, usage_h_now_us() + 10 * MIN);
 }
 static void spoil_old(sample_t **v, const char *other)
 {
     (void)other;
-    v[1]->timestamp = ts(arena, usage_h_now_us() - 181 * DAY);
+    v[1]->timestamp = usage_h_ts(arena, usage_h_now_us() - 181 * DAY);
 }
 static void spoil_missing_ts(sample_t **v, const char *other)
 {
@@ -496,8 +411,9 @@ Test(usage_connectivity, a_bad_sample_refuses_the_whole_batch_naming_its_field)
     };
     int64_t t = usage_h_now_us() - HOUR;
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-        sample_t *v[] = {sample(arena, sim, t, true, NULL), sample(arena, sim, t + SEC, true, NULL),
-                         sample(arena, sim, t + 2 * SEC, false, NULL)};
+        sample_t *v[] = {usage_h_sample(arena, sim, t, true, NULL),
+                         usage_h_sample(arena, sim, t + SEC, true, NULL),
+                         usage_h_sample(arena, sim, t + 2 * SEC, false, NULL)};
         cases[c].spoil(v, other);
         const char *id = arena_printf(arena, "bad-%zu", c);
         rpc_status_t st;
@@ -512,7 +428,7 @@ Test(usage_connectivity, a_bad_sample_refuses_the_whole_batch_naming_its_field)
     cr_assert_eq(usage_h_sql_int("SELECT count(*) FROM usage.outbox"), 0);
 
     /* The batch shape itself: an empty or over-long id, no samples, too many. */
-    sample_t *one[] = {sample(arena, sim, t, true, NULL)};
+    sample_t *one[] = {usage_h_sample(arena, sim, t, true, NULL)};
     rpc_status_t st;
     cr_assert_neq(ingest("", one, 1, NULL, &st), 0);
     cr_assert(usage_h_violation(arena, &st, "batch_id"), "%s", st.message);
@@ -526,7 +442,7 @@ Test(usage_connectivity, a_bad_sample_refuses_the_whole_batch_naming_its_field)
     size_t big = 10001;
     sample_t **many = arena_alloc(arena, big * sizeof(*many));
     for (size_t i = 0; i < big; i++)
-        many[i] = sample(arena, sim, t - (int64_t)i * SEC, false, NULL);
+        many[i] = usage_h_sample(arena, sim, t - (int64_t)i * SEC, false, NULL);
     cr_assert_neq(ingest("big", many, big, NULL, &st), 0);
     cr_assert(usage_h_violation(arena, &st, "samples"), "%s", st.message);
 
@@ -535,12 +451,13 @@ Test(usage_connectivity, a_bad_sample_refuses_the_whole_batch_naming_its_field)
     const char *id = "customer";
     size_t n1 = 1;
     sample_t **b = one;
-    cr_assert_neq(ingest_as(arena, &reader, &id, &b, &n1, 1, NULL, &st), 0);
+    cr_assert_neq(usage_h_ingest_conn(arena, &reader, &id, &b, &n1, 1, NULL, &st), 0);
     cr_assert_eq(st.code, GRPC_STATUS_PERMISSION_DENIED, "%s", st.message);
 
     /* The good case commits (the pipeline writes any organization's SIM). */
-    sample_t *v[] = {sample(arena, sim, t, true, NULL), sample(arena, sim, t + SEC, true, NULL),
-                     sample(arena, sim, t + 2 * SEC, false, NULL)};
+    sample_t *v[] = {usage_h_sample(arena, sim, t, true, NULL),
+                     usage_h_sample(arena, sim, t + SEC, true, NULL),
+                     usage_h_sample(arena, sim, t + 2 * SEC, false, NULL)};
     spoil_nothing(v, other);
     ingest_ok("good", v, 3);
     cr_assert_eq(usage_h_sql_int("SELECT count(*) FROM usage.sim_connectivity"), 3);
@@ -551,7 +468,8 @@ Test(usage_connectivity, another_organizations_sim_is_not_found)
     const char *mine = usage_h_sim(1, 40, 0, 0);
     const char *theirs = usage_h_sim(2, 41, 0, 0);
     int64_t t = usage_h_now_us() - 3 * HOUR;
-    sample_t *v[] = {sample(arena, mine, t, false, NULL), sample(arena, theirs, t, false, NULL)};
+    sample_t *v[] = {usage_h_sample(arena, mine, t, false, NULL),
+                     usage_h_sample(arena, theirs, t, false, NULL)};
     ingest_ok("tenants-1", v, 2);
     principal_t reader2 = usage_h_reader(2);
     state_t *s;
@@ -597,11 +515,11 @@ Test(usage_connectivity, offline_sims_longer_than_a_duration_page_by_page)
     for (int k = 0; k < 6; k++) {
         sims[k] = usage_h_sim(1, 50 + k, 0, 0);
         int64_t off = now - ((k + 1) * 30 + 1) * MIN;
-        v[n++] = sample(arena, sims[k], off - MIN, true, NULL);
-        v[n++] = sample(arena, sims[k], off, k == 5, NULL);
+        v[n++] = usage_h_sample(arena, sims[k], off - MIN, true, NULL);
+        v[n++] = usage_h_sample(arena, sims[k], off, k == 5, NULL);
     }
     const char *other = usage_h_sim(2, 60, 0, 0);
-    sample_t *w[] = {sample(arena, other, now - 10 * HOUR, false, NULL)};
+    sample_t *w[] = {usage_h_sample(arena, other, now - 10 * HOUR, false, NULL)};
     ingest_ok("offline-1", v, n);
     ingest_ok("offline-2", w, 1);
     Google__Protobuf__Duration d = GOOGLE__PROTOBUF__DURATION__INIT;
@@ -667,8 +585,8 @@ static void flip(flips_t *f, const char *prefix)
 {
     sample_t *v[6];
     for (int s = 0; s < 3; s++) {
-        v[2 * s] = sample(arena, f->sims[s], f->t, f->online, NULL);
-        v[2 * s + 1] = sample(arena, f->sims[s], f->t + SEC, !f->online, NULL);
+        v[2 * s] = usage_h_sample(arena, f->sims[s], f->t, f->online, NULL);
+        v[2 * s + 1] = usage_h_sample(arena, f->sims[s], f->t + SEC, !f->online, NULL);
     }
     f->at[f->n_at++] = f->t + SEC;
     f->online = !f->online;
@@ -761,16 +679,16 @@ static void *write_batches(void *p)
         for (int i = 0; i < 12; i++) {
             /* Distinct instants per writer, random order and states. */
             int64_t us = base + ((int64_t)(rand_r(&seed) % 100000) * 8 + w->id) * 1000;
-            v[i] = sample(w->a, w->sims[i % 4], us, rand_r(&seed) % 2, NULL);
+            v[i] = usage_h_sample(w->a, w->sims[i % 4], us, rand_r(&seed) % 2, NULL);
             for (int k = 0; k < i; k++)
-                if (k % 4 == i % 4 && ts_us(v[k]->timestamp) == us)
-                    v[i]->timestamp = ts(w->a, us + 8000000);
+                if (k % 4 == i % 4 && usage_h_ts_us(v[k]->timestamp) == us)
+                    v[i]->timestamp = usage_h_ts(w->a, us + 8000000);
         }
         const char *id = arena_printf(w->a, "conc-%d-%d", w->id, b);
         size_t n = 12;
         sample_t **vv = v;
         rpc_status_t st;
-        if (ingest_as(w->a, &who, &id, &vv, &n, 1, NULL, &st) != 0 && w->failures++ == 0)
+        if (usage_h_ingest_conn(w->a, &who, &id, &vv, &n, 1, NULL, &st) != 0 && w->failures++ == 0)
             snprintf(w->first, sizeof(w->first), "%s", st.message);
     }
     return NULL;
@@ -784,7 +702,7 @@ Test(usage_connectivity, concurrent_batches_keep_the_state_exact_and_the_events_
     /* Resolve the ICCIDs once so the writers race on the tables only. */
     sample_t *warm[4];
     for (int s = 0; s < 4; s++)
-        warm[s] = sample(arena, sims[s], usage_h_now_us() - 3 * HOUR, true, NULL);
+        warm[s] = usage_h_sample(arena, sims[s], usage_h_now_us() - 3 * HOUR, true, NULL);
     ingest_ok("conc-warm", warm, 4);
     writer_t w[4];
     pthread_t th[4];
@@ -813,7 +731,7 @@ Test(usage_connectivity, concurrent_batches_keep_the_state_exact_and_the_events_
         if (n > 0)
             assert_events(sims[s], n, NULL, true);
         for (size_t i = 1; i < n; i++)
-            cr_assert_geq(ts_us(ev[i]->occurred_at), ts_us(ev[i - 1]->occurred_at));
+            cr_assert_geq(usage_h_ts_us(ev[i]->occurred_at), usage_h_ts_us(ev[i - 1]->occurred_at));
     }
 }
 
@@ -838,14 +756,14 @@ static void *write_new_sims(void *p)
             const char *iccid = k < 4 ? w->sims[k] : w->fresh[r][k - 4];
             /* Distinct instants per writer and round. */
             int64_t us = base + ((int64_t)r * 40 + w->id * 8 + i) * 1000000;
-            v[i] = sample(w->a, iccid, us, rand_r(&seed) % 2, NULL);
+            v[i] = usage_h_sample(w->a, iccid, us, rand_r(&seed) % 2, NULL);
         }
         const char *id = arena_printf(w->a, "new-%d-%d", w->id, r);
         size_t n = 8;
         sample_t **vv = v;
         rpc_status_t st;
         pthread_barrier_wait(w->go);
-        if (ingest_as(w->a, &who, &id, &vv, &n, 1, NULL, &st) != 0 && w->failures++ == 0)
+        if (usage_h_ingest_conn(w->a, &who, &id, &vv, &n, 1, NULL, &st) != 0 && w->failures++ == 0)
             snprintf(w->first, sizeof(w->first), "round %d: %s", r, st.message);
     }
     return NULL;
@@ -857,7 +775,7 @@ Test(usage_connectivity, concurrent_first_batches_of_new_sims_create_each_state_
     sample_t *warm[4];
     for (int s = 0; s < 4; s++) {
         known[s] = usage_h_sim(1, 500 + s, 0, 0);
-        warm[s] = sample(arena, known[s], usage_h_now_us() - 3 * HOUR, true, NULL);
+        warm[s] = usage_h_sample(arena, known[s], usage_h_now_us() - 3 * HOUR, true, NULL);
     }
     for (int r = 0; r < NEW_ROUNDS; r++)
         for (int s = 0; s < 4; s++)
@@ -903,14 +821,14 @@ Test(usage_connectivity, a_watcher_sees_lost_and_restored_live_in_order)
 {
     const char *sim = usage_h_sim(3, 400, 0, 0);
     int64_t t = usage_h_now_us() - HOUR;
-    sample_t *first[] = {sample(arena, sim, t, true, NULL)};
+    sample_t *first[] = {usage_h_sample(arena, sim, t, true, NULL)};
     ingest_ok("watch-0", first, 1);
     rpc_stream_t *s = usage_h_watch(arena, 3, sim, "connectivity");
     cr_assert_eq(rpc_stream_headers(s), 0, "the subscription took effect");
     /* Two batches, each with a loss and a restoration. */
     for (int b = 0; b < 2; b++) {
-        sample_t *v[] = {sample(arena, sim, t + (2 * b + 1) * MIN, false, NULL),
-                         sample(arena, sim, t + (2 * b + 2) * MIN, true, NULL)};
+        sample_t *v[] = {usage_h_sample(arena, sim, t + (2 * b + 1) * MIN, false, NULL),
+                         usage_h_sample(arena, sim, t + (2 * b + 2) * MIN, true, NULL)};
         ingest_ok(arena_printf(arena, "watch-%d", b + 1), v, 2);
     }
     for (int i = 0; i < 4; i++) {
@@ -924,7 +842,7 @@ Test(usage_connectivity, a_watcher_sees_lost_and_restored_live_in_order)
         cr_assert_str_eq(e->iccid, sim);
         cr_assert_str_eq(e->event_type, i % 2 ? "connectivity_restored" : "connectivity_lost",
                          "event %d in order", i);
-        cr_assert_eq(ts_us(e->occurred_at), t + (i + 1) * MIN);
+        cr_assert_eq(usage_h_ts_us(e->occurred_at), t + (i + 1) * MIN);
     }
     rpc_stream_cancel(s);
     rpc_status_t st;
@@ -934,7 +852,7 @@ Test(usage_connectivity, a_watcher_sees_lost_and_restored_live_in_order)
 Test(usage_connectivity, bad_query_input_is_invalid_argument_naming_the_field)
 {
     const char *sim = usage_h_sim(1, 500, 0, 0);
-    sample_t *v[] = {sample(arena, sim, usage_h_now_us() - HOUR, true, NULL)};
+    sample_t *v[] = {usage_h_sample(arena, sim, usage_h_now_us() - HOUR, true, NULL)};
     ingest_ok("query-bad", v, 1);
     principal_t reader = usage_h_reader(1);
     state_t *s;
@@ -951,8 +869,8 @@ Test(usage_connectivity, bad_query_input_is_invalid_argument_naming_the_field)
     cr_assert_neq(list_conn(&req, &reader, &r, &st), 0);
     cr_assert(usage_h_violation(arena, &st, "iccid"), "%s", st.message);
     req.iccid = (char *)sim;
-    req.start = ts(arena, usage_h_now_us());
-    req.end = ts(arena, usage_h_now_us() - HOUR);
+    req.start = usage_h_ts(arena, usage_h_now_us());
+    req.end = usage_h_ts(arena, usage_h_now_us() - HOUR);
     cr_assert_neq(list_conn(&req, &reader, &r, &st), 0);
     cr_assert(usage_h_violation(arena, &st, "end"), "%s", st.message);
     req.start = req.end = NULL;
@@ -965,8 +883,8 @@ Test(usage_connectivity, bad_query_input_is_invalid_argument_naming_the_field)
     cr_assert(usage_h_violation(arena, &st, "page_token"), "%s", st.message);
     /* A token of another SIM's list is refused, not read as this one's. */
     const char *other = usage_h_sim(1, 501, 0, 0);
-    sample_t *w[] = {sample(arena, other, usage_h_now_us() - HOUR, true, NULL),
-                     sample(arena, other, usage_h_now_us() - HOUR + SEC, true, NULL)};
+    sample_t *w[] = {usage_h_sample(arena, other, usage_h_now_us() - HOUR, true, NULL),
+                     usage_h_sample(arena, other, usage_h_now_us() - HOUR + SEC, true, NULL)};
     ingest_ok("query-bad-2", w, 2);
     req.iccid = (char *)other;
     req.page_token = "";

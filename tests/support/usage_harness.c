@@ -1,5 +1,7 @@
 /* The usage test harness (see usage_harness.h). */
 #include "usage_harness.h"
+
+#include "google/protobuf/wrappers.pb-c.h"
 #include "pg_harness.h"
 
 #include <criterion/criterion.h>
@@ -213,6 +215,87 @@ int usage_h_call(const char *method, const ProtobufCMessage *req,
     return rc;
 }
 
+Google__Protobuf__Timestamp *usage_h_ts(arena_t *a, int64_t us)
+{
+    Google__Protobuf__Timestamp *t = arena_alloc(a, sizeof(*t));
+    google__protobuf__timestamp__init(t);
+    t->seconds = us / 1000000;
+    t->nanos = (int32_t)(us % 1000000) * 1000;
+    return t;
+}
+
+int64_t usage_h_ts_us(const Google__Protobuf__Timestamp *t)
+{
+    return t ? (int64_t)t->seconds * 1000000 + t->nanos / 1000 : 0;
+}
+
+static Google__Protobuf__Int32Value *usage_h__i32(arena_t *a, int32_t v)
+{
+    Google__Protobuf__Int32Value *w = arena_alloc(a, sizeof(*w));
+    google__protobuf__int32_value__init(w);
+    w->value = v;
+    return w;
+}
+
+usage_sample_t *usage_h_sample(arena_t *a, const char *iccid, int64_t us, bool connected,
+                               const char *op)
+{
+    usage_sample_t *s = arena_alloc(a, sizeof(*s));
+    onceiot__usage__v1__connectivity_sample__init(s);
+    s->iccid = (char *)iccid;
+    s->timestamp = usage_h_ts(a, us);
+    s->connected = connected;
+    if (connected) {
+        s->rat = "LTE";
+        s->country_code = "DE";
+        s->operator_name = (char *)(op ? op : "Telekom");
+        s->mcc = "262";
+        s->mnc = "01";
+        s->cell_id = "cell-4711";
+        s->apn = "iot.1nce.net";
+        s->signal_strength = usage_h__i32(a, -85);
+        s->signal_quality = usage_h__i32(a, 70);
+    }
+    return s;
+}
+
+int usage_h_ingest_conn(arena_t *a, const principal_t *who, const char *const *ids,
+                        usage_sample_t ***batches, const size_t *ns, size_t n_batches,
+                        Onceiot__Usage__V1__IngestConnectivityResponse **out, rpc_status_t *st)
+{
+    static const char path[] = "/onceiot.usage.v1.UsageService/IngestConnectivity";
+    rpc_md_t *md = arena_alloc(a, 2 * sizeof(*md));
+    principal_t signer = *who;
+    principal_sign(&sims_h.key, &signer, path, a, md);
+    rpc_call_opts_t o = {.timeout_ms = 60000, .metadata = md, .n_metadata = 2};
+    rpc_stream_t *s;
+    memset(st, 0, sizeof(*st));
+    if (rpc_stream_open(usage_h.ch, path, a, &o, &s) < 0) {
+        st->code = GRPC_STATUS_UNAVAILABLE;
+        return -1;
+    }
+    for (size_t b = 0; b < n_batches; b++) {
+        Onceiot__Usage__V1__IngestConnectivityBatchRequest r =
+            ONCEIOT__USAGE__V1__INGEST_CONNECTIVITY_BATCH_REQUEST__INIT;
+        r.batch_id = (char *)ids[b];
+        r.samples = batches[b];
+        r.n_samples = ns[b];
+        if (rpc_stream_send(s, &r.base) < 0)
+            break;
+    }
+    /* A refused batch ends the call early: the status below says why. */
+    int closed = rpc_stream_close_send(s);
+    ProtobufCMessage *m = NULL;
+    int got =
+        closed < 0
+            ? 0
+            : rpc_stream_recv(s, &onceiot__usage__v1__ingest_connectivity_response__descriptor, &m);
+    int rc = rpc_stream_finish(s, st);
+    if (out)
+        *out = got == 1 ? (void *)m : NULL;
+    return rc;
+}
+
 usage_rec_t *usage_h_rec(arena_t *a, const char *iccid, int64_t ts_us, int64_t rx, int64_t tx,
                          int32_t mo, int32_t mt, const char *country, const char *mcc,
                          const char *mnc)
@@ -220,11 +303,7 @@ usage_rec_t *usage_h_rec(arena_t *a, const char *iccid, int64_t ts_us, int64_t r
     usage_rec_t *r = arena_alloc(a, sizeof(*r));
     onceiot__usage__v1__usage_record__init(r);
     r->iccid = (char *)iccid;
-    Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
-    google__protobuf__timestamp__init(ts);
-    ts->seconds = ts_us / 1000000;
-    ts->nanos = (int32_t)(ts_us % 1000000) * 1000;
-    r->timestamp = ts;
+    r->timestamp = usage_h_ts(a, ts_us);
     r->volume_rx = rx;
     r->volume_tx = tx;
     r->sms_mo = mo;

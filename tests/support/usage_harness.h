@@ -61,6 +61,23 @@ int usage_h_call(const char *method, const ProtobufCMessage *req,
                  const ProtobufCMessageDescriptor *resp_desc, const principal_t *who, arena_t *a,
                  void *resp, rpc_status_t *st);
 
+/* A timestamp in a at Unix microseconds us, and back (0 for NULL). */
+Google__Protobuf__Timestamp *usage_h_ts(arena_t *a, int64_t us);
+int64_t usage_h_ts_us(const Google__Protobuf__Timestamp *t);
+
+typedef Onceiot__Usage__V1__ConnectivitySample usage_sample_t;
+/* A connectivity sample in a: connected ones are on LTE with op (NULL:
+ * Telekom) in DE, with a cell and signal; disconnected ones carry no
+ * network. */
+usage_sample_t *usage_h_sample(arena_t *a, const char *iccid, int64_t us, bool connected,
+                               const char *op);
+/* Sends n_batches batches (ids[b], ns[b] samples each) over one
+ * IngestConnectivity stream as who; the answer in *out (a; may be NULL).
+ * Returns like rpc_stream_finish. No Criterion asserts: threads call it. */
+int usage_h_ingest_conn(arena_t *a, const principal_t *who, const char *const *ids,
+                        usage_sample_t ***batches, const size_t *ns, size_t n_batches,
+                        Onceiot__Usage__V1__IngestConnectivityResponse **out, rpc_status_t *st);
+
 /* A record in a (country, mcc, mnc may be NULL). */
 usage_rec_t *usage_h_rec(arena_t *a, const char *iccid, int64_t ts_us, int64_t rx, int64_t tx,
                          int32_t mo, int32_t mt, const char *country, const char *mcc,
