@@ -18,22 +18,7 @@
 #define DATA ONCEIOT__SIMS__V1__QUOTA_TYPE__QUOTA_TYPE_DATA
 #define SMS  ONCEIOT__SIMS__V1__QUOTA_TYPE__QUOTA_TYPE_SMS
 
-static arena_t *arena;
-/* A short lease, so a killed dispatcher's rows are taken again quickly. */
-static const char *const env[] = {"ONCEIOT_OUTBOX_LEASE_MS=1500", NULL};
-
-static void setup(void)
-{
-    usage_h_start(env);
-    arena = sims_h_thread_arena();
-}
-
-static void teardown(void)
-{
-    usage_h_stop();
-}
-
-TestSuite(usage_quota, .init = setup, .fini = teardown, .timeout = 300);
+USAGE_H_SUITE(usage_quota);
 
 static int64_t used(const char *iccid, Onceiot__Sims__V1__QuotaType t)
 {

@@ -296,6 +296,111 @@ int usage_h_ingest_conn(arena_t *a, const principal_t *who, const char *const *i
     return rc;
 }
 
+int usage_h_conn_ingest(const char *id, usage_sample_t **v, size_t n,
+                        Onceiot__Usage__V1__IngestConnectivityResponse **out, rpc_status_t *st)
+{
+    principal_t w = usage_h_writer();
+    return usage_h_ingest_conn(sims_h.arena, &w, &id, &v, &n, 1, out, st);
+}
+
+void usage_h_conn_ingest_ok(const char *id, usage_sample_t **v, size_t n)
+{
+    Onceiot__Usage__V1__IngestConnectivityResponse *r;
+    rpc_status_t st;
+    cr_assert_eq(usage_h_conn_ingest(id, v, n, &r, &st), 0, "%s: %s", id, st.message);
+    cr_assert_not_null(r);
+    cr_assert_eq(r->n_batches, 1);
+}
+
+int usage_h_conn_get(const principal_t *who, const char *iccid,
+                     Onceiot__Usage__V1__ConnectivityState **out, rpc_status_t *st)
+{
+    Onceiot__Usage__V1__GetConnectivityRequest req =
+        ONCEIOT__USAGE__V1__GET_CONNECTIVITY_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    return usage_h_call("GetConnectivity", &req.base,
+                        &onceiot__usage__v1__connectivity_state__descriptor, who, sims_h.arena, out,
+                        st);
+}
+
+Onceiot__Usage__V1__ConnectivityState *usage_h_conn_state(const char *iccid)
+{
+    principal_t op = usage_h_operator();
+    Onceiot__Usage__V1__ConnectivityState *s = NULL;
+    rpc_status_t st;
+    cr_assert_eq(usage_h_conn_get(&op, iccid, &s, &st), 0, "GetConnectivity %s: %s", iccid,
+                 st.message);
+    return s;
+}
+
+Onceiot__Sims__V1__SimEvent **usage_h_conn_events(const char *iccid, size_t *n)
+{
+    arena_t *a = sims_h.arena;
+    Onceiot__Sims__V1__ListEventsRequest req = ONCEIOT__SIMS__V1__LIST_EVENTS_REQUEST__INIT;
+    req.iccid = (char *)iccid;
+    req.event_category = "connectivity";
+    req.page_size = 1000;
+    principal_t root = sims_h_root();
+    ProtobufCMessage *resp;
+    rpc_status_t st;
+    cr_assert_eq(sims_h_call("ListEvents", &req.base,
+                             &onceiot__sims__v1__list_events_response__descriptor, &root, a, &resp,
+                             &st),
+                 0, "ListEvents %s: %s", iccid, st.message);
+    const Onceiot__Sims__V1__ListEventsResponse *r = (const void *)resp;
+    Onceiot__Sims__V1__SimEvent **v = arena_alloc(a, (r->n_events + 1) * sizeof(*v));
+    for (size_t i = 0; i < r->n_events; i++)
+        v[i] = r->events[r->n_events - 1 - i];
+    *n = r->n_events;
+    return v;
+}
+
+Onceiot__Sims__V1__Sim *usage_h_sim_of(const char *iccid)
+{
+    principal_t root = sims_h_root();
+    Onceiot__Sims__V1__Sim *s = NULL;
+    rpc_status_t st;
+    cr_assert_eq(sims_h_get(&root, iccid, &s, &st), 0, "GetSim %s: %s", iccid, st.message);
+    return s;
+}
+
+void usage_h_assert_conn_events(const char *iccid, size_t want, const int64_t *at, bool first_lost)
+{
+    size_t n;
+    Onceiot__Sims__V1__SimEvent **ev = usage_h_conn_events(iccid, &n);
+    cr_assert_eq(n, want, "SIM %s has %zu connectivity events, not %zu", iccid, n, want);
+    for (size_t i = 0; i < n; i++) {
+        bool lost = (i % 2 == 0) == first_lost;
+        cr_assert_str_eq(ev[i]->event_type, lost ? "connectivity_lost" : "connectivity_restored",
+                         "event %zu of %s", i, iccid);
+        cr_assert_str_eq(ev[i]->triggered_by, "service:usage");
+        double seq = 0;
+        for (size_t k = 0; ev[i]->data && k < ev[i]->data->n_fields; k++)
+            if (strcmp(ev[i]->data->fields[k]->key, "seq") == 0)
+                seq = ev[i]->data->fields[k]->value->number_value;
+        cr_assert_eq(seq, (double)(i + 1), "event %zu of %s: seq %g", i, iccid, seq);
+        if (at)
+            cr_assert_eq(usage_h_ts_us(ev[i]->occurred_at), at[i], "time of event %zu", i);
+    }
+    char q[200];
+    snprintf(q, sizeof(q), "SELECT connectivity_seq FROM sims.sims WHERE iccid = '%s'", iccid);
+    cr_assert_eq(usage_h_sql_int(q), (long long)want);
+}
+
+void usage_h_drain(void)
+{
+    if (usage_h_wait_outbox_empty(90000))
+        return;
+    PGresult *r = pgh_sql(
+        "SELECT (SELECT string_agg(key || ' ' || attempts || ' ' || coalesce(last_error, '-'), "
+        "'; ' ORDER BY id) FROM usage.outbox), (SELECT string_agg(batch_id || ':' || events, ' ' "
+        "ORDER BY processed_at) FROM sims.processed_connectivity_batches), (SELECT "
+        "string_agg(iccid || ':' || connectivity_seq, ' ') FROM sims.sims)");
+    cr_assert_fail("the outbox did not drain: %s\napplied: %s\nsims: %s", PQgetvalue(r, 0, 0),
+                   PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+    PQclear(r);
+}
+
 usage_rec_t *usage_h_rec(arena_t *a, const char *iccid, int64_t ts_us, int64_t rx, int64_t tx,
                          int32_t mo, int32_t mt, const char *country, const char *mcc,
                          const char *mnc)

@@ -25,6 +25,23 @@ typedef struct usage_h {
 
 extern usage_h_t usage_h;
 
+/* A suite running sims and usage for each test, usage with a short outbox
+ * lease (so a killed dispatcher's rows are taken again quickly), and the
+ * test's arena in `arena`. */
+#define USAGE_H_SUITE(name)                                                                        \
+    static arena_t *arena;                                                                         \
+    static void usage_h__setup(void)                                                               \
+    {                                                                                              \
+        static const char *const env[] = {"ONCEIOT_OUTBOX_LEASE_MS=1500", NULL};                   \
+        usage_h_start(env);                                                                        \
+        arena = sims_h_thread_arena();                                                             \
+    }                                                                                              \
+    static void usage_h__teardown(void)                                                            \
+    {                                                                                              \
+        usage_h_stop();                                                                            \
+    }                                                                                              \
+    TestSuite(name, .init = usage_h__setup, .fini = usage_h__teardown, .timeout = 300)
+
 /* sims_h_start, then onceiot-usage on a dropped "usage" schema with env
  * ("K=V", NULL-terminated, may be NULL; must outlive the suite) added. */
 void usage_h_start(const char *const *env);
@@ -77,6 +94,27 @@ usage_sample_t *usage_h_sample(arena_t *a, const char *iccid, int64_t us, bool c
 int usage_h_ingest_conn(arena_t *a, const principal_t *who, const char *const *ids,
                         usage_sample_t ***batches, const size_t *ns, size_t n_batches,
                         Onceiot__Usage__V1__IngestConnectivityResponse **out, rpc_status_t *st);
+
+/* The connectivity tests' calls, in sims_h.arena (the test's own thread
+ * only), asserting unless they return a code: one batch
+ * as the writer (usage_h_ingest_conn) and the same, asserting it was
+ * stored; GetConnectivity as who, and as the operator; the SIM's
+ * connectivity events in sims, oldest first (*n of them); the SIM in sims. */
+int usage_h_conn_ingest(const char *id, usage_sample_t **v, size_t n,
+                        Onceiot__Usage__V1__IngestConnectivityResponse **out, rpc_status_t *st);
+void usage_h_conn_ingest_ok(const char *id, usage_sample_t **v, size_t n);
+int usage_h_conn_get(const principal_t *who, const char *iccid,
+                     Onceiot__Usage__V1__ConnectivityState **out, rpc_status_t *st);
+Onceiot__Usage__V1__ConnectivityState *usage_h_conn_state(const char *iccid);
+Onceiot__Sims__V1__SimEvent **usage_h_conn_events(const char *iccid, size_t *n);
+Onceiot__Sims__V1__Sim *usage_h_sim_of(const char *iccid);
+/* Asserts the SIM's events are lost/restored alternating (the first lost
+ * when first_lost), numbered 1..want in order, from usage, at the given
+ * times (µs; at may be NULL), and that sims counts want. */
+void usage_h_assert_conn_events(const char *iccid, size_t want, const int64_t *at, bool first_lost);
+/* Waits up to 90 s for the outbox to drain; fails naming what is pending,
+ * the connectivity batches sims applied and each SIM's count. */
+void usage_h_drain(void);
 
 /* A record in a (country, mcc, mnc may be NULL). */
 usage_rec_t *usage_h_rec(arena_t *a, const char *iccid, int64_t ts_us, int64_t rx, int64_t tx,
