@@ -64,12 +64,11 @@ const char *usage_field_name(arena_t *a, usage_at_t at, const char *field)
 
 bool usage_valid_iccid(rpc_call_t *call, usage_at_t at, const char *field, const char *iccid)
 {
-    const char *why = !iccid[0]                       ? "is required"
-                      : !usage__digits(iccid, 19, 20) ? "must be 19 or 20 digits"
-                                                      : NULL;
-    if (why)
-        rpc_violation(call, usage_field_name(rpc_call_arena(call), at, field), "%s", why);
-    return why == NULL;
+    if (iccid[0] && usage__digits(iccid, 19, 20))
+        return true;
+    rpc_violation(call, usage_field_name(rpc_call_arena(call), at, field),
+                  iccid[0] ? "must be 19 or 20 digits" : "is required");
+    return false;
 }
 
 static const char *const rats[] = {"2G", "3G", "LTE", "LTE-M", "NB-IoT", "5G"};
@@ -115,16 +114,18 @@ bool usage_check_time(rpc_call_t *call, usage_at_t at, const char *field,
                       const Google__Protobuf__Timestamp *ts, int64_t now_us, int retention_days)
 {
     int64_t us = usage_ts_us(ts);
+    bool future = ts && us > now_us + USAGE_FUTURE_US;
     bool late = ts && us < now_us - (int64_t)retention_days * 86400 * 1000000;
-    const char *why = !ts                             ? "is required"
-                      : us > now_us + USAGE_FUTURE_US ? "is more than 5 minutes in the future"
-                                                      : NULL;
-    const char *name = why || late ? usage_field_name(rpc_call_arena(call), at, field) : NULL;
-    if (why)
-        rpc_violation(call, name, "%s", why);
-    else if (late)
+    if (ts && !future && !late)
+        return true;
+    const char *name = usage_field_name(rpc_call_arena(call), at, field);
+    if (!ts)
+        rpc_violation(call, name, "is required");
+    else if (future)
+        rpc_violation(call, name, "is more than 5 minutes in the future");
+    else
         rpc_violation(call, name, "is older than the retention of %d days", retention_days);
-    return !why && !late;
+    return false;
 }
 
 int usage_check_network(rpc_call_t *call, usage_at_t at, const char *country_field,
